@@ -1,0 +1,34 @@
+"""A dataset's native raw folder, as a catalog entry so kedro-viz shows where data starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kedro.io import AbstractDataset, DatasetError
+
+
+class RawFolderDataset(AbstractDataset[None, str]):
+    """Loads the absolute path of a raw-data folder; readers parse the native layout inside."""
+
+    def __init__(self, path: str, metadata: dict[str, Any] | None = None) -> None:
+        self._path = Path(path)
+        self.metadata = metadata
+
+    def _load(self) -> str:
+        if not self._path.is_dir():
+            raise DatasetError(
+                f"Raw data folder '{self._path}' does not exist. Put the dataset's files "
+                "there in their native layout (README, section 'Datasets'), or point to "
+                "them with --params raw_dir:/path/to/folder."
+            )
+        return str(self._path.resolve())
+
+    def _save(self, data: None) -> None:
+        raise DatasetError("Raw folders are read-only: the project never writes raw data.")
+
+    def _exists(self) -> bool:
+        return self._path.is_dir()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}
