@@ -1,0 +1,88 @@
+"""HEST-1k samples (Hugging Face `MahmoodLab/hest`), one section per sample id.
+
+    <raw_dir>/st/<id>.h5ad        raw counts; spot centres in obsm['spatial'] as (x, y) full-res pixels
+    <raw_dir>/wsis/<id>.tif       pyramidal full-resolution H&E (only its header is read here)
+    <raw_dir>/metadata/<id>.json  pixel_size_um_estimated, spot_diameter (um), patient, st_technology, ...
+Covers HEST's Visium samples and its legacy ST ones (e.g. HER2+ SPA119-SPA154, cSCC NCBI759-NCBI770).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .common import InputDataError, build_section, check_unique, require_file, spot_spacing
+
+HEST_LAYOUT = "<raw_dir>/st/<id>.h5ad, <raw_dir>/wsis/<id>.tif and <raw_dir>/metadata/<id>.json (HEST-1k)"
+# HEST `st_technology` values -> the platform names of the standard section
+PLATFORMS = {"visium": "visium", "spatial transcriptomics": "legacy_st"}
+_ST_SPOT_NAME = r"^(?P<x>\d+(?:\.\d+)?)x(?P<y>\d+(?:\.\d+)?)$"
+
+
+def discover_sections(raw_dir: str | Path) -> list[str]:
+    """Sample ids with an st/<id>.h5ad under `raw_dir`."""
+    found = sorted(p.stem for p in (Path(raw_dir) / "st").glob("*.h5ad"))
+    if not found:
+        raise InputDataError(f"No HEST samples found in '{raw_dir}'. Expected layout: {HEST_LAYOUT}")
+    return found
+
+
+def _array_rowcol(obs: pd.DataFrame, xy: np.ndarray) -> np.ndarray:
+    """Array coordinates from the table, else from legacy ST `<x>x<y>` spot names, else a grid of the centres."""
+    if {"array_row", "array_col"} <= set(obs.columns):
+        return obs[["array_row", "array_col"]].to_numpy()
+    names = obs.index.to_series().str.extract(_ST_SPOT_NAME).astype(float)
+    if not names.isna().to_numpy().any():
+        return np.round(names[["y", "x"]].to_numpy()).astype(np.int64)
+    scaled = (xy - xy.min(axis=0)) / spot_spacing(xy)
+    return np.round(scaled[:, ::-1]).astype(np.int64)
+
+
+def _platform(technology: str | None) -> str:
+    """Standard platform name for HEST's `st_technology` (lower-cased as is when not Visium or legacy ST)."""
+    if not technology:
+        return "visium"
+    name = technology.strip().lower()
+    return PLATFORMS.get(name, name.replace(" ", "_"))
+
+
+def read_section(raw_dir: str | Path, section_id: str) -> "anndata.AnnData":  # noqa: F821
+    """Read one HEST sample into the standard AnnData."""
+    import anndata as ad
+
+    raw_dir = Path(raw_dir)
+    st_path = require_file(raw_dir / "st" / f"{section_id}.h5ad", f"counts of {section_id}", HEST_LAYOUT)
+    image = require_file(raw_dir / "wsis" / f"{section_id}.tif", f"whole-slide image of {section_id}", HEST_LAYOUT)
+    meta_path = require_file(raw_dir / "metadata" / f"{section_id}.json", f"metadata of {section_id}", HEST_LAYOUT)
+    meta = json.loads(meta_path.read_text())
+    try:
+        adata = ad.read_h5ad(st_path)
+    except OSError as err:
+        raise InputDataError(f"Cannot read '{st_path}': {err}. Re-download it.") from err
+    if "spatial" not in adata.obsm:
+        raise InputDataError(f"'{st_path}' has no obsm['spatial'] spot centres; expected a HEST-1k st/ file.")
+    check_unique(adata.obs_names, "barcodes", st_path)
+    if "in_tissue" in adata.obs.columns:
+        adata = adata[adata.obs["in_tissue"].astype(int) == 1]
+    xy = np.asarray(adata.obsm["spatial"], dtype=np.float64)[:, :2]
+    pixel_size = float(meta.get("pixel_size_um_estimated") or math.nan)
+    diameter_um = float(meta.get("spot_diameter") or math.nan)
+    section = build_section(
+        adata.X,
+        list(adata.var_names),
+        list(adata.obs_names),
+        xy,
+        _array_rowcol(adata.obs, xy),
+        section_id=section_id,
+        platform=_platform(meta.get("st_technology")),
+        image=image,
+        microns_per_pixel=pixel_size,
+        spot_diameter_px=diameter_um / pixel_size,
+    )
+    if meta.get("patient") is not None:
+        section.uns["patient_id"] = str(meta["patient"])
+    return section
