@@ -8,3 +8,7 @@ CONFIG_LOADER_ARGS = {
     "default_run_env": "local",
     "config_patterns": {"mlflow": ["mlflow*", "mlflow*/**", "**/mlflow*"]},
 }
+
+from spahgc_kedro.hooks import DemoDataHooks  # noqa: E402
+
+HOOKS = (DemoDataHooks(),)

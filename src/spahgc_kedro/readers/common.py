@@ -24,6 +24,8 @@ def require_file(path: Path, what: str, layout: str) -> Path:
 
 def numeric_counts(table: pd.DataFrame, source: Path) -> pd.DataFrame:
     """Return the count table as numbers, or fail naming the first non-numeric column."""
+    if all(dtype.kind in "iuf" for dtype in table.dtypes.unique()):
+        return table.fillna(0)
     converted = table.apply(pd.to_numeric, errors="coerce")
     bad = converted.isna() & table.notna()
     if bad.to_numpy().any():

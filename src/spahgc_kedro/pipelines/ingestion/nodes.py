@@ -1,0 +1,102 @@
+"""Nodes that resolve the dataset preset and read every section into the standard form."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from spahgc_kedro.partitions import iter_partitions
+from spahgc_kedro.readers import get_reader
+from spahgc_kedro.readers.common import InputDataError
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_preset(dataset: str, datasets: dict[str, Any], raw_dir: str) -> dict[str, Any]:
+    """Return the named dataset preset with its name and raw folder filled in."""
+    if dataset not in datasets:
+        raise ValueError(
+            f"Unknown dataset '{dataset}'. Known presets: {', '.join(sorted(datasets))}. "
+            "For your own data use dataset:visium (Space Ranger outs/) or dataset:hest, "
+            "or add a preset to conf/base/parameters_datasets.yml."
+        )
+    return {**datasets[dataset], "name": dataset, "raw_dir": raw_dir}
+
+
+def select_sections(raw_folder: str, preset: dict[str, Any]) -> list[str]:
+    """Section ids to read: the preset's list, or all found in the folder, minus `exclude`."""
+    reader = get_reader(preset["format"])
+    found = reader.discover_sections(raw_folder)
+    wanted = found if preset.get("sections", "auto") == "auto" else [str(s) for s in preset["sections"]]
+    missing = sorted(set(wanted) - set(found))
+    if missing:
+        raise InputDataError(
+            f"Sections {missing} of dataset '{preset['name']}' are not in '{raw_folder}' "
+            f"(found: {found or 'none'}). Add their files or list only present sections with "
+            f"--params datasets.{preset['name']}.sections:[...]"
+        )
+    excluded = set(map(str, preset.get("exclude") or []))
+    chosen = [s for s in wanted if s not in excluded]
+    if not chosen:
+        raise InputDataError(f"No section of dataset '{preset['name']}' left in '{raw_folder}' after exclusions.")
+    logger.info("Dataset %s: %d sections (%s)", preset["name"], len(chosen), ", ".join(chosen))
+    return chosen
+
+
+def patient_of(section_id: str, rule: str | dict[str, str], reader_patient: str | None = None) -> str:
+    """The patient id of a section under the preset's patient rule."""
+    if isinstance(rule, dict):
+        if section_id not in rule:
+            raise InputDataError(f"Section {section_id} has no entry in the preset's patient mapping.")
+        return str(rule[section_id])
+    if rule == "first_letter":
+        return section_id[0]
+    if rule == "from_name":
+        match = re.search(r"P\d+", section_id)
+        return match.group(0) if match else section_id.split("_")[0]
+    if rule == "metadata":
+        return str(reader_patient) if reader_patient else section_id
+    if rule == "section":
+        return section_id
+    raise ValueError(f"Unknown patient rule '{rule}': use first_letter, from_name, metadata, section or a mapping.")
+
+
+def read_sections(raw_folder: str, preset: dict[str, Any], section_ids: list[str]) -> dict[str, Any]:
+    """Read each section with its format's reader; return {section_id: standard AnnData}."""
+    reader = get_reader(preset["format"])
+    min_counts = float(preset.get("min_counts_per_spot") or 0)
+    sections = {}
+    for section_id in tqdm(section_ids, desc="Reading sections", unit="section"):
+        adata = reader.read_section(raw_folder, section_id)
+        if adata.n_vars == 0:
+            raise InputDataError(f"Section {section_id} in '{raw_folder}' has no genes: check its count matrix.")
+        if min_counts > 0:
+            keep = adata.X.sum(axis=1).A1 >= min_counts
+            if (~keep).any():
+                logger.warning("Section %s: dropped %d spots with fewer than %g counts.", section_id, (~keep).sum(), min_counts)
+            adata = adata[keep].copy()
+        adata.uns["patient_id"] = patient_of(section_id, preset["patient"], adata.uns.get("patient_id"))
+        adata.uns["dataset"] = preset["name"]
+        sections[section_id] = adata
+    return sections
+
+
+def describe_sections(sections: dict[str, Any], preset: dict[str, Any]) -> dict[str, Any]:
+    """The section manifest: the preset used and a summary line per section."""
+    rows = [
+        {
+            "section_id": sid,
+            "patient_id": a.uns["patient_id"],
+            "n_spots": int(a.n_obs),
+            "n_genes": int(a.n_vars),
+            "image_path": a.uns["image_path"],
+            "image_size": list(map(int, a.uns["image_size"])),
+            "spot_spacing_px": float(a.uns["spot_spacing_px"]),
+            "microns_per_pixel": float(a.uns["microns_per_pixel"]),
+        }
+        for sid, a in iter_partitions(sections)
+    ]
+    return {"dataset": preset["name"], "format": preset["format"], "raw_dir": preset["raw_dir"], "preset": preset, "sections": rows}
