@@ -1,0 +1,332 @@
+"""Cross-section retrieval, spatial edges and the per-section heterogeneous graph.
+
+Reference set: a fold's *training* sections only. Training graphs retrieve from the
+other training sections (a spot never retrieves itself or its own section); validation
+and test graphs retrieve from all training sections, so the validation section is
+built exactly like the test section and its score is an honest proxy for model
+selection. Neither validation nor test expression is ever a reference feature.
+
+Retrieval uses the raw embeddings (as the reference code does), so a section pair's
+neighbours do not depend on the fold: they are computed once per ordered pair and
+merged per fold (the global top-k is always inside the union of per-section top-ks).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+METRICS = ("l1", "cosine")
+
+
+def _unit_rows(values: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (zero rows stay zero)."""
+    values = np.asarray(values, dtype=np.float64)
+    norms = np.linalg.norm(values, axis=1, keepdims=True)
+    return np.divide(values, norms, out=np.zeros_like(values), where=norms > 0)
+
+
+def _smallest_k(values: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the k entries smallest by (value, id), sorted; ties break on the lower id."""
+    rows = np.arange(values.shape[0])[:, None]
+    if values.shape[1] > k:
+        chosen = np.argpartition(values, k - 1, axis=1)[:, :k]
+        kth = values[rows, chosen].max(axis=1)
+        # argpartition breaks ties arbitrarily: redo the rows whose k-th value is tied.
+        tied = np.flatnonzero((values <= kth[:, None]).sum(axis=1) > k)
+        for row in tied:
+            chosen[row] = np.lexsort((ids[row], values[row]))[:k]
+        values, ids = values[rows, chosen], ids[rows, chosen]
+    order = np.lexsort((ids, values), axis=1)
+    return values[rows, order], ids[rows, order]
+
+
+def nearest_neighbours(
+    queries: np.ndarray,
+    candidates: np.ndarray,
+    k: int,
+    metric: str = "l1",
+    block_size: int = 2048,
+    exclude_self: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """k nearest candidates of every query, `(distances, indices)` `[n, k]`, nearest first.
+
+    Distances are computed in `block_size x block_size` tiles with a running top-k, so
+    memory stays O(block_size^2 + n k) whatever the sizes. Ties go to the lower index,
+    which makes the result independent of the block size. `exclude_self` (queries ==
+    candidates) drops each row's own index.
+    """
+    from scipy.spatial.distance import cdist
+
+    if metric not in METRICS:
+        raise ValueError(f"Unknown graph.metric '{metric}'. Choose one of: {', '.join(METRICS)}.")
+    n_candidates = candidates.shape[0] - int(exclude_self)
+    if not 0 < k <= n_candidates:
+        raise ValueError(f"Cannot retrieve {k} neighbours among {n_candidates} candidates.")
+    if metric == "cosine":
+        queries, candidates = _unit_rows(queries), _unit_rows(candidates)
+    distances = np.empty((queries.shape[0], k), dtype=np.float64)
+    indices = np.empty((queries.shape[0], k), dtype=np.int64)
+    for q0 in range(0, queries.shape[0], block_size):
+        q1 = min(q0 + block_size, queries.shape[0])
+        best_d = np.empty((q1 - q0, 0), dtype=np.float64)
+        best_i = np.empty((q1 - q0, 0), dtype=np.int64)
+        for c0 in range(0, candidates.shape[0], block_size):
+            c1 = min(c0 + block_size, candidates.shape[0])
+            if metric == "l1":
+                tile = cdist(queries[q0:q1], candidates[c0:c1], metric="cityblock")
+            else:
+                tile = 1.0 - queries[q0:q1] @ candidates[c0:c1].T
+            ids = np.broadcast_to(np.arange(c0, c1, dtype=np.int64), tile.shape)
+            if exclude_self:
+                tile[ids == np.arange(q0, q1)[:, None]] = np.inf
+            best_d, best_i = _smallest_k(
+                np.hstack([best_d, tile]), np.hstack([best_i, ids]), k
+            )
+        distances[q0:q1], indices[q0:q1] = best_d, best_i
+    return distances, indices
+
+
+def merge_section_neighbours(
+    per_section: list[tuple[np.ndarray, np.ndarray]], k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Merge per-candidate-section `(distances, indices)` into the overall k nearest.
+
+    Returns `(distances, section, spot)` `[n, k]`; `section` indexes `per_section`.
+    Ties break on section order, then spot index.
+    """
+    distances = np.hstack([d for d, _ in per_section])
+    spots = np.hstack([i for _, i in per_section])
+    sections = np.hstack(
+        [np.full(i.shape, s, dtype=np.int64) for s, (_, i) in enumerate(per_section)]
+    )
+    if distances.shape[1] < k:
+        raise ValueError(
+            f"Only {distances.shape[1]} candidate spots for k_refer={k}: lower graph.k_refer "
+            "or use more training sections."
+        )
+    order = np.lexsort((spots, sections, distances), axis=1)[:, :k]
+    rows = np.arange(distances.shape[0])[:, None]
+    return distances[rows, order], sections[rows, order], spots[rows, order]
+
+
+def spatial_edges(positions: np.ndarray, radius: float, max_neighbours: int) -> np.ndarray:
+    """`[2, E]` edges neighbour -> spot within `radius`, at most `max_neighbours` per spot.
+
+    Nearest first, ties on the lower index; no self-loops.
+    """
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(np.asarray(positions, dtype=np.float64))
+    pairs = tree.sparse_distance_matrix(tree, radius, output_type="ndarray")
+    spot, neighbour, distance = pairs["i"], pairs["j"], pairs["v"]
+    keep = spot != neighbour
+    spot, neighbour, distance = spot[keep], neighbour[keep], distance[keep]
+    order = np.lexsort((neighbour, distance, spot))
+    spot, neighbour = spot[order], neighbour[order]
+    # Rank within each spot's run of the sorted list, to keep only the nearest ones.
+    starts = np.searchsorted(spot, spot, side="left")
+    rank = np.arange(spot.size) - starts
+    keep = rank < max_neighbours
+    return np.vstack([neighbour[keep], spot[keep]]).astype(np.int64)
+
+
+def standardisation(embeddings: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean and std over stacked spots; constant dimensions get std 1."""
+    stacked = np.concatenate(embeddings, axis=0).astype(np.float64)
+    mean, std = stacked.mean(axis=0), stacked.std(axis=0)
+    std[std == 0] = 1.0
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def assemble_section_graph(
+    target_x: np.ndarray,
+    target_y: np.ndarray,
+    target_pos: np.ndarray,
+    spatial_radius: float,
+    max_spatial_neighbours: int,
+    neighbour_section: np.ndarray,
+    neighbour_spot: np.ndarray,
+    reference_x: list[np.ndarray],
+    k_close: int,
+    metric: str,
+    block_size: int,
+    attributes: dict[str, Any],
+) -> Any:
+    """One section's `HeteroData` from arrays (design.md §3), validated.
+
+    `neighbour_section`/`neighbour_spot` `[N, k]` name each target spot's retrieved spots
+    (section = index into `reference_x`, whose entries are `[embedding || expression]`
+    per reference section). Refer edges are grouped by target, nearest first, so
+    `edge_index[0].view(N, k)` lists each spot's references.
+    """
+    import torch
+    from torch_geometric.data import HeteroData
+
+    n_spots, k_refer = neighbour_spot.shape
+    offsets = np.cumsum([0] + [x.shape[0] for x in reference_x])
+    keys = offsets[neighbour_section] + neighbour_spot
+    unique_keys, refer_source = np.unique(keys.ravel(), return_inverse=True)
+    ref_section = np.searchsorted(offsets, unique_keys, side="right") - 1
+    ref_spot = unique_keys - offsets[ref_section]
+    features = np.vstack([reference_x[s][i] for s, i in zip(ref_section, ref_spot)]).astype(
+        np.float32
+    )
+
+    k = min(k_close, features.shape[0] - 1)
+    if k > 0:
+        _, close = nearest_neighbours(features, features, k, metric, block_size, exclude_self=True)
+        close_edges = np.vstack([close.ravel(), np.repeat(np.arange(features.shape[0]), k)])
+    else:
+        close_edges = np.empty((2, 0), dtype=np.int64)
+
+    data = HeteroData()
+    data["target"].x = torch.from_numpy(np.ascontiguousarray(target_x, dtype=np.float32))
+    data["target"].y = torch.from_numpy(np.ascontiguousarray(target_y, dtype=np.float32))
+    data["target"].pos = torch.from_numpy(np.ascontiguousarray(target_pos, dtype=np.float32))
+    data["reference"].x = torch.from_numpy(features)
+    data["reference"].section_index = torch.from_numpy(ref_section.astype(np.int64))
+    data["reference"].spot_index = torch.from_numpy(ref_spot.astype(np.int64))
+    data["target", "near", "target"].edge_index = torch.from_numpy(
+        spatial_edges(target_pos, spatial_radius, max_spatial_neighbours)
+    )
+    data["reference", "refer", "target"].edge_index = torch.from_numpy(
+        np.vstack([refer_source.reshape(-1), np.repeat(np.arange(n_spots), k_refer)]).astype(
+            np.int64
+        )
+    )
+    data["reference", "close", "reference"].edge_index = torch.from_numpy(
+        close_edges.astype(np.int64)
+    )
+    for name, value in attributes.items():
+        data[name] = value
+    data.validate(raise_on_error=True)
+    return data
+
+
+def aligned_embedding(section: Any, embedding: Any, section_id: str) -> np.ndarray:
+    """The section's embeddings `[n_spots, dim]` in its spot order, matched by spot id."""
+    spots, embedded = section.obs_names, embedding.obs_names
+    if not spots.equals(embedded):
+        if set(spots) != set(embedded):
+            missing = len(set(spots) - set(embedded))
+            extra = len(set(embedded) - set(spots))
+            raise ValueError(
+                f"Section {section_id}: patch embeddings do not match its spots ({missing} spots "
+                f"without an embedding, {extra} embeddings of unknown spots). The embeddings are "
+                "stale: re-run the embedding pipeline (kedro run --pipeline=embedding)."
+            )
+        embedding = embedding[spots]
+    return np.asarray(embedding.X, dtype=np.float32)
+
+
+def retrieval_pairs(folds: dict[str, Any]) -> list[tuple[str, str]]:
+    """Every (query section, candidate section) pair some fold's graphs retrieve across."""
+    pairs: dict[tuple[str, str], None] = {}
+    for fold in folds["folds"].values():
+        for query in fold["train"] + fold["validation"] + fold["test"]:
+            for candidate in fold["train"]:
+                if candidate != query:
+                    pairs[(query, candidate)] = None
+    return list(pairs)
+
+
+def pair_neighbours(
+    embeddings: dict[str, np.ndarray],
+    pairs: list[tuple[str, str]],
+    k: int,
+    metric: str,
+    block_size: int,
+) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
+    """k nearest spots of each query section within each candidate section (fold-independent)."""
+    from tqdm.auto import tqdm
+
+    return {
+        (query, candidate): nearest_neighbours(
+            embeddings[query],
+            embeddings[candidate],
+            min(k, embeddings[candidate].shape[0]),
+            metric,
+            block_size,
+        )
+        for query, candidate in tqdm(pairs, desc="cross-section retrieval", unit="pair")
+    }
+
+
+def fold_graph_builders(
+    folds: dict[str, Any],
+    target_scaling: dict[str, Any],
+    embeddings: dict[str, np.ndarray],
+    expression: Callable[[str, list[str], str], np.ndarray],
+    spot_ids: dict[str, list[str]],
+    positions: dict[str, np.ndarray],
+    spatial_radius: dict[str, float],
+    neighbours: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]],
+    params: dict[str, Any],
+) -> dict[str, Any]:
+    """`{"<fold>/<section>": builder}`: zero-argument callables returning each graph.
+
+    Graphs are built lazily, one at a time, as the partitioned dataset saves them.
+    `expression(section_id, genes, transform)` gives transformed, unscaled targets.
+    Each fold's normalised features are cached for one fold at a time.
+    """
+    from functools import lru_cache, partial
+
+    from .targets import minmax_scale
+
+    @lru_cache(maxsize=1)
+    def fold_features(name: str) -> tuple[dict[str, np.ndarray], ...]:
+        fold, scaling = folds["folds"][name], target_scaling[name]
+        fit = fold["train"] + fold["validation"]
+        mean, std = standardisation([embeddings[s] for s in fit])
+        sections = fit + fold["test"]
+        standardised = {s: (embeddings[s] - mean) / std for s in sections}
+        targets = {
+            s: minmax_scale(
+                expression(s, scaling["genes"], scaling["transform"]),
+                scaling["min"],
+                scaling["max"],
+            )
+            for s in sections
+        }
+        references = {s: np.hstack([standardised[s], targets[s]]) for s in fold["train"]}
+        return standardised, targets, references
+
+    def build(name: str, section_id: str, role: str) -> Any:
+        fold = folds["folds"][name]
+        standardised, targets, references = fold_features(name)
+        # Only training sections are references: validation and test expression never is.
+        candidates = [s for s in fold["train"] if s != section_id]
+        _, ref_section, ref_spot = merge_section_neighbours(
+            [neighbours[(section_id, c)] for c in candidates], params["k_refer"]
+        )
+        return assemble_section_graph(
+            target_x=standardised[section_id],
+            target_y=targets[section_id],
+            target_pos=positions[section_id],
+            spatial_radius=spatial_radius[section_id],
+            max_spatial_neighbours=params["max_spatial_neighbours"],
+            neighbour_section=ref_section,
+            neighbour_spot=ref_spot,
+            reference_x=[references[c] for c in candidates],
+            k_close=params["k_close"],
+            metric=params["metric"],
+            block_size=params["block_size"],
+            attributes={
+                "section_id": section_id,
+                "fold": name,
+                "role": role,
+                "genes": list(target_scaling[name]["genes"]),
+                "spot_ids": list(spot_ids[section_id]),
+                "reference_sections": candidates,
+                "embedding_dim": int(standardised[section_id].shape[1]),
+            },
+        )
+
+    builders = {}
+    for name, fold in folds["folds"].items():
+        for role in ("train", "validation", "test"):
+            for section_id in fold[role]:
+                builders[f"{name}/{section_id}"] = partial(build, name, section_id, role)
+    return builders

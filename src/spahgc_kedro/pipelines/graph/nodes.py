@@ -1,0 +1,120 @@
+"""Nodes of the graph pipeline: folds, target scaling and per-fold section graphs."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+import numpy as np
+
+from spahgc_kedro.folds import make_folds
+from spahgc_kedro.graph import (
+    aligned_embedding,
+    fold_graph_builders,
+    pair_neighbours,
+    retrieval_pairs,
+)
+from spahgc_kedro.targets import fold_target_scaling, transformed_expression
+
+logger = logging.getLogger(__name__)
+
+
+def _graph_preset(
+    section_manifest: dict[str, Any], datasets: dict[str, Any], dataset: str
+) -> dict[str, Any]:
+    """Gene panel and spatial radius: the run's `datasets.<dataset>` overrides the manifest's."""
+    preset = dict(section_manifest.get("preset", {}))
+    live = datasets.get(dataset, {}) if dataset == section_manifest.get("dataset") else {}
+    for key in ("gene_panel", "spatial_radius_spacings"):
+        if key in live:
+            preset[key] = live[key]
+        if key not in preset:
+            raise ValueError(
+                f"No '{key}' for dataset '{section_manifest.get('dataset')}' in the section "
+                "manifest or in parameters datasets: re-run the ingestion pipeline."
+            )
+    return preset
+
+
+def _load_sections(sections: dict[str, Callable[[], Any]], section_ids: list[str]) -> dict[str, Any]:
+    """Load the manifest's sections from their partitions, failing on a missing one."""
+    missing = [s for s in section_ids if s not in sections]
+    if missing:
+        raise ValueError(
+            f"Sections {missing} are in the section manifest but have no partition in "
+            "`sections`: re-run the ingestion pipeline."
+        )
+    return {s: sections[s]() for s in section_ids}
+
+
+def make_fold_plan(section_manifest: dict[str, Any], graph: dict[str, Any]) -> dict[str, Any]:
+    """Folds of the chosen scheme, each with test, validation and training sections."""
+    return make_folds(
+        section_manifest["sections"],
+        graph["fold_scheme"],
+        str(graph["fold"]),
+        str(graph["validation"]),
+    )
+
+
+def fit_target_scaling(
+    sections: dict[str, Callable[[], Any]],
+    section_manifest: dict[str, Any],
+    folds: dict[str, Any],
+    datasets: dict[str, Any],
+    dataset: str,
+    graph: dict[str, Any],
+) -> dict[str, Any]:
+    """Per fold: gene panel and per-gene min-max of the training and validation sections."""
+    from tqdm.auto import tqdm
+
+    preset = _graph_preset(section_manifest, datasets, dataset)
+    loaded = _load_sections(sections, [s["section_id"] for s in section_manifest["sections"]])
+    hvg_cache: dict[str, set[str]] = {}
+    return {
+        name: fold_target_scaling(
+            loaded, fold, preset["gene_panel"], graph["target_transform"], hvg_cache
+        )
+        for name, fold in tqdm(folds["folds"].items(), desc="target scaling", unit="fold")
+    }
+
+
+def build_section_graphs(
+    sections: dict[str, Callable[[], Any]],
+    patch_embeddings: dict[str, Callable[[], Any]],
+    section_manifest: dict[str, Any],
+    folds: dict[str, Any],
+    target_scaling: dict[str, Any],
+    datasets: dict[str, Any],
+    dataset: str,
+    graph: dict[str, Any],
+) -> dict[str, Callable[[], Any]]:
+    """One graph per section per fold, as lazily built partitions `<fold>/<section>`."""
+    preset = _graph_preset(section_manifest, datasets, dataset)
+    section_ids = [s["section_id"] for s in section_manifest["sections"]]
+    loaded = _load_sections(sections, section_ids)
+    missing = [s for s in section_ids if s not in patch_embeddings]
+    if missing:
+        raise ValueError(
+            f"No patch embeddings for sections {missing}: re-run the embedding pipeline "
+            "(kedro run --pipeline=embedding)."
+        )
+    embeddings = {s: aligned_embedding(loaded[s], patch_embeddings[s](), s) for s in section_ids}
+    neighbours = pair_neighbours(
+        embeddings, retrieval_pairs(folds), graph["k_refer"], graph["metric"], graph["block_size"]
+    )
+    radius = {
+        s: float(preset["spatial_radius_spacings"]) * float(a.uns["spot_spacing_px"])
+        for s, a in loaded.items()
+    }
+    return fold_graph_builders(
+        folds=folds,
+        target_scaling=target_scaling,
+        embeddings=embeddings,
+        expression=lambda s, genes, transform: transformed_expression(loaded[s], genes, transform),
+        spot_ids={s: list(a.obs_names) for s, a in loaded.items()},
+        positions={s: np.asarray(a.obsm["spatial"], dtype=np.float64) for s, a in loaded.items()},
+        spatial_radius=radius,
+        neighbours=neighbours,
+        params=graph,
+    )

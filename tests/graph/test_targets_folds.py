@@ -1,0 +1,117 @@
+"""Fold schemes, gene panels and target scaling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from spahgc_kedro.folds import auto_validation, make_folds
+from spahgc_kedro.targets import (
+    fold_target_scaling,
+    load_gene_list,
+    minmax_scale,
+    select_panel,
+    transformed_expression,
+)
+
+from .conftest import SECTIONS, TEST_HVGS, TRAIN_HVGS, make_section
+
+MANIFEST_SECTIONS = [{"section_id": s, "patient_id": p} for s, p in SECTIONS]
+
+
+def test_leave_one_section_out_folds_partition_sections():
+    folds = make_folds(MANIFEST_SECTIONS, "leave_one_section_out")
+    assert folds["scheme"] == "leave_one_section_out"
+    assert list(folds["folds"]) == ["S1", "S2", "S3", "S4", "S5"]
+    for name, fold in folds["folds"].items():
+        assert fold["test"] == [name]
+        assert len(fold["validation"]) == 1
+        assert sorted(fold["test"] + fold["validation"] + fold["train"]) == [s for s, _ in SECTIONS]
+    # S1 (patient A): the next section S2 is patient A too, so S3 (patient B) validates.
+    assert folds["folds"]["S1"]["validation"] == ["S3"]
+    # S5 is last: the walk wraps around to S1.
+    assert folds["folds"]["S5"]["validation"] == ["S1"]
+
+
+def test_leave_one_patient_out_keeps_patients_together():
+    folds = make_folds(MANIFEST_SECTIONS, "leave_one_patient_out")
+    assert list(folds["folds"]) == ["A", "B", "C"]
+    patient = dict(SECTIONS)
+    for name, fold in folds["folds"].items():
+        assert {patient[s] for s in fold["test"]} == {name}
+        assert all(patient[s] != name for s in fold["validation"] + fold["train"])
+    assert folds["folds"]["A"] == {"test": ["S1", "S2"], "validation": ["S3"], "train": ["S4", "S5"]}
+
+
+def test_single_fold_and_explicit_validation():
+    folds = make_folds(MANIFEST_SECTIONS, "leave_one_section_out", fold="S2", validation="S5")
+    assert folds["folds"] == {"S2": {"test": ["S2"], "validation": ["S5"], "train": ["S1", "S3", "S4"]}}
+    # The fold testing the requested validation section falls back to the automatic choice.
+    fallback = make_folds(MANIFEST_SECTIONS, "leave_one_section_out", fold="S5", validation="S5")
+    assert fallback["folds"]["S5"]["validation"] == [auto_validation(MANIFEST_SECTIONS, ["S5"])]
+
+
+def test_bad_fold_requests_fail_clearly():
+    with pytest.raises(ValueError, match="not a fold"):
+        make_folds(MANIFEST_SECTIONS, "leave_one_section_out", fold="Z9")
+    with pytest.raises(ValueError, match="Unknown graph.fold_scheme"):
+        make_folds(MANIFEST_SECTIONS, "leave_one_slide_out")
+    with pytest.raises(ValueError, match="at least 2"):
+        make_folds(MANIFEST_SECTIONS[:3], "leave_one_section_out")
+
+
+def test_hvg_panel_ignores_the_test_section(tiny):
+    sections, _, _ = tiny
+    rule = {"rule": "hvg_intersection", "n_top": 10}
+    panel = select_panel(rule, sections, ["S1", "S2", "S3", "S4"])
+    assert panel == [f"G{g}" for g in TRAIN_HVGS]
+    # S5's own HVGs (G10-G14) never enter while it is tested; they would if it were fitted.
+    with_s5 = select_panel(rule, sections, ["S1", "S2", "S3", "S5"])
+    assert with_s5 == [f"G{g}" for g in sorted(set(TRAIN_HVGS) & set(TEST_HVGS))]
+    changed = dict(sections, S5=make_section("S5", "C", seed=99, variable_genes=[20, 21, 22]))
+    assert select_panel(rule, changed, ["S1", "S2", "S3", "S4"]) == panel
+
+
+def test_gene_list_panel(tmp_path, tiny, caplog):
+    sections, _, _ = tiny
+    text = tmp_path / "genes.txt"
+    text.write_text("G3\nNOT_A_GENE\nG1\n")
+    assert select_panel({"rule": "list", "path": str(text)}, sections, ["S1"]) == ["G3", "G1"]
+    assert "1 of 3 genes" in caplog.text
+    npy = tmp_path / "genes.npy"
+    np.save(npy, np.array(["G7", "G2"], dtype=object))
+    assert load_gene_list(npy) == ["G7", "G2"]
+    with pytest.raises(FileNotFoundError, match="biomed-AI/Hist2ST"):
+        load_gene_list(tmp_path / "missing.npy")
+    (tmp_path / "none.txt").write_text("NOPE\n")
+    with pytest.raises(ValueError, match="empty"):
+        select_panel({"rule": "list", "path": str(tmp_path / "none.txt")}, sections, ["S1"])
+
+
+def test_minmax_statistics_exclude_the_test_section(tiny):
+    sections, _, _ = tiny
+    fold = {"test": ["S5"], "validation": ["S1"], "train": ["S2", "S3", "S4"]}
+    scaling = fold_target_scaling(sections, fold, {"rule": "hvg_intersection", "n_top": 10}, "log10")
+    genes = scaling["genes"]
+    fit = np.vstack([transformed_expression(sections[s], genes, "log10") for s in ["S1", "S2", "S3", "S4"]])
+    np.testing.assert_allclose(scaling["min"], fit.min(axis=0))
+    np.testing.assert_allclose(scaling["max"], fit.max(axis=0))
+    # S5's counts are all >= 1000, above every fitted maximum.
+    test_scaled = minmax_scale(transformed_expression(sections["S5"], genes, "log10"), scaling["min"], scaling["max"])
+    assert (test_scaled > 1).all()
+
+
+def test_transforms_and_constant_genes():
+    import anndata as ad
+    import scipy.sparse as sp
+
+    adata = ad.AnnData(X=sp.csr_matrix(np.array([[9.0, 1.0], [99.0, 1.0], [0.0, 0.0]], dtype=np.float32)))
+    adata.var_names = ["a", "b"]
+    np.testing.assert_allclose(transformed_expression(adata, ["a"], "log10")[:, 0], [1.0, 2.0, 0.0])
+    libsize = transformed_expression(adata, ["a", "b"], "log10_libsize")
+    np.testing.assert_allclose(libsize[0], np.log10(np.array([9e3, 1e3]) + 1), rtol=1e-6)
+    assert (libsize[2] == 0).all()  # an empty spot stays zero
+    scaled = minmax_scale(np.array([[2.0, 5.0]], dtype=np.float32), [1.0, 5.0], [3.0, 5.0])
+    np.testing.assert_allclose(scaled, [[0.5, 0.0]])
+    with pytest.raises(ValueError, match="target_transform"):
+        transformed_expression(adata, ["a"], "log2")
