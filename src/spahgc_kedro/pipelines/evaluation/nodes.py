@@ -1,0 +1,267 @@
+"""Nodes of the evaluation pipeline: SpaHGC and baselines scored with the same metrics.
+
+Every table carries the run description (dataset, gene panel size, target transform,
+fold scheme, encoder) as columns, so a table read alone still says what it measures.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from spahgc_kedro.baselines import predict_baseline
+from spahgc_kedro.metrics import SECTION_METRICS, pearson_per_gene, pooled_pcc, section_metrics, top_genes
+
+logger = logging.getLogger(__name__)
+
+MODEL = "spahgc"
+MEAN_METRICS = ("pcc_acg", "pcc_heg50", "pcc_hvg50", "mse", "mae")
+RUN_INFO_COLUMNS = ("dataset", "n_genes_panel", "target_transform", "fold_scheme", "encoder")
+
+
+def gather_predictions(predictions: dict[str, Callable[[], Any]]) -> dict[str, dict[str, Any]]:
+    """Load each fold's prediction AnnData into plain arrays keyed by fold."""
+    if not predictions:
+        raise ValueError("No predictions found: run the train pipeline first (`kedro run --pipeline=train`).")
+    gathered = {}
+    for key in tqdm(sorted(predictions), desc="loading predictions"):
+        adata = predictions[key]()
+        measured = adata.layers["measured"]
+        measured = measured.toarray() if hasattr(measured, "toarray") else np.asarray(measured)
+        predicted = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
+        fold = str(adata.uns.get("fold", key))
+        gathered[fold] = {
+            "section_id": str(adata.uns.get("section_id", fold)),
+            "genes": [str(g) for g in adata.var_names],
+            "spot_ids": [str(s) for s in adata.obs_names],
+            "spatial": np.asarray(adata.obsm["spatial"], dtype=np.float64),
+            "measured": measured.astype(np.float32),
+            "predicted": predicted.astype(np.float32),
+            "uns": {k: adata.uns[k] for k in adata.uns if isinstance(adata.uns[k], (str, int, float))},
+        }
+    return gathered
+
+
+def describe_run(gathered: dict[str, dict[str, Any]], folds: dict[str, Any]) -> dict[str, Any]:
+    """The run description every table and figure states: data, panel, transform, folds, encoder."""
+    first = next(iter(gathered.values()))["uns"]
+    panel_sizes = sorted({len(fold["genes"]) for fold in gathered.values()})
+    return {
+        "dataset": str(first.get("dataset", "unknown")),
+        "encoder": str(first.get("encoder", "unknown")),
+        "fold_scheme": str(first.get("fold_scheme", folds.get("scheme", "unknown"))),
+        "target_transform": str(first.get("target_transform", "unknown")),
+        # Panels are computed per fold from training sections, so sizes may differ.
+        "n_genes_panel": panel_sizes[0] if len(panel_sizes) == 1 else f"{panel_sizes[0]}-{panel_sizes[-1]}",
+        "n_folds": len(gathered),
+        "folds": {fold: info["section_id"] for fold, info in gathered.items()},
+    }
+
+
+def describe_run_text(run_info: dict[str, Any]) -> str:
+    """One-line caption of the run description for figure titles."""
+    return (
+        f"data {run_info['dataset']}, {run_info['n_genes_panel']} genes, target {run_info['target_transform']}, "
+        f"folds {run_info['fold_scheme']} ({run_info['n_folds']}), encoder {run_info['encoder']}"
+    )
+
+
+def _with_run_info(table: pd.DataFrame, run_info: dict[str, Any]) -> pd.DataFrame:
+    """Append the run description as constant columns."""
+    return table.assign(**{column: str(run_info[column]) for column in RUN_INFO_COLUMNS})
+
+
+def _fold_training_data(
+    section_graphs: dict[str, Callable[[], Any]], fold: str, sections: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenated target embeddings and normalised targets of a fold's sections."""
+    xs, ys = [], []
+    for section in sections:
+        key = f"{fold}/{section}"
+        if key not in section_graphs:
+            raise KeyError(f"Section graph '{key}' is missing: run the graph pipeline for fold '{fold}'.")
+        graph = section_graphs[key]()
+        xs.append(graph["target"].x.numpy())
+        ys.append(graph["target"].y.numpy())
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def predict_baselines(
+    section_graphs: dict[str, Callable[[], Any]],
+    folds: dict[str, Any],
+    gathered: dict[str, dict[str, Any]],
+    params: dict[str, Any],
+    seed: int,
+) -> dict[str, dict[str, np.ndarray]]:
+    """Baseline predictions of each fold's test section from its train+validation section graphs."""
+    baselines: dict[str, dict[str, np.ndarray]] = {}
+    for fold in tqdm(sorted(gathered), desc="baselines"):
+        split = folds["folds"][fold]
+        train_x, train_y = _fold_training_data(section_graphs, fold, [*split["train"], *split["validation"]])
+        test_graph = section_graphs[f"{fold}/{gathered[fold]['section_id']}"]()
+        # Align the graph's spot order to the prediction's, so every method is scored on the same rows.
+        order = {spot: i for i, spot in enumerate(test_graph.spot_ids)}
+        rows = np.array([order[spot] for spot in gathered[fold]["spot_ids"]])
+        test_x = test_graph["target"].x.numpy()[rows]
+        if list(test_graph.genes) != gathered[fold]["genes"]:
+            raise ValueError(f"Fold '{fold}': the section graph's genes differ from the prediction's genes.")
+        if not np.allclose(test_graph["target"].y.numpy()[rows], gathered[fold]["measured"], atol=1e-4):
+            logger.warning("Fold '%s': the test graph's targets differ from the prediction's measured layer.", fold)
+        baselines[fold] = {
+            name: predict_baseline(name, train_x, train_y, test_x, dict(options or {}), seed)
+            for name, options in params["baselines"].items()
+        }
+    return baselines
+
+
+def _method_predictions(
+    gathered: dict[str, dict[str, Any]], baselines: dict[str, dict[str, np.ndarray]]
+) -> dict[str, dict[str, np.ndarray]]:
+    """{method: {fold: predicted}} with SpaHGC first."""
+    methods = {MODEL: {fold: info["predicted"] for fold, info in gathered.items()}}
+    for fold, by_method in baselines.items():
+        for name, predicted in by_method.items():
+            methods.setdefault(name, {})[fold] = predicted
+    return methods
+
+
+def compute_fold_metrics(
+    gathered: dict[str, dict[str, Any]],
+    baselines: dict[str, dict[str, np.ndarray]],
+    run_info: dict[str, Any],
+    params: dict[str, Any],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-fold metrics and per-gene PCC of SpaHGC and every baseline."""
+    n_top = int(params["n_top_genes"])
+    fold_rows, gene_tables = [], []
+    for method, by_fold in _method_predictions(gathered, baselines).items():
+        for fold, predicted in by_fold.items():
+            info = gathered[fold]
+            measured = info["measured"]
+            fold_rows.append(
+                {
+                    "method": method,
+                    "fold": fold,
+                    "section_id": info["section_id"],
+                    "n_spots": measured.shape[0],
+                    **section_metrics(measured, predicted, n_top),
+                    "mlflow_run_id": str(info["uns"].get("mlflow_run_id", "")) if method == MODEL else "",
+                }
+            )
+            heg = np.zeros(len(info["genes"]), dtype=bool)
+            heg[top_genes(measured, n_top, "mean")] = True
+            hvg = np.zeros(len(info["genes"]), dtype=bool)
+            hvg[top_genes(measured, n_top, "variance")] = True
+            gene_tables.append(
+                pd.DataFrame(
+                    {
+                        "method": method,
+                        "fold": fold,
+                        "section_id": info["section_id"],
+                        "gene": info["genes"],
+                        "pcc": pearson_per_gene(measured, predicted),
+                        "measured_mean": measured.mean(axis=0),
+                        "measured_var": measured.var(axis=0),
+                        f"heg{n_top}": heg,
+                        f"hvg{n_top}": hvg,
+                    }
+                )
+            )
+    return _with_run_info(pd.DataFrame(fold_rows), run_info), _with_run_info(
+        pd.concat(gene_tables, ignore_index=True), run_info
+    )
+
+
+def summarise_metrics(
+    fold_metrics: pd.DataFrame,
+    gathered: dict[str, dict[str, Any]],
+    baselines: dict[str, dict[str, np.ndarray]],
+    run_info: dict[str, Any],
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Overall metrics per method (fold means, pooled PCC) as JSON and as a comparison table."""
+    # Pooled PCC needs one gene panel: use the genes every fold shares.
+    common = sorted(set.intersection(*(set(info["genes"]) for info in gathered.values())))
+    columns = {fold: [info["genes"].index(g) for g in common] for fold, info in gathered.items()}
+    measured = [gathered[fold]["measured"][:, columns[fold]] for fold in sorted(gathered)]
+    rows = []
+    for method, by_fold in _method_predictions(gathered, baselines).items():
+        table = fold_metrics[fold_metrics["method"] == method]
+        means = {metric: float(table[metric].mean()) for metric in MEAN_METRICS}
+        pooled, pooled_constant = pooled_pcc(measured, [by_fold[fold][:, columns[fold]] for fold in sorted(gathered)])
+        rows.append(
+            {
+                "method": method,
+                **means,
+                "pcc_pooled": pooled,
+                "n_genes_pooled": len(common),
+                "n_constant_pooled": pooled_constant,
+                "n_constant_mean": float(table["n_constant"].mean()),
+                "n_pcc_gt_0_3_mean": float(table["n_pcc_gt_0_3"].mean()),
+                "n_pcc_gt_0_5_mean": float(table["n_pcc_gt_0_5"].mean()),
+                "n_folds": int(table.shape[0]),
+            }
+        )
+    comparison = _with_run_info(pd.DataFrame(rows), run_info)
+    overall = {
+        "run": run_info,
+        "conventions": {
+            "pcc_acg": "per gene Pearson over the test section's spots, mean over genes, then mean over folds",
+            "pcc_heg50/pcc_hvg50": "same over the 50 most expressed / most variable genes of the test section's measured values",
+            "pcc_pooled": "per gene Pearson over all test spots of all folds concatenated (genes shared by all folds), mean over genes",
+            "constant_genes": "genes constant in measured or predicted values are excluded from PCC means and counted (n_constant)",
+            "mse/mae": "on the normalised targets",
+        },
+        "methods": {row["method"]: {k: v for k, v in row.items() if k != "method"} for row in rows},
+    }
+    return overall, comparison
+
+
+def plot_comparison(comparison: pd.DataFrame, run_info: dict[str, Any]) -> Any:
+    """Grouped bar chart of the PCC metrics of SpaHGC beside the baselines."""
+    import plotly.graph_objects as go
+
+    metrics = ["pcc_acg", "pcc_heg50", "pcc_hvg50", "pcc_pooled"]
+    figure = go.Figure(
+        [
+            go.Bar(name=row["method"], x=metrics, y=[row[m] for m in metrics], text=[f"{row[m]:.3f}" for m in metrics])
+            for _, row in comparison.iterrows()
+        ]
+    )
+    figure.update_layout(
+        barmode="group",
+        title=f"SpaHGC vs baselines<br><sup>{describe_run_text(run_info)}</sup>",
+        yaxis_title="Pearson correlation (mean over genes)",
+        meta=run_info,
+    )
+    return figure
+
+
+def log_metrics_to_mlflow(fold_metrics: pd.DataFrame, overall: dict[str, Any]) -> None:
+    """Log each fold's metrics to its training run and the overall metrics to the active run."""
+    try:
+        import mlflow
+        from mlflow.tracking import MlflowClient
+    except ImportError:
+        logger.debug("mlflow is not installed: metrics not logged.")
+        return
+    model_rows = fold_metrics[(fold_metrics["method"] == MODEL) & (fold_metrics["mlflow_run_id"] != "")]
+    client = MlflowClient()
+    for _, row in model_rows.iterrows():
+        try:
+            for metric in SECTION_METRICS:
+                if np.isfinite(row[metric]):
+                    client.log_metric(row["mlflow_run_id"], f"test_{metric}", float(row[metric]))
+        except Exception as error:  # noqa: BLE001 - a missing or foreign run must not fail the evaluation
+            logger.debug("Fold '%s': metrics not logged to run %s (%s).", row["fold"], row["mlflow_run_id"], error)
+    if mlflow.active_run() is None:
+        logger.debug("No active MLflow run: overall metrics not logged.")
+        return
+    for method, values in overall["methods"].items():
+        mlflow.log_metrics(
+            {f"{method}/{k}": float(v) for k, v in values.items() if isinstance(v, (int, float)) and np.isfinite(v)}
+        )

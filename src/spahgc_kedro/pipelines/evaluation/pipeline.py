@@ -1,0 +1,43 @@
+"""Evaluation pipeline: score SpaHGC's predictions and the baselines on the same folds."""
+
+from kedro.pipeline import Pipeline, node, pipeline
+
+from .nodes import (
+    compute_fold_metrics,
+    describe_run,
+    gather_predictions,
+    log_metrics_to_mlflow,
+    plot_comparison,
+    predict_baselines,
+    summarise_metrics,
+)
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    """Wire prediction loading, baselines, metrics, the comparison figure and MLflow logging."""
+    return pipeline(
+        [
+            node(gather_predictions, "predictions", "test_predictions", name="gather_predictions"),
+            node(describe_run, ["test_predictions", "folds"], "evaluation_run_info", name="describe_run"),
+            node(
+                predict_baselines,
+                ["section_graphs", "folds", "test_predictions", "params:evaluation", "params:seed"],
+                "baseline_predictions",
+                name="predict_baselines",
+            ),
+            node(
+                compute_fold_metrics,
+                ["test_predictions", "baseline_predictions", "evaluation_run_info", "params:evaluation"],
+                ["fold_metrics", "per_gene_pcc"],
+                name="compute_fold_metrics",
+            ),
+            node(
+                summarise_metrics,
+                ["fold_metrics", "test_predictions", "baseline_predictions", "evaluation_run_info"],
+                ["overall_metrics", "comparison_table"],
+                name="summarise_metrics",
+            ),
+            node(plot_comparison, ["comparison_table", "evaluation_run_info"], "comparison_figure", name="plot_comparison"),
+            node(log_metrics_to_mlflow, ["fold_metrics", "overall_metrics"], None, name="log_metrics_to_mlflow"),
+        ]
+    )

@@ -1,0 +1,80 @@
+"""The evaluation pipeline on tiny generated folds with SequentialRunner."""
+
+import numpy as np
+import pytest
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+
+from spahgc_kedro.pipelines.evaluation import create_pipeline
+from spahgc_kedro.pipelines.evaluation.nodes import log_metrics_to_mlflow
+
+PARAMS = {
+    "n_top_genes": 5,
+    "baselines": {"ridge_pca": {"alpha": 1.0, "n_components": 256}, "knn_l1": {"k": 7}, "train_mean": {}},
+}
+
+
+def run_evaluation(synthetic_run, tmp_path):
+    from kedro_datasets.json import JSONDataset as PlainJSONDataset
+    from kedro_datasets.pandas import ParquetDataset
+    from kedro_datasets.plotly import JSONDataset
+
+    catalog = DataCatalog(
+        {
+            "predictions": MemoryDataset(synthetic_run["predictions"], copy_mode="assign"),
+            "section_graphs": MemoryDataset(synthetic_run["section_graphs"], copy_mode="assign"),
+            "folds": MemoryDataset(synthetic_run["folds"]),
+            "params:evaluation": MemoryDataset(PARAMS),
+            "params:seed": MemoryDataset(0),
+            "comparison_table": ParquetDataset(filepath=str(tmp_path / "comparison.parquet")),
+            "per_gene_pcc": ParquetDataset(filepath=str(tmp_path / "per_gene.parquet")),
+            "overall_metrics": PlainJSONDataset(filepath=str(tmp_path / "overall.json")),
+            "comparison_figure": JSONDataset(filepath=str(tmp_path / "comparison.json")),
+        }
+    )
+    SequentialRunner().run(create_pipeline(), catalog)
+    return catalog
+
+
+def test_pipeline_scores_spahgc_beside_every_baseline(synthetic_run, tmp_path):
+    catalog = run_evaluation(synthetic_run, tmp_path)
+    comparison = catalog.load("comparison_table").set_index("method")
+    assert list(comparison.index) == ["spahgc", "ridge_pca", "knn_l1", "train_mean"]
+    # Targets are linear in the embeddings: ridge must beat the noisy "model" and kNN.
+    assert comparison.loc["ridge_pca", "pcc_acg"] > 0.9
+    assert comparison.loc["ridge_pca", "pcc_acg"] > comparison.loc["knn_l1", "pcc_acg"]
+    assert np.isnan(comparison.loc["train_mean", "pcc_acg"])
+    assert comparison.loc["train_mean", "n_constant_mean"] == 10
+    assert set(comparison["dataset"]) == {"synthetic"} and set(comparison["encoder"]) == {"toy"}
+    assert set(comparison["fold_scheme"]) == {"leave_one_section_out"} and set(comparison["n_genes_panel"]) == {"10"}
+    per_gene = catalog.load("per_gene_pcc")
+    assert len(per_gene) == 4 * 3 * 10 and per_gene["heg5"].sum() == 4 * 3 * 5
+    overall = catalog.load("overall_metrics")
+    assert overall["methods"]["spahgc"]["pcc_acg"] == pytest.approx(comparison.loc["spahgc", "pcc_acg"])
+    figure = catalog.load("comparison_figure")
+    assert len(figure.data) == 4 and "synthetic" in figure.layout.title.text
+
+
+def test_fold_metrics_go_to_the_fold_run_and_overall_to_the_active_run(tmp_path):
+    import mlflow
+    import pandas as pd
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        with mlflow.start_run() as fold_run:
+            pass
+        fold_metrics = pd.DataFrame(
+            [{"method": "spahgc", "fold": "f0", "mlflow_run_id": fold_run.info.run_id, "pcc_acg": 0.4, "mse": 0.1,
+              "pcc_heg50": 0.5, "pcc_hvg50": 0.5, "mae": 0.2, "n_genes": 3, "n_constant": 0,
+              "n_pcc_gt_0_3": 1, "n_pcc_gt_0_5": 0},
+             {"method": "spahgc", "fold": "f1", "mlflow_run_id": "", "pcc_acg": 0.1, "mse": 0.1,
+              "pcc_heg50": 0.5, "pcc_hvg50": 0.5, "mae": 0.2, "n_genes": 3, "n_constant": 0,
+              "n_pcc_gt_0_3": 1, "n_pcc_gt_0_5": 0}]
+        )
+        with mlflow.start_run() as active:
+            log_metrics_to_mlflow(fold_metrics, {"methods": {"spahgc": {"pcc_acg": 0.25, "pcc_pooled": float("nan")}}})
+        client = mlflow.tracking.MlflowClient()
+        assert client.get_run(fold_run.info.run_id).data.metrics["test_pcc_acg"] == pytest.approx(0.4)
+        assert client.get_run(active.info.run_id).data.metrics == {"spahgc/pcc_acg": 0.25}
+    finally:
+        mlflow.set_tracking_uri("")
