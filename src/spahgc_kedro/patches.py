@@ -130,7 +130,8 @@ def read_patch(image: TiffImage | DecodedImage, centre: tuple[float, float], siz
     x0, y0 = max(left, 0), max(top, 0)
     x1, y1 = min(left + size, width), min(top + size, height)
     if x0 == left and y0 == top and x1 - x0 == size and y1 - y0 == size:
-        return np.ascontiguousarray(image.read(x0, y0, x1, y1))
+        # a writable copy: torch cannot wrap the read-only views of a decoded image
+        return np.array(image.read(x0, y0, x1, y1))
     patch = np.full((size, size, 3), pad_value, dtype=np.uint8)
     if x1 > x0 and y1 > y0:
         patch[y0 - top : y1 - top, x0 - left : x1 - left] = image.read(x0, y0, x1, y1)

@@ -1,0 +1,114 @@
+"""The embedding pipeline end to end: tiny generated section, cache reuse, real HER2+ sections."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from embedding_fixtures import make_section, tissue_like_image
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+from kedro_datasets.partitions import IncrementalDataset, PartitionedDataset
+from PIL import Image
+
+from spahgc_kedro import encoders
+from spahgc_kedro.pipelines.embedding import create_pipeline
+
+HER2ST = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "her2st"
+EMBEDDING = {
+    "patch_size_px": 64,
+    "patch_size_um": None,
+    "pad_value": 255,
+    "batch_size": 8,
+    "num_workers": 0,
+    "weights_path": None,
+    "allow_download": False,
+}
+
+
+def _catalog(sections: dict, folder: Path, embedding: dict) -> DataCatalog:
+    partitions = {"path": str(folder), "dataset": "spahgc_kedro.datasets.AnnDataDataset", "filename_suffix": ".h5ad"}
+    return DataCatalog(
+        datasets={
+            "sections": MemoryDataset(sections, copy_mode="assign"),
+            "embedding_cache": IncrementalDataset(**partitions),
+            "patch_embeddings": PartitionedDataset(**partitions),
+            "params:encoder": MemoryDataset("efficientnet_lite0"),
+            "params:device": MemoryDataset("cpu"),
+            "params:seed": MemoryDataset(0),
+            "params:embedding": MemoryDataset(embedding),
+        }
+    )
+
+
+def _run(sections: dict, folder: Path, embedding: dict = EMBEDDING) -> dict:
+    SequentialRunner().run(create_pipeline(), _catalog(sections, folder, embedding))
+    return {key: load() for key, load in PartitionedDataset(
+        path=str(folder), dataset="spahgc_kedro.datasets.AnnDataDataset", filename_suffix=".h5ad"
+    ).load().items()}
+
+
+@pytest.fixture
+def tiny_section(tmp_path):
+    image = tmp_path / "tiny.png"
+    Image.fromarray(tissue_like_image(200, 160)).save(image)
+    # the last spot sits on the corner: its patch is three quarters padding
+    centres = np.array([[100.0, 80.0], [40.0, 40.0], [160.0, 120.0], [0.0, 0.0]])
+    return make_section(image, centres)
+
+
+def test_pipeline_embeds_a_tiny_section_in_spot_order(tmp_path, tiny_section):
+    import torch
+
+    torch.set_num_threads(1)
+    out = _run({"S1": tiny_section}, tmp_path / "features")["S1"]
+    assert out.shape == (4, 1280) and out.X.dtype == np.float32
+    assert list(out.obs_names) == list(tiny_section.obs_names)
+    settings = out.uns["encoder"]
+    assert settings["name"] == "efficientnet_lite0" and settings["patch_px"] == 64 and settings["dim"] == 1280
+    assert len(settings["content_key"]) == 64
+    assert len({tuple(row) for row in np.round(out.X, 4)}) == 4
+
+
+def test_cache_hit_skips_the_encoder_and_a_changed_setting_misses(tmp_path, tiny_section, monkeypatch):
+    import torch
+
+    torch.set_num_threads(1)
+    folder = tmp_path / "features"
+    first = _run({"S1": tiny_section}, folder)["S1"]
+
+    def no_encoder(*args, **kwargs):
+        raise AssertionError("the encoder was built although the cache is valid")
+
+    monkeypatch.setattr(encoders, "build_encoder", no_encoder)
+    again = _run({"S1": tiny_section}, folder)["S1"]
+    np.testing.assert_array_equal(again.X, first.X)
+    assert again.uns["encoder"]["content_key"] == first.uns["encoder"]["content_key"]
+
+    with pytest.raises(Exception, match="the encoder was built"):
+        _run({"S1": tiny_section}, folder, {**EMBEDDING, "patch_size_px": 96})
+
+
+def test_pipeline_is_discovered_by_the_registry():
+    from kedro.framework.project import configure_project, find_pipelines
+
+    configure_project("spahgc_kedro")
+    pipelines = find_pipelines()
+    assert "embedding" in pipelines
+    assert pipelines["embedding"].outputs() == {"patch_embeddings"}
+
+
+@pytest.mark.shared_data
+@pytest.mark.skipif(not HER2ST.is_dir(), reason=f"real her2st sections not found at {HER2ST}")
+def test_real_her2st_section_gives_one_row_per_spot(tmp_path):
+    import torch
+
+    from spahgc_kedro.readers import st_legacy
+
+    torch.set_num_threads(1)
+    section = st_legacy.read_section(HER2ST, "C2")
+    out = _run({"C2": lambda: section}, tmp_path / "features", {**EMBEDDING, "patch_size_px": 224})["C2"]
+    assert out.shape == (section.n_obs, 1280)
+    assert list(out.obs_names) == list(section.obs_names)
+    assert np.isfinite(out.X).all() and out.X.std(axis=0).mean() > 0.01
