@@ -65,3 +65,8 @@ def cli() -> None:
 
 
 cli.add_command(_build_run_command(), name="run")
+
+
+from spahgc_kedro.download import download  # noqa: E402
+
+cli.add_command(download)
