@@ -1,0 +1,26 @@
+# Two entry points: `make run` (set up, then run every pipeline on the generated
+# demo dataset) and `make test` (set up with test extras, then run the test suite).
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup run test viz mlflow-ui
+
+$(BIN)/kedro: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -e ".[test]"
+	touch $@
+
+setup: $(BIN)/kedro
+
+run: setup
+	$(BIN)/kedro run
+
+test: setup
+	$(BIN)/pytest
+
+viz: setup
+	$(BIN)/kedro viz run --port 4141
+
+mlflow-ui: setup
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5055

@@ -1,0 +1,49 @@
+"""Fixtures shared by the whole suite: project paths, the real shared data, a project copy."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def her2st_dir() -> Path:
+    """The real HER2+ sections (patient C) in the her2st layout, read in place."""
+    path = SHARED_DATA / "her2st"
+    if not (path / "data" / "ST-cnts").is_dir():
+        pytest.skip(f"real HER2+ data not found at {path} (shared data absent on this machine)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def her2st_gene_list() -> Path:
+    """The 785-gene HER2+ panel of HisToGene/Hist2ST, read in place."""
+    path = SHARED_DATA / "gene_lists" / "her_hvg_cut_1000.npy"
+    if not path.is_file():
+        pytest.skip(f"HER2+ gene list not found at {path} (shared data absent on this machine)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_raw(tmp_path_factory) -> Path:
+    """The generated demo dataset, written once per test session."""
+    from spahgc_kedro.demo import generate_demo
+
+    return generate_demo(tmp_path_factory.mktemp("demo_raw") / "demo")
+
+
+@pytest.fixture
+def project_copy(tmp_path) -> Path:
+    """A throwaway copy of the project's config, so CLI runs never touch the real data/ folder."""
+    for name in ("pyproject.toml", ".telemetry"):
+        shutil.copy(PROJECT_ROOT / name, tmp_path / name)
+    shutil.copytree(PROJECT_ROOT / "conf" / "base", tmp_path / "conf" / "base")
+    (tmp_path / "conf" / "local").mkdir()
+    (tmp_path / "data").mkdir()
+    shutil.copytree(PROJECT_ROOT / "src", tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    return tmp_path

@@ -1,0 +1,96 @@
+"""Ingestion nodes called directly, on the generated demo data."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from spahgc_kedro.demo import SECTIONS, generate_demo
+from spahgc_kedro.pipelines.ingestion.nodes import (
+    describe_sections,
+    patient_of,
+    read_sections,
+    resolve_preset,
+    select_sections,
+)
+from spahgc_kedro.readers.common import InputDataError
+
+PRESETS = {
+    "demo": {
+        "format": "st_legacy",
+        "sections": "auto",
+        "exclude": [],
+        "patient": "first_letter",
+        "gene_panel": {"rule": "hvg_intersection", "n_top": 80},
+        "min_counts_per_spot": 0,
+    }
+}
+
+
+def _digest(root):
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_demo_generator_is_deterministic(tmp_path, demo_raw):
+    again = generate_demo(tmp_path / "demo")
+    assert _digest(again) == _digest(demo_raw)
+    assert len(_digest(again)) == 3 * len(SECTIONS)
+
+
+def test_unknown_dataset_names_the_known_presets():
+    with pytest.raises(ValueError, match="Unknown dataset 'alexx'.*demo"):
+        resolve_preset("alexx", PRESETS, "data/01_raw/alexx")
+
+
+def test_missing_listed_section_is_named(demo_raw):
+    preset = {**resolve_preset("demo", PRESETS, str(demo_raw)), "sections": ["A1", "Z9"]}
+    with pytest.raises(InputDataError, match=r"\['Z9'\]"):
+        select_sections(str(demo_raw), preset)
+
+
+def test_exclusions_and_patients(demo_raw):
+    preset = {**resolve_preset("demo", PRESETS, str(demo_raw)), "exclude": ["B2"]}
+    ids = select_sections(str(demo_raw), preset)
+    assert ids == ["A1", "A2", "B1"]
+    sections = read_sections(str(demo_raw), preset, ids)
+    assert [a.uns["patient_id"] for a in sections.values()] == ["A", "A", "B"]
+    manifest = describe_sections(sections, preset)
+    assert [row["n_spots"] for row in manifest["sections"]] == [a.n_obs for a in sections.values()]
+
+
+def test_demo_sections_follow_the_standard_form(demo_raw):
+    preset = resolve_preset("demo", PRESETS, str(demo_raw))
+    sections = read_sections(str(demo_raw), preset, select_sections(str(demo_raw), preset))
+    assert len({a.uns["patient_id"] for a in sections.values()}) >= 2
+    for adata in sections.values():
+        assert 200 <= adata.n_obs <= 400
+        width, height = adata.uns["image_size"]
+        xy = adata.obsm["spatial"]
+        assert xy.shape == (adata.n_obs, 2) and (xy[:, 0] < width).all() and (xy[:, 1] < height).all()
+        assert adata.obs_names.is_unique and adata.var_names.is_unique
+        assert np.isclose(adata.uns["spot_spacing_px"], 120, rtol=0.1)
+        assert adata.X.sum() > 0
+
+
+def test_min_counts_filter_drops_spots(demo_raw, caplog):
+    preset = {**resolve_preset("demo", PRESETS, str(demo_raw)), "min_counts_per_spot": 1000}
+    sections = read_sections(str(demo_raw), preset, ["A1"])
+    assert sections["A1"].X.sum(axis=1).min() >= 1000
+    assert "fewer than 1000 counts" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("section", "rule", "reader_patient", "expected"),
+    [
+        ("C2", "first_letter", None, "C"),
+        ("P5_ST_rep2", "from_name", None, "P5"),
+        ("CID4465", "section", None, "CID4465"),
+        ("TENX95", "metadata", "patient 3", "patient 3"),
+        ("TENX95", "metadata", None, "TENX95"),
+        ("block1", {"block1": "BC1"}, None, "BC1"),
+    ],
+)
+def test_patient_rules(section, rule, reader_patient, expected):
+    assert patient_of(section, rule, reader_patient) == expected

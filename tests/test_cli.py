@@ -1,0 +1,52 @@
+"""The project's run command: `key:value` and `key=value` params, `--pipeline NAME`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import anndata as ad
+import click
+import pytest
+
+from spahgc_kedro.cli import parse_params
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("dataset:alex", {"dataset": "alex"}),
+        ("dataset=alex", {"dataset": "alex"}),
+        ("dataset:her2st,raw_dir:../shared/data/her2st", {"dataset": "her2st", "raw_dir": "../shared/data/her2st"}),
+        ("train.epochs:5,train.lr=0.001", {"train": {"epochs": 5, "lr": 0.001}}),
+        ("raw_dir=C:/data/x", {"raw_dir": "C:/data/x"}),
+    ],
+)
+def test_parse_params_accepts_both_separators(raw, expected):
+    assert parse_params(None, None, raw) == expected
+
+
+def test_parse_params_rejects_a_bare_word():
+    with pytest.raises(click.BadParameter, match="key:value"):
+        parse_params(None, None, "dataset")
+
+
+def test_real_cli_takes_colon_params_and_pipeline_flag(project_copy: Path):
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true"}
+    kedro = Path(sys.executable).with_name("kedro")
+    result = subprocess.run(
+        [str(kedro), "run", "--pipeline=ingestion", "--params", "dataset:demo,datasets.demo.exclude:[B2]"],
+        cwd=project_copy,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "'--pipeline' is deprecated" not in result.stdout + result.stderr
+    written = sorted(p.stem for p in (project_copy / "data/02_intermediate/demo/sections").glob("*.h5ad"))
+    assert written == ["A1", "A2", "B1"]
+    section = ad.read_h5ad(project_copy / "data/02_intermediate/demo/sections/A1.h5ad")
+    assert section.uns["patient_id"] == "A" and section.n_obs > 200
