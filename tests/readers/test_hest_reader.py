@@ -98,3 +98,10 @@ def test_missing_file_is_named(tmp_path, missing):
 def test_no_samples(tmp_path):
     with pytest.raises(InputDataError, match=r"st/<id>\.h5ad"):
         hest.discover_sections(tmp_path)
+
+
+@pytest.mark.filterwarnings("ignore:Observation names are not unique")
+def test_duplicated_barcodes_fail(tmp_path):
+    make_sample(tmp_path, names=BARCODES[:5] + BARCODES[:1])
+    with pytest.raises(InputDataError, match=r"duplicated barcodes .*NCBI681\.h5ad"):
+        hest.read_section(tmp_path, "NCBI681")
