@@ -71,7 +71,7 @@ def describe_run_text(run_info: dict[str, Any]) -> str:
     )
 
 
-def _with_run_info(table: pd.DataFrame, run_info: dict[str, Any]) -> pd.DataFrame:
+def with_run_info(table: pd.DataFrame, run_info: dict[str, Any]) -> pd.DataFrame:
     """Append the run description as constant columns."""
     return table.assign(**{column: str(run_info[column]) for column in RUN_INFO_COLUMNS})
 
@@ -172,7 +172,7 @@ def compute_fold_metrics(
                     }
                 )
             )
-    return _with_run_info(pd.DataFrame(fold_rows), run_info), _with_run_info(
+    return with_run_info(pd.DataFrame(fold_rows), run_info), with_run_info(
         pd.concat(gene_tables, ignore_index=True), run_info
     )
 
@@ -206,7 +206,7 @@ def summarise_metrics(
                 "n_folds": int(table.shape[0]),
             }
         )
-    comparison = _with_run_info(pd.DataFrame(rows), run_info)
+    comparison = with_run_info(pd.DataFrame(rows), run_info)
     overall = {
         "run": run_info,
         "conventions": {

@@ -1,0 +1,54 @@
+"""Interpretation pipeline: spatial maps, region agreement, pathway enrichment and the HTML report."""
+
+from kedro.pipeline import Pipeline, node, pipeline
+
+from .nodes import (
+    build_report,
+    enrich_well_predicted_genes,
+    log_report_to_mlflow,
+    plot_spatial_maps,
+    region_agreement,
+    select_map_genes,
+)
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    """Wire the downstream analyses of the paper and the report that gathers them."""
+    return pipeline(
+        [
+            node(select_map_genes, ["per_gene_pcc", "params:interpretation"], "map_genes", name="select_map_genes"),
+            node(
+                plot_spatial_maps,
+                ["predictions", "sections", "map_genes", "evaluation_run_info", "params:interpretation"],
+                ["spatial_maps", "spatial_maps_png"],
+                name="plot_spatial_maps",
+            ),
+            node(
+                region_agreement,
+                ["predictions", "region_labels", "evaluation_run_info", "params:interpretation", "params:seed"],
+                ["region_agreement", "region_marker_scores"],
+                name="region_agreement",
+            ),
+            node(
+                enrich_well_predicted_genes,
+                ["per_gene_pcc", "evaluation_run_info", "params:interpretation.enrichment"],
+                "pathway_enrichment",
+                name="enrich_well_predicted_genes",
+            ),
+            node(
+                build_report,
+                [
+                    "evaluation_run_info",
+                    "comparison_table",
+                    "comparison_figure",
+                    "spatial_maps",
+                    "pathway_enrichment",
+                    "region_agreement",
+                    "region_marker_scores",
+                ],
+                "report",
+                name="build_report",
+            ),
+            node(log_report_to_mlflow, "report", None, name="log_report_to_mlflow"),
+        ]
+    )

@@ -1,0 +1,229 @@
+"""Figures of the interpretation stage and the per-run HTML report.
+
+Thumbnails are read downsampled at decode time (JPEG draft mode, the lowest useful
+TIFF pyramid level, strided reads of unpyramided TIFFs), because whole-slide images
+do not fit in memory.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+TIFF_SUFFIXES = {".tif", ".tiff", ".svs", ".btf"}
+
+
+def _read_tiff_thumbnail(path: Path, max_side: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Smallest TIFF pyramid level at least `max_side` wide (strided if the file has no pyramid)."""
+    import tifffile
+    import zarr
+
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        levels = series.levels
+
+        def size(level: Any) -> tuple[int, int]:
+            return level.shape[level.axes.index("X")], level.shape[level.axes.index("Y")]
+
+        full_size = size(levels[0])
+        large_enough = [i for i, level in enumerate(levels) if max(size(level)) >= max_side]
+        index = large_enough[-1] if large_enough else len(levels) - 1
+        step = max(1, max(size(levels[index])) // (2 * max_side))
+        store = series.aszarr(level=index)
+        try:
+            # Strided reads decode one chunk at a time, so memory stays bounded.
+            array = zarr.open(store, mode="r")[::step, ::step]
+        finally:
+            store.close()
+    if array.ndim == 3 and array.shape[0] in (3, 4) and array.shape[-1] not in (3, 4):
+        array = np.moveaxis(array, 0, -1)
+    return np.asarray(array), full_size
+
+
+def read_thumbnail(path: str | Path, max_side: int = 1024) -> tuple[np.ndarray, tuple[int, int]]:
+    """An RGB thumbnail (longer side <= max_side) and the full-resolution (width, height)."""
+    from PIL import Image
+
+    path = Path(path)
+    if path.suffix.lower() in TIFF_SUFFIXES:
+        array, full_size = _read_tiff_thumbnail(path, max_side)
+        image = Image.fromarray(array[..., :3] if array.ndim == 3 else array)
+    else:
+        # Only a downsampled decode is ever made, so the decompression-bomb guard does not apply.
+        Image.MAX_IMAGE_PIXELS = None
+        image = Image.open(path)
+        full_size = image.size
+        image.draft("RGB", (max_side, max_side))
+    image = image.convert("RGB")
+    image.thumbnail((max_side, max_side))
+    return np.asarray(image), full_size
+
+
+def image_data_uri(array: np.ndarray, fmt: str = "JPEG") -> str:
+    """A base64 data URI of an RGB array, for plotly layout images and HTML."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format=fmt, quality=85)
+    mime = "jpeg" if fmt == "JPEG" else fmt.lower()
+    return f"data:image/{mime};base64,{base64.b64encode(buffer.getvalue()).decode()}"
+
+
+def spatial_maps_plotly(panels: list[dict[str, Any]], caption: str) -> Any:
+    """Measured | predicted maps, one (fold, gene) panel at a time, picked from a dropdown."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    figure = make_subplots(rows=1, cols=2, subplot_titles=("measured", "predicted"), horizontal_spacing=0.08)
+    buttons = []
+    for index, panel in enumerate(panels):
+        x, y = panel["spatial"][:, 0], panel["spatial"][:, 1]
+        for column, (kind, values) in enumerate((("measured", panel["measured"]), ("predicted", panel["predicted"]))):
+            figure.add_trace(
+                go.Scatter(
+                    x=x, y=y, mode="markers", name=f"{panel['gene']} {kind}", visible=index == 0,
+                    text=panel["spot_ids"], hovertemplate="%{text}: %{marker.color:.3f}<extra></extra>",
+                    marker={"color": values, "colorscale": "Viridis", "size": 7, "opacity": 0.85,
+                            "colorbar": {"x": 0.45 if column == 0 else 1.0, "len": 0.8}},
+                ),
+                row=1, col=column + 1,
+            )
+        images = []
+        if panel.get("thumbnail_uri"):
+            width, height = panel["image_size"]
+            images = [
+                {"source": panel["thumbnail_uri"], "xref": axis, "yref": axis.replace("x", "y"), "x": 0, "y": 0,
+                 "sizex": width, "sizey": height, "xanchor": "left", "yanchor": "top", "sizing": "stretch",
+                 "layer": "below", "opacity": 0.8}
+                for axis in ("x", "x2")
+            ]
+        visible = [False] * (2 * len(panels))
+        visible[2 * index : 2 * index + 2] = [True, True]
+        title = f"{panel['gene']} on {panel['section_id']} ({panel['fold']}), PCC {panel['pcc']:.3f}"
+        buttons.append({"label": f"{panel['fold']} {panel['gene']}", "method": "update",
+                        "args": [{"visible": visible}, {"images": images, "title.text": f"{title}<br><sup>{caption}</sup>"}]})
+        if index == 0:
+            figure.update_layout(images=images, title=f"{title}<br><sup>{caption}</sup>")
+    for axis in ("yaxis", "yaxis2"):
+        # Image rows grow downwards, so the y axis is reversed; equal scales keep spots round.
+        figure.layout[axis].update(autorange="reversed", scaleanchor=axis.replace("yaxis", "x"), showgrid=False)
+    figure.update_xaxes(showgrid=False)
+    figure.update_layout(
+        updatemenus=[{"buttons": buttons, "direction": "down", "x": 0, "y": 1.2, "xanchor": "left"}],
+        showlegend=False, height=620, margin={"t": 140},
+        meta={"caption": caption, "colour": "each panel scaled to its own range"},
+    )
+    return figure
+
+
+def spatial_maps_matplotlib(panels: list[dict[str, Any]], caption: str) -> Any:
+    """A static grid of measured | predicted maps, one row per gene, over the H&E thumbnail."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(8, 3.6 * len(panels)), constrained_layout=True)
+    axes = figure.subplots(len(panels), 2, squeeze=False)
+    for row, panel in enumerate(panels):
+        for column, kind in enumerate(("measured", "predicted")):
+            ax = axes[row, column]
+            if panel.get("thumbnail") is not None:
+                width, height = panel["image_size"]
+                ax.imshow(panel["thumbnail"], extent=(0, width, height, 0), alpha=0.8)
+            points = ax.scatter(panel["spatial"][:, 0], panel["spatial"][:, 1], c=panel[kind], s=12, cmap="viridis")
+            if panel.get("thumbnail") is None:
+                ax.invert_yaxis()
+            ax.set_aspect("equal")
+            ax.set_axis_off()
+            suffix = f" (PCC {panel['pcc']:.2f})" if kind == "predicted" else ""
+            ax.set_title(f"{panel['gene']} {kind}{suffix}", fontsize=9)
+            figure.colorbar(points, ax=ax, shrink=0.7)
+    figure.suptitle(f"{panels[0]['section_id']} ({panels[0]['fold']})\n{caption}", fontsize=9)
+    return figure
+
+
+def _table_html(table: pd.DataFrame, empty_message: str, drop: tuple[str, ...] = ()) -> str:
+    """An HTML table, or a sentence when the table is empty."""
+    if table is None or table.empty:
+        return f"<p><em>{html.escape(empty_message)}</em></p>"
+    return table.drop(columns=[c for c in drop if c in table.columns]).to_html(
+        index=False, float_format=lambda v: f"{v:.4g}", na_rep="n/a", border=0, classes="table"
+    )
+
+
+REPORT_TEMPLATE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>SpaHGC report: {dataset}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }}
+table.table {{ border-collapse: collapse; font-size: 0.85em; margin-bottom: 1em; }}
+table.table td, table.table th {{ border-bottom: 1px solid #ddd; padding: 3px 8px; text-align: right; }}
+.header td {{ padding: 2px 12px 2px 0; }} img {{ max-width: 100%; }}
+</style></head><body>
+<h1>SpaHGC: spatial gene expression from H&amp;E</h1>
+<table class="header">
+<tr><td>Data</td><td>{dataset}</td></tr><tr><td>Gene panel</td><td>{n_genes_panel} genes</td></tr>
+<tr><td>Target transform</td><td>{target_transform}</td></tr>
+<tr><td>Folds</td><td>{fold_scheme} ({n_folds} folds: {folds})</td></tr>
+<tr><td>Encoder</td><td>{encoder}</td></tr></table>
+<h2>SpaHGC beside the baselines</h2>
+<p>PCC per gene over the test section's spots, mean over genes then folds (ACG); HEG-50/HVG-50 use the
+50 most expressed/variable genes of the test section's measured values (the field's reporting convention);
+pooled PCC concatenates all test spots first (HEST-Benchmark). Genes constant in measured or predicted
+values are excluded from PCC means and counted. MSE/MAE on normalised targets.</p>
+{comparison_table}
+{comparison_figure}
+<h2>Spatial maps: measured vs predicted</h2>
+<p>Each panel is coloured on its own range. Pick a fold and gene from the menu.</p>
+{spatial_maps}
+<h2>Agreement with annotated regions</h2>
+{region_agreement}
+{region_marker_scores}
+<h2>Pathway enrichment of well-predicted genes</h2>
+{enrichment}
+</body></html>
+"""
+
+
+def render_report(
+    run_info: dict[str, Any],
+    comparison_table: pd.DataFrame,
+    figures_html: dict[str, str],
+    enrichment: pd.DataFrame,
+    region_agreement: pd.DataFrame,
+    region_marker_scores: pd.DataFrame,
+) -> str:
+    """The HTML report: run header, comparison, maps, region agreement and enrichment."""
+    meta = ("dataset", "n_genes_panel", "target_transform", "fold_scheme", "encoder")
+    return REPORT_TEMPLATE.format(
+        **{key: html.escape(str(run_info[key])) for key in (*meta, "n_folds")},
+        folds=html.escape(", ".join(f"{fold}: {section}" for fold, section in run_info["folds"].items())),
+        comparison_table=_table_html(comparison_table, "No comparison table.", meta),
+        region_agreement=_table_html(region_agreement, "No region labels for the test sections: skipped.", meta),
+        region_marker_scores=_table_html(region_marker_scores, "", meta) if not region_marker_scores.empty else "",
+        enrichment=_table_html(enrichment, "No GMT gene-set files given (interpretation.enrichment.gmt_files): skipped.", meta),
+        **figures_html,
+    )
+
+
+def log_text_artifact(text: str, filename: str) -> None:
+    """Log a text file to the active MLflow run; skipped quietly when no run is active."""
+    try:
+        import mlflow
+    except ImportError:
+        logger.debug("mlflow is not installed: %s not logged.", filename)
+        return
+    if mlflow.active_run() is None:
+        logger.debug("No active MLflow run: %s not logged.", filename)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / filename
+        path.write_text(text)
+        mlflow.log_artifact(str(path))
