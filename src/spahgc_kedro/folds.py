@@ -67,6 +67,11 @@ def make_folds(
         )
     folds = {}
     for name, test in groups.items():
+        if len(test) == len(ids):
+            raise ValueError(
+                f"Fold {name} tests every section ({', '.join(ids)}): nothing is left to train "
+                "on. Use leave_one_section_out or add sections of other patients."
+            )
         if validation != "auto" and validation not in test:
             chosen = validation
         else:

@@ -56,6 +56,9 @@ def test_bad_fold_requests_fail_clearly():
         make_folds(MANIFEST_SECTIONS, "leave_one_section_out", fold="Z9")
     with pytest.raises(ValueError, match="Unknown graph.fold_scheme"):
         make_folds(MANIFEST_SECTIONS, "leave_one_slide_out")
+    one_patient = [dict(s, patient_id="A") for s in MANIFEST_SECTIONS]
+    with pytest.raises(ValueError, match="nothing is left to train"):
+        make_folds(one_patient, "leave_one_patient_out")
     with pytest.raises(ValueError, match="at least 2"):
         make_folds(MANIFEST_SECTIONS[:3], "leave_one_section_out")
 
