@@ -1,0 +1,212 @@
+"""The SpaHGC network: input projections, heterogeneous CNDA/SAGE encoder layers, CNAP decoder."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.nn import SAGEConv
+from torch_geometric.utils import scatter, softmax
+
+SPATIAL_EDGES = ("target", "near", "target")
+REFERENCE_EDGES = ("reference", "refer", "target")
+REFERENCE_NEIGHBOUR_EDGES = ("reference", "close", "reference")
+
+
+def edge_index_of(data, edge_type: tuple[str, str, str]) -> Tensor:
+    """The graph's edge index for `edge_type`, or an empty one when the section has none."""
+    if edge_type in data.edge_types:
+        return data[edge_type].edge_index
+    return torch.empty(2, 0, dtype=torch.long, device=data["target"].x.device)
+
+
+def edge_attention(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    query_index: Tensor,
+    key_index: Tensor,
+    heads: int,
+    dropout: float = 0.0,
+    training: bool = False,
+) -> Tensor:
+    """Multi-head attention of each query node over its incoming edges: LeakyReLU'd scaled dot product, edge softmax."""
+    n_query, hidden = query.shape
+    head_dim = hidden // heads
+    q = query.view(-1, heads, head_dim)[query_index]
+    k = key.view(-1, heads, head_dim)[key_index]
+    v = value.view(-1, heads, head_dim)[key_index]
+    score = F.leaky_relu((q * k).sum(dim=-1) / head_dim**0.5, negative_slope=0.2)
+    weight = softmax(score, query_index, num_nodes=n_query)
+    weight = F.dropout(weight, p=dropout, training=training)
+    messages = (weight.unsqueeze(-1) * v).view(-1, hidden)
+    return scatter(messages, query_index, dim=0, dim_size=n_query, reduce="sum")
+
+
+class CrossNodeDualAttention(nn.Module):
+    """CNDA: reference -> target and target -> reference attention over the refer edges, expression-aware."""
+
+    def __init__(self, hidden: int, heads: int = 4, dropout: float = 0.1) -> None:
+        super().__init__()
+        if hidden % heads:
+            raise ValueError(f"hidden ({hidden}) must be divisible by heads ({heads})")
+        self.heads = heads
+        self.dropout = dropout
+        self.expression_norm = nn.LayerNorm(hidden)
+        # reference -> target: query from the target, key/value from [reference || expression]
+        self.target_query = nn.Linear(hidden, hidden)
+        self.reference_key_value = nn.Linear(2 * hidden, 2 * hidden)
+        self.target_out = nn.Linear(hidden, hidden)
+        # target -> reference: the reverse
+        self.reference_query = nn.Linear(2 * hidden, hidden)
+        self.target_key_value = nn.Linear(hidden, 2 * hidden)
+        self.reference_out = nn.Linear(hidden, hidden)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Truncated-normal projections (std 0.02) and zero biases, as in the reference code."""
+        self.expression_norm.reset_parameters()
+        for layer in (
+            self.target_query,
+            self.reference_key_value,
+            self.target_out,
+            self.reference_query,
+            self.target_key_value,
+            self.reference_out,
+        ):
+            nn.init.trunc_normal_(layer.weight, std=0.02)
+            nn.init.zeros_(layer.bias)
+
+    def forward(
+        self, target: Tensor, reference: Tensor, reference_y: Tensor, refer_edges: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Messages for (target, reference) nodes from the other node type."""
+        reference_with_expression = torch.cat([reference, self.expression_norm(reference_y)], dim=-1)
+        source, destination = refer_edges
+        key, value = self.reference_key_value(reference_with_expression).chunk(2, dim=-1)
+        to_target = edge_attention(
+            self.target_query(target), key, value, destination, source, self.heads, self.dropout, self.training
+        )
+        key, value = self.target_key_value(target).chunk(2, dim=-1)
+        to_reference = edge_attention(
+            self.reference_query(reference_with_expression),
+            key,
+            value,
+            source,
+            destination,
+            self.heads,
+            self.dropout,
+            self.training,
+        )
+        return self.target_out(to_target), self.reference_out(to_reference)
+
+
+class HeterogeneousLayer(nn.Module):
+    """One encoder layer: SAGE on spatial and reference-neighbour edges, CNDA across; relation outputs averaged."""
+
+    def __init__(
+        self,
+        hidden: int,
+        heads: int = 4,
+        attention_dropout: float = 0.1,
+        use_spatial_edges: bool = True,
+        use_reference_edges: bool = True,
+    ) -> None:
+        super().__init__()
+        self.cross_attention = CrossNodeDualAttention(hidden, heads, attention_dropout)
+        self.spatial = SAGEConv(hidden, hidden) if use_spatial_edges else None
+        self.reference_neighbours = SAGEConv(hidden, hidden) if use_reference_edges else None
+
+    def forward(self, data, target: Tensor, reference: Tensor, reference_y: Tensor) -> tuple[Tensor, Tensor]:
+        """New (target, reference) states: mean over the relations arriving at each node type."""
+        target_from_reference, reference_from_target = self.cross_attention(
+            target, reference, reference_y, edge_index_of(data, REFERENCE_EDGES)
+        )
+        target_messages = [target_from_reference]
+        reference_messages = [reference_from_target]
+        if self.spatial is not None:
+            target_messages.append(self.spatial(target, edge_index_of(data, SPATIAL_EDGES)))
+        if self.reference_neighbours is not None:
+            reference_messages.append(
+                self.reference_neighbours(reference, edge_index_of(data, REFERENCE_NEIGHBOUR_EDGES))
+            )
+        return torch.stack(target_messages).mean(dim=0), torch.stack(reference_messages).mean(dim=0)
+
+
+class CrossNodeAttentionPooling(nn.Module):
+    """CNAP: each target spot attends over its retrieved references; added to a projection of its own state."""
+
+    def __init__(self, hidden: int, heads: int = 4) -> None:
+        super().__init__()
+        self.heads = heads
+        self.residual = nn.Linear(hidden, hidden)
+        self.query = nn.Linear(hidden, hidden)
+        self.key_value = nn.Linear(hidden, 2 * hidden)
+
+    def forward(self, target: Tensor, reference: Tensor, refer_edges: Tensor) -> Tensor:
+        """Pooled target states [N, hidden]."""
+        residual = self.residual(target)
+        key, value = self.key_value(reference).chunk(2, dim=-1)
+        source, destination = refer_edges
+        pooled = edge_attention(self.query(residual), key, value, destination, source, self.heads)
+        return residual + pooled
+
+
+class SpaHGC(nn.Module):
+    """Heterogeneous graph encoder over target and reference spots with a CNAP expression decoder."""
+
+    def __init__(
+        self,
+        target_dim: int,
+        n_genes: int,
+        hidden: int = 256,
+        n_layers: int = 4,
+        heads: int = 4,
+        dropout: float = 0.2,
+        attention_dropout: float = 0.1,
+        use_spatial_edges: bool = True,
+        use_reference_edges: bool = True,
+    ) -> None:
+        super().__init__()
+        self.target_dim = target_dim
+        self.n_genes = n_genes
+        # bias-free input projections, as in the reference code
+        self.target_in = nn.Linear(target_dim, hidden, bias=False)
+        self.reference_in = nn.Linear(target_dim + n_genes, hidden, bias=False)
+        self.reference_y_in = nn.Linear(n_genes, hidden, bias=False)
+        self.shared_in = nn.Sequential(
+            nn.LeakyReLU(0.2),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, hidden, bias=False),
+            nn.LayerNorm(hidden),
+            nn.LeakyReLU(0.2),
+        )
+        self.layers = nn.ModuleList(
+            HeterogeneousLayer(hidden, heads, attention_dropout, use_spatial_edges, use_reference_edges)
+            for _ in range(n_layers)
+        )
+        self.pool = CrossNodeAttentionPooling(hidden, heads)
+        self.out = nn.Linear(hidden, n_genes)
+
+    def encode(self, data, x_dict: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """Node states {'target': [N, h], 'reference': [M, h]}; `x_dict` replaces the graph's features (masked views)."""
+        x_target = data["target"].x if x_dict is None else x_dict["target"]
+        x_reference = data["reference"].x if x_dict is None else x_dict["reference"]
+        # the expression part keeps its own projection, fed unchanged to every CNDA layer
+        reference_y = self.reference_y_in(x_reference[:, -self.n_genes :])
+        target = self.shared_in(self.target_in(x_target))
+        reference = self.shared_in(self.reference_in(x_reference))
+        for layer in self.layers:
+            target, reference = layer(data, target, reference, reference_y)
+            # the reference code applies the activation after every layer, the last included
+            target, reference = F.leaky_relu(target, 0.2), F.leaky_relu(reference, 0.2)
+        return {"target": target, "reference": reference}
+
+    def decode(self, data, h_dict: dict[str, Tensor]) -> Tensor:
+        """Predicted expression [N, G] from node states (CNAP, then a linear read-out, no activation)."""
+        pooled = self.pool(h_dict["target"], h_dict["reference"], edge_index_of(data, REFERENCE_EDGES))
+        return self.out(pooled)
+
+    def forward(self, data, x_dict: dict[str, Tensor] | None = None) -> Tensor:
+        """Predicted expression [N, G] for the graph's target spots."""
+        return self.decode(data, self.encode(data, x_dict))

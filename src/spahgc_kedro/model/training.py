@@ -1,0 +1,282 @@
+"""Training and prediction: seeded whole-section steps, masked contrastive views, best epoch by validation PCC."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm import tqdm
+
+from .contrastive import Predictor, Teacher, complementary_masks, contrastive_loss
+from .spahgc import SpaHGC
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, architecture and contrastive settings (defaults: method.md / reference code)."""
+
+    epochs: int = 200
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    hidden: int = 256
+    n_layers: int = 4
+    heads: int = 4
+    dropout: float = 0.2
+    attention_dropout: float = 0.1
+    mask_target: float = 0.1
+    mask_reference: float = 0.9
+    teacher: str = "ema"
+    ema_decay: float = 0.99
+    use_contrastive: bool = True
+    # BGRL predictor on the online side; False gives the reference code's plain cosine between encoders
+    use_predictor: bool = True
+    w_pcc: float = 0.5
+    w_target: float = 0.2
+    w_reference: float = 0.1
+    use_spatial_edges: bool = True
+    use_reference_edges: bool = True
+    seed: int = 0
+    device: str = "cpu"
+    # torch intra-op threads during fit (0: leave torch's setting); on busy shared cores 1 can be much faster
+    threads: int = 0
+
+
+@dataclass
+class FitResult:
+    """The best epoch's online-model weights (CPU), the config that rebuilds it, and per-epoch history."""
+
+    state_dict: dict
+    model_config: dict
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+
+
+def set_seed(seed: int) -> None:
+    """Seed python, numpy and torch, and ask torch for deterministic kernels (warn where none exists)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def build_model(model_config: dict) -> SpaHGC:
+    """A fresh SpaHGC from a `FitResult.model_config`."""
+    return SpaHGC(**model_config)
+
+
+def pcc_per_gene(pred: Tensor, target: Tensor) -> Tensor:
+    """Pearson correlation per gene over spots [G]; NaN where either side is constant (so nanmean excludes it)."""
+    pred_centred = pred - pred.mean(dim=0)
+    target_centred = target - target.mean(dim=0)
+    covariance = (pred_centred * target_centred).sum(dim=0)
+    variance_product = (pred_centred.square().sum(dim=0)) * (target_centred.square().sum(dim=0))
+    defined = variance_product > 1e-12
+    # clamp keeps the sqrt gradient finite for the constant genes that are then dropped
+    pcc = covariance / variance_product.clamp_min(1e-12).sqrt()
+    return torch.where(defined, pcc, torch.full_like(pcc, float("nan")))
+
+
+def _mean_pcc(pred: Tensor, target: Tensor) -> Tensor:
+    """Mean PCC over the genes where it is defined; 0 when none is."""
+    pcc = pcc_per_gene(pred, target)
+    defined = ~pcc.isnan()
+    if not defined.any():
+        return pred.new_zeros(())
+    return pcc[defined].mean()
+
+
+def _model_config(config: TrainConfig, target_dim: int, n_genes: int) -> dict:
+    """The SpaHGC constructor arguments for this run."""
+    return {
+        "target_dim": target_dim,
+        "n_genes": n_genes,
+        "hidden": config.hidden,
+        "n_layers": config.n_layers,
+        "heads": config.heads,
+        "dropout": config.dropout,
+        "attention_dropout": config.attention_dropout,
+        "use_spatial_edges": config.use_spatial_edges,
+        "use_reference_edges": config.use_reference_edges,
+    }
+
+
+def _describe(graph) -> str:
+    return f"section {getattr(graph, 'section_id', '?')!r} (fold {getattr(graph, 'fold', '?')!r})"
+
+
+def _check_graph(graph, target_dim: int, n_genes: int, need_y: bool) -> None:
+    """Fail early, naming the section, when a graph does not match the first training graph's shapes."""
+    x_target = graph["target"].x
+    if x_target.dim() != 2 or x_target.shape[1] != target_dim:
+        raise ValueError(
+            f"{_describe(graph)}: target.x has shape {tuple(x_target.shape)}, expected [N, {target_dim}]; "
+            "rebuild the fold's graphs with one embedding encoder"
+        )
+    x_reference = graph["reference"].x
+    if x_reference.shape[1] != target_dim + n_genes:
+        raise ValueError(
+            f"{_describe(graph)}: reference.x has {x_reference.shape[1]} columns, expected "
+            f"{target_dim} + {n_genes} (embedding || expression); rebuild the fold's graphs with one gene panel"
+        )
+    if need_y and ("y" not in graph["target"] or tuple(graph["target"].y.shape) != (x_target.shape[0], n_genes)):
+        raise ValueError(f"{_describe(graph)}: target.y missing or not [N, {n_genes}]; training graphs need labels")
+
+
+def _train_step(
+    model: SpaHGC,
+    graph,
+    config: TrainConfig,
+    teacher: Teacher | None,
+    predictor: Predictor | None,
+    generator: torch.Generator,
+) -> dict[str, Tensor]:
+    """Loss terms for one section: supervised on view 1 (or unmasked), contrastive view 1 vs teacher view 2."""
+    y = graph["target"].y
+    if teacher is None:
+        h_online = model.encode(graph)
+        contrastive = {"target": y.new_zeros(()), "reference": y.new_zeros(())}
+    else:
+        views: tuple[dict[str, Tensor], dict[str, Tensor]] = ({}, {})
+        for node_type, p in (("target", config.mask_target), ("reference", config.mask_reference)):
+            x = graph[node_type].x
+            keep1, keep2 = complementary_masks(tuple(x.shape), p, generator)
+            views[0][node_type] = x * keep1
+            views[1][node_type] = x * keep2
+        h_online = model.encode(graph, views[0])
+        h_teacher = teacher.encode(graph, views[1])
+        online = predictor(h_online) if predictor is not None else h_online
+        contrastive = {key: contrastive_loss(online[key], h_teacher[key]) for key in ("target", "reference")}
+    pred = model.decode(graph, h_online)
+    mse = F.mse_loss(pred, y)
+    pcc_loss = 1 - _mean_pcc(pred, y)
+    loss = (
+        mse
+        + config.w_pcc * pcc_loss
+        + config.w_target * contrastive["target"]
+        + config.w_reference * contrastive["reference"]
+    )
+    return {
+        "loss": loss,
+        "mse": mse,
+        "pcc_loss": pcc_loss,
+        "contrastive_target": contrastive["target"],
+        "contrastive_reference": contrastive["reference"],
+    }
+
+
+@torch.inference_mode()
+def _validate(model: SpaHGC, graphs: list) -> tuple[float, float]:
+    """(mean MSE, mean per-section mean per-gene PCC) over unmasked validation graphs; NaN when there are none."""
+    if not graphs:
+        return math.nan, math.nan
+    model.eval()
+    mses, pccs = [], []
+    for graph in graphs:
+        pred = model(graph)
+        y = graph["target"].y
+        mses.append(F.mse_loss(pred, y).item())
+        pcc = pcc_per_gene(pred, y)
+        pccs.append(pcc.nanmean().item() if not pcc.isnan().all() else math.nan)
+    finite = [value for value in pccs if not math.isnan(value)]
+    return float(np.mean(mses)), float(np.mean(finite)) if finite else math.nan
+
+
+def fit(
+    train_graphs: list,
+    validation_graphs: list,
+    config: TrainConfig,
+    on_epoch: Callable[[int, dict], None] | None = None,
+    progress: bool = True,
+) -> FitResult:
+    """Train SpaHGC on whole-section graphs and keep the epoch with the best validation PCC (1-based epochs).
+
+    Without validation graphs (or when validation PCC is never defined) the last epoch is kept.
+    """
+    if not train_graphs:
+        raise ValueError("fit needs at least one training section graph")
+    target_dim = train_graphs[0]["target"].x.shape[1]
+    n_genes = train_graphs[0]["target"].y.shape[1]
+    for graph in train_graphs:
+        _check_graph(graph, target_dim, n_genes, need_y=True)
+    for graph in validation_graphs:
+        _check_graph(graph, target_dim, n_genes, need_y=True)
+
+    previous_threads = torch.get_num_threads()
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
+    try:
+        return _fit(train_graphs, validation_graphs, config, on_epoch, progress, target_dim, n_genes)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _fit(
+    train_graphs: list,
+    validation_graphs: list,
+    config: TrainConfig,
+    on_epoch: Callable[[int, dict], None] | None,
+    progress: bool,
+    target_dim: int,
+    n_genes: int,
+) -> FitResult:
+    """The seeded training loop behind `fit`."""
+    set_seed(config.seed)
+    device = torch.device(config.device)
+    model_config = _model_config(config, target_dim, n_genes)
+    model = build_model(model_config).to(device)
+    train_graphs = [graph.to(device) for graph in train_graphs]
+    validation_graphs = [graph.to(device) for graph in validation_graphs]
+    teacher = Teacher(model, config.teacher, config.ema_decay) if config.use_contrastive else None
+    predictor = Predictor(config.hidden).to(device) if config.use_contrastive and config.use_predictor else None
+    parameters = list(model.parameters()) + (list(predictor.parameters()) if predictor is not None else [])
+    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    order_generator = torch.Generator().manual_seed(config.seed)
+    mask_generator = torch.Generator(device=device).manual_seed(config.seed + 1)
+
+    history: list[dict] = []
+    best_epoch, best_pcc, best_state = 0, -math.inf, None
+    epochs = tqdm(range(1, config.epochs + 1), desc="epochs", disable=not progress)
+    for epoch in epochs:
+        model.train()
+        if predictor is not None:
+            predictor.train()
+        sums = dict.fromkeys(("loss", "mse", "pcc_loss", "contrastive_target", "contrastive_reference"), 0.0)
+        for index in torch.randperm(len(train_graphs), generator=order_generator).tolist():
+            terms = _train_step(model, train_graphs[index], config, teacher, predictor, mask_generator)
+            optimizer.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            optimizer.step()
+            if teacher is not None:
+                teacher.update()
+            for key, value in terms.items():
+                sums[key] += value.item()
+        val_loss, val_pcc = _validate(model, validation_graphs)
+        row = {"epoch": epoch, **{f"train_{key}": value / len(train_graphs) for key, value in sums.items()}}
+        row.update(val_loss=val_loss, val_pcc=val_pcc)
+        history.append(row)
+        # ties keep the earlier epoch; until some validation PCC is defined, the latest epoch is kept
+        score = -math.inf if math.isnan(val_pcc) else val_pcc
+        if best_state is None or score > best_pcc or best_pcc == -math.inf:
+            best_epoch, best_pcc = epoch, score
+            best_state = {key: value.detach().to("cpu", copy=True) for key, value in model.state_dict().items()}
+        epochs.set_postfix(train_loss=f"{row['train_loss']:.4f}", val_pcc=f"{val_pcc:.4f}", best=best_epoch)
+        if on_epoch is not None:
+            on_epoch(epoch, row)
+    return FitResult(state_dict=best_state, model_config=model_config, history=history, best_epoch=best_epoch)
+
+
+def predict(model: SpaHGC, graph, device: str = "cpu") -> np.ndarray:
+    """Predicted normalised expression [N, G] from the unmasked graph, in eval mode."""
+    was_training = model.training
+    model.to(device).eval()
+    try:
+        with torch.inference_mode():
+            return model(graph.to(device)).float().cpu().numpy()
+    finally:
+        model.train(was_training)

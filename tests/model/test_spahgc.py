@@ -1,0 +1,235 @@
+"""SpaHGC network, masked contrastive learning, training loop and prediction on tiny random graphs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch_geometric.data import HeteroData
+
+from spahgc_kedro.model import (
+    SpaHGC,
+    Teacher,
+    TrainConfig,
+    build_model,
+    complementary_masks,
+    contrastive_loss,
+    fit,
+    pcc_per_gene,
+    predict,
+)
+from spahgc_kedro.model.contrastive import Predictor
+
+D, G, K, HIDDEN = 12, 6, 3, 16
+SMALL = dict(hidden=HIDDEN, n_layers=2, heads=2)
+
+
+def make_graph(n: int = 24, m: int = 30, seed: int = 0, spatial: bool = True) -> HeteroData:
+    """A random section graph whose targets depend on the target features and the retrieved expression."""
+    g = torch.Generator().manual_seed(seed)
+    data = HeteroData()
+    x = torch.randn(n, D, generator=g)
+    reference_expression = torch.rand(m, G, generator=g)
+    data["reference"].x = torch.cat([torch.randn(m, D, generator=g), reference_expression], dim=1)
+    references = torch.randint(0, m, (n, K), generator=g)
+    data["reference", "refer", "target"].edge_index = torch.stack(
+        [references.reshape(-1), torch.arange(n).repeat_interleave(K)]
+    )
+    mixing = torch.randn(D, G, generator=torch.Generator().manual_seed(123))
+    data["target"].x = x
+    data["target"].y = torch.sigmoid(x @ mixing) * 0.5 + 0.5 * reference_expression[references].mean(dim=1)
+    if spatial:
+        data["target", "near", "target"].edge_index = torch.stack(
+            [torch.arange(n), torch.arange(n).roll(1)]
+        ).repeat(1, 2)
+    else:
+        data["target", "near", "target"].edge_index = torch.empty(2, 0, dtype=torch.long)
+    data["reference", "close", "reference"].edge_index = torch.stack(
+        [torch.randint(0, m, (m * 2,), generator=g), torch.arange(m).repeat_interleave(2)]
+    )
+    data.section_id = f"s{seed}"
+    return data
+
+
+def small_config(**overrides) -> TrainConfig:
+    values = dict(epochs=3, lr=1e-3, **SMALL)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_forward_shapes():
+    graph = make_graph()
+    model = SpaHGC(D, G, **SMALL)
+    h = model.encode(graph)
+    assert h["target"].shape == (24, HIDDEN) and h["reference"].shape == (30, HIDDEN)
+    assert model(graph).shape == (24, G)
+    assert model.decode(graph, h).shape == (24, G)
+
+
+def test_complementary_masks():
+    keep1, keep2 = complementary_masks((200, 50), 0.1, torch.Generator().manual_seed(0))
+    assert keep1.dtype == torch.bool
+    assert torch.equal(keep1, ~keep2)
+    assert abs((~keep1).float().mean().item() - 0.1) < 0.02
+    x = torch.rand(200, 50) + 1.0
+    view1, view2 = x * keep1, x * keep2
+    assert torch.all((view1 == 0) == (view2 != 0))
+    assert torch.equal(view1 + view2, x)
+
+
+def test_contrastive_loss_values():
+    a = torch.randn(10, 8)
+    assert contrastive_loss(a, 3 * a).item() == pytest.approx(0.0, abs=1e-6)
+    assert contrastive_loss(a, -a).item() == pytest.approx(4.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["ema", "frozen", "shared"])
+def test_teacher_gets_no_gradient(mode):
+    graph = make_graph()
+    model = SpaHGC(D, G, **SMALL)
+    teacher = Teacher(model, mode)
+    online = model.encode(graph)
+    target = teacher.encode(graph, {"target": graph["target"].x, "reference": graph["reference"].x})
+    assert not target["target"].requires_grad
+    loss = contrastive_loss(online["target"], target["target"]) + model.decode(graph, online).sum()
+    loss.backward()
+    if mode != "shared":
+        assert all(p.grad is None for p in teacher.model.parameters())
+    assert any(p.grad is not None for p in model.parameters())
+
+
+def _perturb(model: SpaHGC) -> None:
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+
+
+def test_ema_teacher_moves_toward_online_and_frozen_does_not():
+    model = SpaHGC(D, G, **SMALL)
+    ema, frozen, shared = Teacher(model, "ema", decay=0.9), Teacher(model, "frozen"), Teacher(model, "shared")
+    before = {name: p.clone() for name, p in model.named_parameters()}
+    _perturb(model)
+    for teacher in (ema, frozen, shared):
+        teacher.update()
+    for name, p in model.named_parameters():
+        old = before[name]
+        ema_value = dict(ema.model.named_parameters())[name]
+        torch.testing.assert_close(ema_value, 0.9 * old + 0.1 * p)
+        assert torch.equal(dict(frozen.model.named_parameters())[name], old)
+        assert dict(shared.model.named_parameters())[name] is p
+
+
+def test_pcc_per_gene_excludes_constant_genes():
+    pred = torch.tensor([[1.0, 2.0, 0.0], [2.0, 2.0, 1.0], [3.0, 2.0, 2.0]])
+    target = torch.tensor([[1.0, 1.0, 5.0], [2.0, 2.0, 5.0], [3.0, 3.0, 5.0]])
+    pcc = pcc_per_gene(pred, target)
+    assert pcc[0].item() == pytest.approx(1.0)
+    assert pcc[1:].isnan().all()
+    pred.requires_grad_(True)
+    pcc_per_gene(pred, target).nan_to_num(0.0).sum().backward()
+    assert torch.isfinite(pred.grad).all()
+
+
+def test_training_reduces_loss_when_y_depends_on_x():
+    history = fit([make_graph(seed=1)], [make_graph(seed=2)], small_config(epochs=25, lr=5e-3), progress=False).history
+    first, last = history[0], history[-1]
+    assert last["train_mse"] < 0.5 * first["train_mse"]
+    assert last["train_loss"] < first["train_loss"]
+    assert last["val_pcc"] > first["val_pcc"]
+
+
+def test_fit_is_reproducible_and_keeps_best_epoch():
+    train, validation = [make_graph(seed=1), make_graph(seed=3)], [make_graph(seed=2)]
+    rows = []
+    first = fit(train, validation, small_config(epochs=4), on_epoch=lambda e, row: rows.append((e, row)), progress=False)
+    second = fit(train, validation, small_config(epochs=4), progress=False)
+    assert first.history == second.history
+    assert first.state_dict.keys() == second.state_dict.keys()
+    assert all(torch.equal(first.state_dict[k], second.state_dict[k]) for k in first.state_dict)
+    expected_keys = {
+        "epoch", "train_loss", "train_mse", "train_pcc_loss", "train_contrastive_target",
+        "train_contrastive_reference", "val_loss", "val_pcc",
+    }
+    assert set(first.history[0]) == expected_keys
+    assert [e for e, _ in rows] == [1, 2, 3, 4] and rows[-1][1] == first.history[-1]
+    pccs = [row["val_pcc"] for row in first.history]
+    assert first.best_epoch == first.history[int(np.argmax(pccs))]["epoch"]
+    # the kept weights are the best epoch's: they reproduce its validation PCC
+    model = build_model(first.model_config)
+    model.load_state_dict(first.state_dict)
+    pred = torch.from_numpy(predict(model, validation[0]))
+    assert pcc_per_gene(pred, validation[0]["target"].y).nanmean().item() == pytest.approx(max(pccs), abs=1e-5)
+    different = fit(train, validation, small_config(epochs=4, seed=1), progress=False)
+    assert different.history != first.history
+
+
+def test_predict_is_deterministic_and_unmasked():
+    graph = make_graph()
+    model = SpaHGC(D, G, **SMALL)
+    model.train()
+    a, b = predict(model, graph), predict(model, graph)
+    assert a.shape == (24, G) and a.dtype == np.float32
+    assert np.array_equal(a, b)
+    assert model.training  # restored
+    model.eval()
+    with torch.no_grad():
+        np.testing.assert_array_equal(a, model(graph).numpy())
+        masked = {"target": graph["target"].x * 0, "reference": graph["reference"].x}
+        assert not np.allclose(a, model(graph, masked).numpy())
+
+
+def test_zero_spatial_edges_and_missing_edge_type():
+    empty = make_graph(spatial=False)
+    missing = make_graph()
+    del missing["target", "near", "target"]
+    result = fit([empty, missing], [make_graph(seed=2, spatial=False)], small_config(epochs=2), progress=False)
+    model = build_model(result.model_config)
+    model.load_state_dict(result.state_dict)
+    assert np.isfinite(predict(model, empty)).all()
+    assert np.isfinite(predict(model, missing)).all()
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        dict(use_spatial_edges=False),
+        dict(use_reference_edges=False),
+        dict(use_contrastive=False),
+        dict(teacher="frozen", use_predictor=False),
+        dict(teacher="shared"),
+    ],
+)
+def test_ablations_train_and_predict(flags):
+    result = fit([make_graph(seed=1)], [make_graph(seed=2)], small_config(epochs=2, **flags), progress=False)
+    model = build_model(result.model_config)
+    model.load_state_dict(result.state_dict)
+    assert np.isfinite(predict(model, make_graph(seed=4))).all()
+    if flags.get("use_contrastive") is False:
+        assert all(row["train_contrastive_target"] == 0.0 for row in result.history)
+    if "use_spatial_edges" in flags:
+        assert all(layer.spatial is None for layer in model.layers)
+    if "use_reference_edges" in flags:
+        assert all(layer.reference_neighbours is None for layer in model.layers)
+
+
+def test_ablation_flags_change_the_computation():
+    graph = make_graph()
+    torch.manual_seed(0)
+    full = SpaHGC(D, G, **SMALL).eval()
+    no_spatial = SpaHGC(D, G, **SMALL, use_spatial_edges=False).eval()
+    no_spatial.load_state_dict(full.state_dict(), strict=False)
+    with torch.no_grad():
+        assert not torch.allclose(full(graph), no_spatial(graph))
+
+
+def test_predictor_shapes():
+    predictor = Predictor(HIDDEN)
+    out = predictor({"target": torch.randn(3, HIDDEN), "reference": torch.randn(5, HIDDEN)})
+    assert out["target"].shape == (3, HIDDEN) and out["reference"].shape == (5, HIDDEN)
+
+
+def test_fit_rejects_mismatched_graphs():
+    bad = make_graph(seed=5)
+    bad["reference"].x = bad["reference"].x[:, :-1]
+    with pytest.raises(ValueError, match="s5"):
+        fit([make_graph(seed=1)], [bad], small_config(epochs=1), progress=False)
