@@ -174,7 +174,7 @@ table.table td, table.table th {{ border-bottom: 1px solid #ddd; padding: 3px 8p
 <tr><td>Folds</td><td>{fold_scheme} ({n_folds} folds: {folds})</td></tr>
 <tr><td>Encoder</td><td>{encoder}</td></tr></table>
 <h2>SpaHGC beside the baselines</h2>
-<p>PCC per gene over the test section's spots, mean over genes then folds (ACG); HEG-50/HVG-50 use the
+<p>PCC per gene over the test section's spots, mean over genes then test sections (ACG); HEG-50/HVG-50 use the
 50 most expressed/variable genes of the test section's measured values (the field's reporting convention);
 pooled PCC concatenates all test spots first (HEST-Benchmark). Genes constant in measured or predicted
 values are excluded from PCC means and counted. MSE/MAE on normalised targets.</p>
@@ -204,7 +204,7 @@ def render_report(
     meta = ("dataset", "n_genes_panel", "target_transform", "fold_scheme", "encoder")
     return REPORT_TEMPLATE.format(
         **{key: html.escape(str(run_info[key])) for key in (*meta, "n_folds")},
-        folds=html.escape(", ".join(f"{fold}: {section}" for fold, section in run_info["folds"].items())),
+        folds=html.escape("; ".join(f"{fold}: {', '.join(tests)}" for fold, tests in run_info["folds"].items())),
         comparison_table=_table_html(comparison_table, "No comparison table.", meta),
         region_agreement=_table_html(region_agreement, "No region labels for the test sections: skipped.", meta),
         region_marker_scores=_table_html(region_marker_scores, "", meta) if not region_marker_scores.empty else "",

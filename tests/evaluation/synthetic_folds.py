@@ -7,9 +7,10 @@ from typing import Any
 import numpy as np
 
 
-def make_run(n_sections: int = 3, side: int = 6, n_genes: int = 10, dim: int = 8, seed: int = 0) -> dict[str, Any]:
-    """Leave-one-section-out folds over sections whose targets depend linearly on embeddings."""
-    import anndata as ad
+def make_run(
+    n_sections: int = 3, side: int = 6, n_genes: int = 10, dim: int = 8, seed: int = 0, tests_per_fold: int = 1
+) -> dict[str, Any]:
+    """Leave-one-out folds (of `tests_per_fold` sections) over sections whose targets are linear in embeddings."""
     import torch
     from torch_geometric.data import HeteroData
 
@@ -24,31 +25,43 @@ def make_run(n_sections: int = 3, side: int = 6, n_genes: int = 10, dim: int = 8
         spots = [f"{i}x{j}" for i, j in grid]
         sections[f"S{s}"] = {"x": x, "y": y, "spots": spots, "pos": grid * 100.0 + 50.0}
     names = sorted(sections)
-    folds = {"scheme": "leave_one_section_out", "folds": {}}
+    scheme = "leave_one_section_out" if tests_per_fold == 1 else "leave_one_patient_out"
+    folds = {"scheme": scheme, "folds": {}}
     graphs, predictions = {}, {}
-    for k, test in enumerate(names):
-        others = [n for n in names if n != test]
+    groups = [names[i : i + tests_per_fold] for i in range(0, len(names), tests_per_fold)]
+    for k, tests in enumerate(groups):
+        others = [n for n in names if n not in tests]
         fold = f"fold_{k}"
-        folds["folds"][fold] = {"test": [test], "validation": others[:1], "train": others[1:]}
+        folds["folds"][fold] = {"test": tests, "validation": others[:1], "train": others[1:]}
         for name in names:
             data = HeteroData()
             data["target"].x = torch.from_numpy(sections[name]["x"])
             data["target"].y = torch.from_numpy(sections[name]["y"])
             data["reference"].x = torch.zeros((2, dim + n_genes))
             data.section_id, data.fold, data.genes, data.spot_ids = name, fold, genes, sections[name]["spots"]
-            data.role = "test" if name == test else "train"
+            data.role = "test" if name in tests else "train"
             graphs[f"{fold}/{name}"] = (lambda d=data: d)
-        measured = sections[test]["y"]
-        adata = ad.AnnData(
-            X=(measured + 0.5 * rng.normal(size=measured.shape)).astype(np.float32),
-            layers={"measured": measured},
-        )
-        adata.obs_names = sections[test]["spots"]
-        adata.var_names = genes
-        adata.obsm["spatial"] = sections[test]["pos"]
-        adata.uns.update(
-            fold=fold, section_id=test, dataset="synthetic", encoder="toy", fold_scheme=folds["scheme"],
-            target_transform="log10(count+1), min-max",
-        )
-        predictions[fold] = (lambda a=adata: a)
+        for test in tests:
+            predictions[fold if tests_per_fold == 1 else f"{fold}-{test}"] = _prediction(
+                sections[test], genes, fold, test, scheme, rng
+            )
     return {"sections": sections, "folds": folds, "section_graphs": graphs, "predictions": predictions, "genes": genes}
+
+
+def _prediction(section: dict[str, Any], genes: list[str], fold: str, test: str, scheme: str, rng: Any) -> Any:
+    """A noisy prediction of a test section, as the train pipeline writes it."""
+    import anndata as ad
+
+    measured = section["y"]
+    adata = ad.AnnData(
+        X=(measured + 0.5 * rng.normal(size=measured.shape)).astype(np.float32),
+        layers={"measured": measured},
+    )
+    adata.obs_names = section["spots"]
+    adata.var_names = genes
+    adata.obsm["spatial"] = section["pos"]
+    adata.uns.update(
+        fold=fold, section_id=test, dataset="synthetic", encoder="toy", fold_scheme=scheme,
+        target_transform="log10(count+1), min-max",
+    )
+    return lambda: adata

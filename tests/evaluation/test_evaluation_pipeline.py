@@ -55,26 +55,47 @@ def test_pipeline_scores_spahgc_beside_every_baseline(synthetic_run, tmp_path):
     assert len(figure.data) == 4 and "synthetic" in figure.layout.title.text
 
 
-def test_fold_metrics_go_to_the_fold_run_and_overall_to_the_active_run(tmp_path):
+def test_fold_metrics_go_to_the_fold_run_and_overall_to_the_active_run(tmp_path, monkeypatch):
     import mlflow
     import pandas as pd
 
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    try:
-        with mlflow.start_run() as fold_run:
-            pass
-        fold_metrics = pd.DataFrame(
-            [{"method": "spahgc", "fold": "f0", "mlflow_run_id": fold_run.info.run_id, "pcc_acg": 0.4, "mse": 0.1,
-              "pcc_heg50": 0.5, "pcc_hvg50": 0.5, "mae": 0.2, "n_genes": 3, "n_constant": 0,
-              "n_pcc_gt_0_3": 1, "n_pcc_gt_0_5": 0},
-             {"method": "spahgc", "fold": "f1", "mlflow_run_id": "", "pcc_acg": 0.1, "mse": 0.1,
-              "pcc_heg50": 0.5, "pcc_hvg50": 0.5, "mae": 0.2, "n_genes": 3, "n_constant": 0,
-              "n_pcc_gt_0_3": 1, "n_pcc_gt_0_5": 0}]
-        )
-        with mlflow.start_run() as active:
-            log_metrics_to_mlflow(fold_metrics, {"methods": {"spahgc": {"pcc_acg": 0.25, "pcc_pooled": float("nan")}}})
-        client = mlflow.tracking.MlflowClient()
-        assert client.get_run(fold_run.info.run_id).data.metrics["test_pcc_acg"] == pytest.approx(0.4)
-        assert client.get_run(active.info.run_id).data.metrics == {"spahgc/pcc_acg": 0.25}
-    finally:
-        mlflow.set_tracking_uri("")
+    # The environment variable, not set_tracking_uri, so monkeypatch restores the tracking store.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with mlflow.start_run() as fold_run:
+        pass
+    fold_metrics = pd.DataFrame(
+        [{"method": "spahgc", "fold": "f0", "mlflow_run_id": fold_run.info.run_id, "pcc_acg": 0.4, "mse": 0.1,
+          "pcc_heg50": 0.5, "pcc_hvg50": 0.5, "mae": 0.2, "n_genes": 3, "n_constant": 0,
+          "n_pcc_gt_0_3": 1, "n_pcc_gt_0_5": 0},
+         {"method": "spahgc", "fold": "f1", "mlflow_run_id": "", "pcc_acg": 0.1, "mse": 0.1,
+          "pcc_heg50": 0.5, "pcc_hvg50": 0.5, "mae": 0.2, "n_genes": 3, "n_constant": 0,
+          "n_pcc_gt_0_3": 1, "n_pcc_gt_0_5": 0}]
+    )
+    with mlflow.start_run() as active:
+        log_metrics_to_mlflow(fold_metrics, {"methods": {"spahgc": {"pcc_acg": 0.25, "pcc_pooled": float("nan")}}})
+    client = mlflow.tracking.MlflowClient()
+    assert client.get_run(fold_run.info.run_id).data.metrics["test_pcc_acg"] == pytest.approx(0.4)
+    assert client.get_run(active.info.run_id).data.metrics == {"spahgc/pcc_acg": 0.25}
+
+
+def test_folds_with_several_test_sections_score_each_section():
+    from synthetic_folds import make_run
+
+    from spahgc_kedro.pipelines.evaluation.nodes import (
+        compute_fold_metrics,
+        describe_run,
+        gather_predictions,
+        predict_baselines,
+        summarise_metrics,
+    )
+
+    run = make_run(n_sections=4, tests_per_fold=2)
+    gathered = gather_predictions(run["predictions"])
+    run_info = describe_run(gathered, run["folds"])
+    assert run_info["n_folds"] == 2 and run_info["folds"] == {"fold_0": ["S0", "S1"], "fold_1": ["S2", "S3"]}
+    baselines = predict_baselines(run["section_graphs"], run["folds"], gathered, {"baselines": {"knn_l1": {"k": 1}}}, 0)
+    fold_metrics, _ = compute_fold_metrics(gathered, baselines, run_info, {"n_top_genes": 5})
+    assert sorted(fold_metrics.loc[fold_metrics["method"] == "knn_l1", "section_id"]) == ["S0", "S1", "S2", "S3"]
+    _, comparison = summarise_metrics(fold_metrics, gathered, baselines, run_info)
+    assert list(comparison["n_test_sections"]) == [4, 4]
+    assert set(comparison["fold_scheme"]) == {"leave_one_patient_out"}

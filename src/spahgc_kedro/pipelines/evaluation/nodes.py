@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from spahgc_kedro.baselines import predict_baseline
 from spahgc_kedro.metrics import SECTION_METRICS, pearson_per_gene, pooled_pcc, section_metrics, top_genes
+from spahgc_kedro.partitions import iter_partitions, load_partition
 
 logger = logging.getLogger(__name__)
 
@@ -25,18 +26,18 @@ RUN_INFO_COLUMNS = ("dataset", "n_genes_panel", "target_transform", "fold_scheme
 
 
 def gather_predictions(predictions: dict[str, Callable[[], Any]]) -> dict[str, dict[str, Any]]:
-    """Load each fold's prediction AnnData into plain arrays keyed by fold."""
+    """Load each test section's prediction AnnData into plain arrays, keyed by partition."""
     if not predictions:
         raise ValueError("No predictions found: run the train pipeline first (`kedro run --pipeline=train`).")
     gathered = {}
-    for key in tqdm(sorted(predictions), desc="loading predictions"):
-        adata = predictions[key]()
+    # Keyed by partition, not fold: leave-one-patient-out folds test several sections.
+    for key, adata in tqdm(iter_partitions(predictions), total=len(predictions), desc="loading predictions"):
         measured = adata.layers["measured"]
         measured = measured.toarray() if hasattr(measured, "toarray") else np.asarray(measured)
         predicted = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
-        fold = str(adata.uns.get("fold", key))
-        gathered[fold] = {
-            "section_id": str(adata.uns.get("section_id", fold)),
+        gathered[key] = {
+            "fold": str(adata.uns.get("fold", key)),
+            "section_id": str(adata.uns.get("section_id", key)),
             "genes": [str(g) for g in adata.var_names],
             "spot_ids": [str(s) for s in adata.obs_names],
             "spatial": np.asarray(adata.obsm["spatial"], dtype=np.float64),
@@ -50,7 +51,10 @@ def gather_predictions(predictions: dict[str, Callable[[], Any]]) -> dict[str, d
 def describe_run(gathered: dict[str, dict[str, Any]], folds: dict[str, Any]) -> dict[str, Any]:
     """The run description every table and figure states: data, panel, transform, folds, encoder."""
     first = next(iter(gathered.values()))["uns"]
-    panel_sizes = sorted({len(fold["genes"]) for fold in gathered.values()})
+    panel_sizes = sorted({len(info["genes"]) for info in gathered.values()})
+    test_sections: dict[str, list[str]] = {}
+    for info in gathered.values():
+        test_sections.setdefault(info["fold"], []).append(info["section_id"])
     return {
         "dataset": str(first.get("dataset", "unknown")),
         "encoder": str(first.get("encoder", "unknown")),
@@ -58,8 +62,8 @@ def describe_run(gathered: dict[str, dict[str, Any]], folds: dict[str, Any]) -> 
         "target_transform": str(first.get("target_transform", "unknown")),
         # Panels are computed per fold from training sections, so sizes may differ.
         "n_genes_panel": panel_sizes[0] if len(panel_sizes) == 1 else f"{panel_sizes[0]}-{panel_sizes[-1]}",
-        "n_folds": len(gathered),
-        "folds": {fold: info["section_id"] for fold, info in gathered.items()},
+        "n_folds": len(test_sections),
+        "folds": test_sections,
     }
 
 
@@ -85,7 +89,7 @@ def _fold_training_data(
         key = f"{fold}/{section}"
         if key not in section_graphs:
             raise KeyError(f"Section graph '{key}' is missing: run the graph pipeline for fold '{fold}'.")
-        graph = section_graphs[key]()
+        graph = load_partition(section_graphs[key])
         xs.append(graph["target"].x.numpy())
         ys.append(graph["target"].y.numpy())
     return np.concatenate(xs), np.concatenate(ys)
@@ -98,21 +102,25 @@ def predict_baselines(
     params: dict[str, Any],
     seed: int,
 ) -> dict[str, dict[str, np.ndarray]]:
-    """Baseline predictions of each fold's test section from its train+validation section graphs."""
+    """Baseline predictions of each test section from its fold's train+validation section graphs."""
     baselines: dict[str, dict[str, np.ndarray]] = {}
-    for fold in tqdm(sorted(gathered), desc="baselines"):
-        split = folds["folds"][fold]
-        train_x, train_y = _fold_training_data(section_graphs, fold, [*split["train"], *split["validation"]])
-        test_graph = section_graphs[f"{fold}/{gathered[fold]['section_id']}"]()
+    training: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for key, info in tqdm(sorted(gathered.items()), desc="baselines"):
+        fold = info["fold"]
+        if fold not in training:
+            split = folds["folds"][fold]
+            training[fold] = _fold_training_data(section_graphs, fold, [*split["train"], *split["validation"]])
+        train_x, train_y = training[fold]
+        test_graph = load_partition(section_graphs[f"{fold}/{info['section_id']}"])
         # Align the graph's spot order to the prediction's, so every method is scored on the same rows.
-        order = {spot: i for i, spot in enumerate(test_graph.spot_ids)}
-        rows = np.array([order[spot] for spot in gathered[fold]["spot_ids"]])
+        order = {str(spot): i for i, spot in enumerate(test_graph.spot_ids)}
+        rows = np.array([order[spot] for spot in info["spot_ids"]])
         test_x = test_graph["target"].x.numpy()[rows]
-        if list(test_graph.genes) != gathered[fold]["genes"]:
+        if list(test_graph.genes) != info["genes"]:
             raise ValueError(f"Fold '{fold}': the section graph's genes differ from the prediction's genes.")
-        if not np.allclose(test_graph["target"].y.numpy()[rows], gathered[fold]["measured"], atol=1e-4):
+        if not np.allclose(test_graph["target"].y.numpy()[rows], info["measured"], atol=1e-4):
             logger.warning("Fold '%s': the test graph's targets differ from the prediction's measured layer.", fold)
-        baselines[fold] = {
+        baselines[key] = {
             name: predict_baseline(name, train_x, train_y, test_x, dict(options or {}), seed)
             for name, options in params["baselines"].items()
         }
@@ -122,11 +130,11 @@ def predict_baselines(
 def _method_predictions(
     gathered: dict[str, dict[str, Any]], baselines: dict[str, dict[str, np.ndarray]]
 ) -> dict[str, dict[str, np.ndarray]]:
-    """{method: {fold: predicted}} with SpaHGC first."""
-    methods = {MODEL: {fold: info["predicted"] for fold, info in gathered.items()}}
-    for fold, by_method in baselines.items():
+    """{method: {partition: predicted}} with SpaHGC first."""
+    methods = {MODEL: {key: info["predicted"] for key, info in gathered.items()}}
+    for key, by_method in baselines.items():
         for name, predicted in by_method.items():
-            methods.setdefault(name, {})[fold] = predicted
+            methods.setdefault(name, {})[key] = predicted
     return methods
 
 
@@ -136,17 +144,17 @@ def compute_fold_metrics(
     run_info: dict[str, Any],
     params: dict[str, Any],
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per-fold metrics and per-gene PCC of SpaHGC and every baseline."""
+    """Per-test-section metrics and per-gene PCC of SpaHGC and every baseline."""
     n_top = int(params["n_top_genes"])
     fold_rows, gene_tables = [], []
-    for method, by_fold in _method_predictions(gathered, baselines).items():
-        for fold, predicted in by_fold.items():
-            info = gathered[fold]
+    for method, by_section in _method_predictions(gathered, baselines).items():
+        for key, predicted in by_section.items():
+            info = gathered[key]
             measured = info["measured"]
             fold_rows.append(
                 {
                     "method": method,
-                    "fold": fold,
+                    "fold": info["fold"],
                     "section_id": info["section_id"],
                     "n_spots": measured.shape[0],
                     **section_metrics(measured, predicted, n_top),
@@ -161,7 +169,7 @@ def compute_fold_metrics(
                 pd.DataFrame(
                     {
                         "method": method,
-                        "fold": fold,
+                        "fold": info["fold"],
                         "section_id": info["section_id"],
                         "gene": info["genes"],
                         "pcc": pearson_per_gene(measured, predicted),
@@ -186,13 +194,13 @@ def summarise_metrics(
     """Overall metrics per method (fold means, pooled PCC) as JSON and as a comparison table."""
     # Pooled PCC needs one gene panel: use the genes every fold shares.
     common = sorted(set.intersection(*(set(info["genes"]) for info in gathered.values())))
-    columns = {fold: [info["genes"].index(g) for g in common] for fold, info in gathered.items()}
-    measured = [gathered[fold]["measured"][:, columns[fold]] for fold in sorted(gathered)]
+    columns = {key: [info["genes"].index(g) for g in common] for key, info in gathered.items()}
+    measured = [gathered[key]["measured"][:, columns[key]] for key in sorted(gathered)]
     rows = []
-    for method, by_fold in _method_predictions(gathered, baselines).items():
+    for method, by_section in _method_predictions(gathered, baselines).items():
         table = fold_metrics[fold_metrics["method"] == method]
         means = {metric: float(table[metric].mean()) for metric in MEAN_METRICS}
-        pooled, pooled_constant = pooled_pcc(measured, [by_fold[fold][:, columns[fold]] for fold in sorted(gathered)])
+        pooled, pooled_constant = pooled_pcc(measured, [by_section[key][:, columns[key]] for key in sorted(gathered)])
         rows.append(
             {
                 "method": method,
@@ -203,14 +211,14 @@ def summarise_metrics(
                 "n_constant_mean": float(table["n_constant"].mean()),
                 "n_pcc_gt_0_3_mean": float(table["n_pcc_gt_0_3"].mean()),
                 "n_pcc_gt_0_5_mean": float(table["n_pcc_gt_0_5"].mean()),
-                "n_folds": int(table.shape[0]),
+                "n_test_sections": int(table.shape[0]),
             }
         )
     comparison = with_run_info(pd.DataFrame(rows), run_info)
     overall = {
         "run": run_info,
         "conventions": {
-            "pcc_acg": "per gene Pearson over the test section's spots, mean over genes, then mean over folds",
+            "pcc_acg": "per gene Pearson over the test section's spots, mean over genes, then mean over test sections",
             "pcc_heg50/pcc_hvg50": "same over the 50 most expressed / most variable genes of the test section's measured values",
             "pcc_pooled": "per gene Pearson over all test spots of all folds concatenated (genes shared by all folds), mean over genes",
             "constant_genes": "genes constant in measured or predicted values are excluded from PCC means and counted (n_constant)",
@@ -250,13 +258,13 @@ def log_metrics_to_mlflow(fold_metrics: pd.DataFrame, overall: dict[str, Any]) -
         logger.debug("mlflow is not installed: metrics not logged.")
         return
     model_rows = fold_metrics[(fold_metrics["method"] == MODEL) & (fold_metrics["mlflow_run_id"] != "")]
-    client = MlflowClient()
     for _, row in model_rows.iterrows():
         try:
+            client = MlflowClient()
             for metric in SECTION_METRICS:
                 if np.isfinite(row[metric]):
                     client.log_metric(row["mlflow_run_id"], f"test_{metric}", float(row[metric]))
-        except Exception as error:  # noqa: BLE001 - a missing or foreign run must not fail the evaluation
+        except Exception as error:  # noqa: BLE001 - a missing run or tracking store must not fail the evaluation
             logger.debug("Fold '%s': metrics not logged to run %s (%s).", row["fold"], row["mlflow_run_id"], error)
     if mlflow.active_run() is None:
         logger.debug("No active MLflow run: overall metrics not logged.")

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from spahgc_kedro.enrichment import ENRICHMENT_COLUMNS, hypergeometric_enrichment, read_gmt
 from spahgc_kedro.metrics import pearson_per_gene
+from spahgc_kedro.partitions import load_partition
 from spahgc_kedro.pipelines.evaluation.nodes import (
     MODEL,
     describe_run_text,
@@ -51,7 +52,7 @@ def _section_image(sections: dict[str, Callable[[], Any]], section_id: str, max_
     if section_id not in sections:
         logger.info("Section '%s' not in `sections`: maps drawn without the H&E image.", section_id)
         return {}
-    uns = sections[section_id]().uns
+    uns = load_partition(sections[section_id]).uns
     try:
         thumbnail, full_size = read_thumbnail(uns["image_path"], max_side)
     except (KeyError, OSError, ValueError) as error:
@@ -72,20 +73,20 @@ def plot_spatial_maps(
     caption = describe_run_text(run_info)
     genes = list(dict.fromkeys([*map_genes["best"], *map_genes["markers"]]))
     all_panels, pngs = [], {}
-    for fold, info in tqdm(gather_predictions(predictions).items(), desc="spatial maps"):
+    for key, info in tqdm(gather_predictions(predictions).items(), desc="spatial maps"):
         image = _section_image(sections, info["section_id"], int(params["thumbnail_max_side"]))
         present = [g for g in genes if g in info["genes"]]
         columns = [info["genes"].index(g) for g in present]
         pcc = pearson_per_gene(info["measured"][:, columns], info["predicted"][:, columns])
         panels = [
-            {"fold": fold, "section_id": info["section_id"], "gene": gene, "spatial": info["spatial"],
+            {"fold": info["fold"], "section_id": info["section_id"], "gene": gene, "spatial": info["spatial"],
              "spot_ids": info["spot_ids"], "measured": info["measured"][:, c], "predicted": info["predicted"][:, c],
              "pcc": float(p), **image}
             for gene, c, p in zip(present, columns, pcc, strict=True)
         ]
         if panels:
             all_panels.extend(panels)
-            pngs[f"{fold}_{info['section_id']}.png"] = spatial_maps_matplotlib(panels, caption)
+            pngs[f"{info['fold']}_{info['section_id']}.png"] = spatial_maps_matplotlib(panels, caption)
     if not all_panels:
         raise ValueError("No gene to map: the predictions share no gene with the selected genes.")
     return spatial_maps_plotly(all_panels, caption), pngs
@@ -123,7 +124,8 @@ def region_agreement(
     if not labelled:
         logger.info("No region labels: tumour-region agreement skipped.")
     gathered = gather_predictions(predictions) if labelled else {}
-    for fold, info in gathered.items():
+    for info in gathered.values():
+        fold = info["fold"]
         if info["section_id"] not in labelled:
             logger.info("Fold '%s': section '%s' has no region labels, skipped.", fold, info["section_id"])
             continue
