@@ -94,7 +94,7 @@ def read_section(raw_dir: str | Path, section_id: str) -> "anndata.AnnData":  # 
     counts_path, spots_path, image = (
         _her2st_files(root, section_id) if root is not None else _cscc_files(raw_dir, section_id)
     )
-    counts = pd.read_csv(counts_path, sep="\t", index_col=0)
+    counts = pd.read_csv(counts_path, sep="\t", index_col=0, keep_default_na=False)
     counts.index = counts.index.astype(str)
     check_unique(counts.index, "spot ids", counts_path)
     counts = numeric_counts(counts, counts_path)

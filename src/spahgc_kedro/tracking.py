@@ -1,0 +1,37 @@
+"""MLflow logging that follows kedro-mlflow: child runs under the pipeline's run, or nothing."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dict -> {"a.b": value} with values MLflow can store."""
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value if isinstance(value, (int, float, bool, str)) or value is None else str(value)
+    return flat
+
+
+@contextmanager
+def child_run(run_name: str, params: dict[str, Any], tags: dict[str, str]) -> Iterator[str | None]:
+    """A nested MLflow run under kedro-mlflow's active run; yields its id, or None when tracking is off."""
+    import mlflow
+
+    if mlflow.active_run() is None:
+        logger.debug("No active MLflow run (tracking off for this pipeline): %s not logged.", run_name)
+        yield None
+        return
+    with mlflow.start_run(run_name=run_name, nested=True) as run:
+        mlflow.log_params({k: str(v)[:250] for k, v in flatten(params).items()})
+        mlflow.set_tags(tags)
+        yield run.info.run_id
