@@ -233,3 +233,15 @@ def test_fit_rejects_mismatched_graphs():
     bad["reference"].x = bad["reference"].x[:, :-1]
     with pytest.raises(ValueError, match="s5"):
         fit([make_graph(seed=1)], [bad], small_config(epochs=1), progress=False)
+
+
+def test_fit_without_validation_keeps_last_epoch():
+    result = fit([make_graph(seed=1)], [], small_config(epochs=3), progress=False)
+    assert result.best_epoch == 3
+    assert all(np.isnan(row["val_pcc"]) for row in result.history)
+
+
+def test_fit_threads_setting_is_restored():
+    before = torch.get_num_threads()
+    fit([make_graph(seed=1)], [make_graph(seed=2)], small_config(epochs=1, threads=2), progress=False)
+    assert torch.get_num_threads() == before

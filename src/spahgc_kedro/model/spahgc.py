@@ -33,9 +33,10 @@ def edge_attention(
     """Multi-head attention of each query node over its incoming edges: LeakyReLU'd scaled dot product, edge softmax."""
     n_query, hidden = query.shape
     head_dim = hidden // heads
-    q = query.view(-1, heads, head_dim)[query_index]
-    k = key.view(-1, heads, head_dim)[key_index]
-    v = value.view(-1, heads, head_dim)[key_index]
+    # index_select: its backward is a plain index_add, cheaper than advanced indexing's deterministic path
+    q = query.index_select(0, query_index).view(-1, heads, head_dim)
+    k = key.index_select(0, key_index).view(-1, heads, head_dim)
+    v = value.index_select(0, key_index).view(-1, heads, head_dim)
     score = F.leaky_relu((q * k).sum(dim=-1) / head_dim**0.5, negative_slope=0.2)
     weight = softmax(score, query_index, num_nodes=n_query)
     weight = F.dropout(weight, p=dropout, training=training)
