@@ -203,7 +203,7 @@ class SpotPatches:
         if self.patch_px != self.output_px:
             from PIL import Image
 
-            patch = np.asarray(
+            patch = np.array(
                 Image.fromarray(patch).resize((self.output_px, self.output_px), Image.Resampling.BILINEAR)
             )
         return patch
