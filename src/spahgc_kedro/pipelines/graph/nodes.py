@@ -15,6 +15,7 @@ from spahgc_kedro.graph import (
     retrieval_pairs,
 )
 from spahgc_kedro.targets import fold_target_scaling, transformed_expression
+from spahgc_kedro.partitions import load_partition
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def _load_sections(sections: dict[str, Callable[[], Any]], section_ids: list[str
             f"Sections {missing} are in the section manifest but have no partition in "
             "`sections`: re-run the ingestion pipeline."
         )
-    return {s: sections[s]() for s in section_ids}
+    return {s: load_partition(sections[s]) for s in section_ids}
 
 
 def make_fold_plan(section_manifest: dict[str, Any], graph: dict[str, Any]) -> dict[str, Any]:
@@ -99,7 +100,7 @@ def build_section_graphs(
             f"No patch embeddings for sections {missing}: re-run the embedding pipeline "
             "(kedro run --pipeline=embedding)."
         )
-    embeddings = {s: aligned_embedding(loaded[s], patch_embeddings[s](), s) for s in section_ids}
+    embeddings = {s: aligned_embedding(loaded[s], load_partition(patch_embeddings[s]), s) for s in section_ids}
     neighbours = pair_neighbours(
         embeddings, retrieval_pairs(folds), graph["k_refer"], graph["metric"], graph["block_size"]
     )
