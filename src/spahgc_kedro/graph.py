@@ -144,7 +144,7 @@ def standardisation(embeddings: list[np.ndarray]) -> tuple[np.ndarray, np.ndarra
 
 def assemble_section_graph(
     target_x: np.ndarray,
-    target_y: np.ndarray,
+    target_y: np.ndarray | None,
     target_pos: np.ndarray,
     spatial_radius: float,
     max_spatial_neighbours: int,
@@ -161,7 +161,8 @@ def assemble_section_graph(
     `neighbour_section`/`neighbour_spot` `[N, k]` name each target spot's retrieved spots
     (section = index into `reference_x`, whose entries are `[embedding || expression]`
     per reference section). Refer edges are grouped by target, nearest first, so
-    `edge_index[0].view(N, k)` lists each spot's references.
+    `edge_index[0].view(N, k)` lists each spot's references. `target_y` None (a section
+    without expression, only to predict) leaves `target.y` unset.
     """
     import torch
     from torch_geometric.data import HeteroData
@@ -185,7 +186,8 @@ def assemble_section_graph(
 
     data = HeteroData()
     data["target"].x = torch.from_numpy(np.ascontiguousarray(target_x, dtype=np.float32))
-    data["target"].y = torch.from_numpy(np.ascontiguousarray(target_y, dtype=np.float32))
+    if target_y is not None:
+        data["target"].y = torch.from_numpy(np.ascontiguousarray(target_y, dtype=np.float32))
     data["target"].pos = torch.from_numpy(np.ascontiguousarray(target_pos, dtype=np.float32))
     data["reference"].x = torch.from_numpy(features)
     data["reference"].section_index = torch.from_numpy(ref_section.astype(np.int64))

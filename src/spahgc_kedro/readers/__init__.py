@@ -17,6 +17,8 @@ READERS = {
     "alex": "spahgc_kedro.readers.alex",
     "visium": "spahgc_kedro.readers.visium",
     "hest": "spahgc_kedro.readers.hest",
+    # sections without expression (prediction only): image + spot table or tile grid
+    "image_spots": "spahgc_kedro.readers.image_spots",
 }
 
 

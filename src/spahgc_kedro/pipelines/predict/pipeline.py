@@ -1,0 +1,81 @@
+"""Predict pipeline wiring (not part of `__default__`: run it with --pipeline=predict)."""
+
+from kedro.pipeline import Pipeline, node, pipeline
+
+from .nodes import (
+    build_new_section_graphs,
+    choose_model_fold,
+    embed_new_sections,
+    plot_new_prediction_maps,
+    predict_new_sections,
+    read_new_sections,
+)
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    """New sections + a trained model's reference sections -> predicted expression and maps."""
+    return pipeline(
+        [
+            node(read_new_sections, ["new_slides", "params:predict"], "new_sections", name="read_new_sections"),
+            node(
+                choose_model_fold,
+                ["trained_models", "folds", "params:predict"],
+                "model_fold",
+                name="choose_model_fold",
+            ),
+            node(
+                embed_new_sections,
+                [
+                    "new_sections",
+                    "patch_embeddings",
+                    "folds",
+                    "model_fold",
+                    "params:encoder",
+                    "params:device",
+                    "params:seed",
+                    "params:embedding",
+                ],
+                "new_patch_embeddings",
+                name="embed_new_sections",
+            ),
+            node(
+                build_new_section_graphs,
+                [
+                    "new_sections",
+                    "new_patch_embeddings",
+                    "sections",
+                    "patch_embeddings",
+                    "section_manifest",
+                    "folds",
+                    "target_scaling",
+                    "model_fold",
+                    "params:datasets",
+                    "params:dataset",
+                    "params:graph",
+                ],
+                "new_section_graphs",
+                name="build_new_section_graphs",
+            ),
+            node(
+                predict_new_sections,
+                [
+                    "trained_models",
+                    "new_section_graphs",
+                    "new_sections",
+                    "target_scaling",
+                    "model_fold",
+                    "params:dataset",
+                    "params:encoder",
+                    "params:device",
+                ],
+                "new_predictions",
+                name="predict_new_sections",
+            ),
+            node(
+                plot_new_prediction_maps,
+                ["new_predictions", "params:predict"],
+                "new_prediction_maps",
+                name="plot_new_prediction_maps",
+            ),
+        ]
+    )
