@@ -1,4 +1,4 @@
-"""Project hooks: create the embedded demo dataset the first time it is needed."""
+"""Project hooks: create the embedded demo dataset the first time it is needed; fail early without a model."""
 
 from __future__ import annotations
 
@@ -29,3 +29,18 @@ class DemoDataHooks:
 
         logger.info("Demo data not found at %s: generating it (a few seconds).", raw_dir)
         generate_demo(raw_dir)
+
+
+class TrainedModelHooks:
+    """Stops a run that reads `trained_models` (e.g. --pipeline=predict) before any node, when none is saved."""
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        """Fail naming the train pipeline when `trained_models` is a free input with no saved version."""
+        if "trained_models" not in pipeline.inputs() or catalog.exists("trained_models"):
+            return
+        where = getattr(catalog.get("trained_models"), "_filepath", "trained_models")
+        raise FileNotFoundError(
+            f"No trained model yet at '{where}': run kedro run --pipeline=train first "
+            "(with the same --params dataset/encoder), or the full `kedro run`."
+        )

@@ -1,0 +1,203 @@
+"""The predict pipeline on the demo data: a tiny model trained on three sections predicts the
+fourth from its image and spot table alone (its counts withheld)."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+from kedro_datasets.partitions import PartitionedDataset
+
+from spahgc_kedro import encoders
+from spahgc_kedro.pipelines.predict import create_pipeline
+from spahgc_kedro.pipelines.predict.nodes import check_embedding_settings, choose_model_fold
+from tests.conftest import PROJECT_ROOT
+
+TRAIN_SECTIONS = ["A1", "A2", "B1"]
+NEW_SECTION = "B2"
+PATCH_PX = 96
+
+
+def _params(name: str) -> dict:
+    return yaml.safe_load((PROJECT_ROOT / f"conf/base/parameters_{name}.yml").read_text())
+
+
+class PatchStatistics:
+    """A tiny deterministic stand-in encoder: colour means/spreads and edge strength per patch."""
+
+    def __call__(self, images):
+        import torch
+
+        grey = images.mean(dim=1)
+        edges = (grey[:, 1:, :] - grey[:, :-1, :]).abs().mean(dim=(1, 2))
+        dark = (grey < grey.mean()).float().mean(dim=(1, 2))
+        return torch.cat([images.mean(dim=(2, 3)), images.std(dim=(2, 3)), edges[:, None], dark[:, None]], dim=1)
+
+    def to(self, *args, **kwargs):
+        return self
+
+
+def fake_encoder(name, **kwargs):
+    spec = encoders.EncoderSpec(
+        name=name, architecture="patch-statistics", input_px=PATCH_PX, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), dim=8
+    )
+    identity = encoders.weights_identity(name, None)
+    return encoders.Encoder(spec=spec, model=PatchStatistics(), weights_source="test", weights_identity=identity)
+
+
+@pytest.fixture(scope="module")
+def trained(demo_raw):
+    """Sections, stand-in embeddings, fold, scaling and a tiny model trained on A1, A2 (validated on B1)."""
+    import torch
+
+    from spahgc_kedro.model.training import TrainConfig, fit
+    from spahgc_kedro.pipelines.embedding.nodes import embed_sections
+    from spahgc_kedro.pipelines.graph.nodes import build_section_graphs, fit_target_scaling
+    from spahgc_kedro.pipelines.ingestion.nodes import describe_sections, read_sections, resolve_preset
+
+    torch.set_num_threads(1)
+    patch = pytest.MonkeyPatch()
+    patch.setattr(encoders, "build_encoder", fake_encoder)
+    datasets = _params("datasets")["datasets"]
+    preset = resolve_preset("demo", datasets, str(demo_raw))
+    sections = read_sections(str(demo_raw), preset, TRAIN_SECTIONS)
+    manifest = describe_sections(sections, preset)
+    embedding = {**_params("embedding")["embedding"], "patch_size_px": PATCH_PX, "num_workers": 0}
+    lazy = embed_sections(sections, {}, "efficientnet_lite0", "cpu", 0, embedding)
+    embeddings = {s: load() for s, load in lazy.items()}
+    patch.undo()
+    folds = {"scheme": "leave_one_section_out", "folds": {"new": {"test": [], "validation": ["B1"], "train": ["A1", "A2"]}}}
+    graph = _params("graph")["graph"]
+    scaling = fit_target_scaling(sections, manifest, folds, datasets, "demo", graph)
+    builders = build_section_graphs(sections, embeddings, manifest, folds, scaling, datasets, "demo", graph)
+    config = TrainConfig(epochs=30, lr=3e-3, hidden=16, heads=2, n_layers=1, threads=1)
+    result = fit([builders["new/A1"](), builders["new/A2"]()], [builders["new/B1"]()], config, progress=False)
+    models = {"new": {"state_dict": result.state_dict, "config": result.model_config, "history": result.history,
+                      "best_epoch": result.best_epoch, "mlflow_run_id": ""}}
+    return {"sections": sections, "manifest": manifest, "embeddings": embeddings, "embedding": embedding,
+            "folds": folds, "scaling": scaling, "models": models, "datasets": datasets, "graph": graph}
+
+
+@pytest.fixture
+def new_dir(tmp_path, demo_raw):
+    """B2's image and its spot table (shuffled), without its counts."""
+    folder = tmp_path / "new"
+    folder.mkdir()
+    shutil.copy(next((demo_raw / "ST-imgs" / "B" / NEW_SECTION).glob("*.jpg")), folder / f"{NEW_SECTION}.jpg")
+    spots = pd.read_csv(demo_raw / "ST-spotfiles" / f"{NEW_SECTION}_selection.tsv", sep="\t")
+    table = pd.DataFrame(
+        {"spot_id": [f"{x}x{y}" for x, y in zip(spots["x"], spots["y"])], "x": spots["pixel_x"], "y": spots["pixel_y"]}
+    ).sample(frac=1.0, random_state=0)
+    table.to_csv(folder / f"{NEW_SECTION}_spots.csv", index=False)
+    return folder
+
+
+def _run(trained, new_dir, out_dir, **predict_overrides):
+    catalog = DataCatalog(
+        {
+            "new_slides": MemoryDataset(str(new_dir)),
+            "trained_models": MemoryDataset(trained["models"], copy_mode="assign"),
+            "folds": MemoryDataset(trained["folds"]),
+            "target_scaling": MemoryDataset(trained["scaling"]),
+            "patch_embeddings": MemoryDataset(trained["embeddings"], copy_mode="assign"),
+            "sections": MemoryDataset(trained["sections"], copy_mode="assign"),
+            "section_manifest": MemoryDataset(trained["manifest"]),
+            "params:predict": MemoryDataset({**_params("predict")["predict"], **predict_overrides}),
+            "params:encoder": MemoryDataset("efficientnet_lite0"),
+            "params:embedding": MemoryDataset(trained["embedding"]),
+            "params:graph": MemoryDataset(trained["graph"]),
+            "params:device": MemoryDataset("cpu"),
+            "params:seed": MemoryDataset(0),
+            "params:datasets": MemoryDataset(trained["datasets"]),
+            "params:dataset": MemoryDataset("demo"),
+            "new_predictions": PartitionedDataset(
+                path=str(out_dir / "new_predictions"), dataset="spahgc_kedro.datasets.AnnDataDataset",
+                filename_suffix=".h5ad",
+            ),
+            "new_prediction_maps": PartitionedDataset(
+                path=str(out_dir / "maps"), dataset="plotly.HTMLDataset", filename_suffix=".html"
+            ),
+        }
+    )
+    SequentialRunner().run(create_pipeline(), catalog)
+    return {key: load() for key, load in catalog.load("new_predictions").items()}
+
+
+def test_predicts_a_withheld_section_from_its_image_and_spots(trained, new_dir, tmp_path, demo_raw, monkeypatch):
+    import torch
+
+    torch.set_num_threads(1)
+    monkeypatch.setattr(encoders, "build_encoder", fake_encoder)
+    predictions = _run(trained, new_dir, tmp_path / "out")
+    assert list(predictions) == [NEW_SECTION]
+    prediction = predictions[NEW_SECTION]
+    spot_order = pd.read_csv(new_dir / f"{NEW_SECTION}_spots.csv")["spot_id"].tolist()
+    genes = trained["scaling"]["new"]["genes"]
+    assert prediction.shape == (len(spot_order), len(genes))
+    assert list(prediction.obs_names) == spot_order
+    assert list(prediction.var_names) == genes
+    assert np.isfinite(prediction.X).all() and np.isfinite(prediction.layers["log_expression"]).all()
+    assert prediction.uns["fold"] == "new" and list(prediction.uns["reference_sections"]) == ["A1", "A2"]
+    assert prediction.uns["target_transform"] == "log10" and prediction.uns["encoder"] == "efficientnet_lite0"
+    scaling = trained["scaling"]["new"]
+    span = np.asarray(scaling["max"]) - np.asarray(scaling["min"])
+    np.testing.assert_allclose(
+        prediction.layers["log_expression"], prediction.X * np.where(span == 0, 1, span) + scaling["min"], rtol=1e-5
+    )
+    assert (tmp_path / "out" / "maps" / f"{NEW_SECTION}.html").stat().st_size > 0
+
+    counts = pd.read_csv(demo_raw / "ST-cnts" / f"{NEW_SECTION}.tsv.gz", sep="\t", index_col=0)
+    measured = np.log10(counts.loc[spot_order, genes].to_numpy(dtype=np.float64) + 1)
+    predicted = prediction.layers["log_expression"]
+    pcc = [np.corrcoef(measured[:, g], predicted[:, g])[0, 1] for g in range(len(genes))]
+    assert np.nanmean(pcc) > 0.2
+
+
+def test_other_patch_settings_than_the_references_fail(trained, new_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(encoders, "build_encoder", fake_encoder)
+    changed = {**trained, "embedding": {**trained["embedding"], "patch_size_px": PATCH_PX * 2}}
+    with pytest.raises(ValueError, match=r"patch_px: 96 -> 192.*same|other settings"):
+        _run(changed, new_dir, tmp_path / "out")
+
+
+def test_settings_check_names_the_differing_setting():
+    made = {"name": "uni", "weights_identity": "w", "patch_px": 224, "pad_value": 255}
+    check_embedding_settings("new", dict(made), {"A1": made})
+    with pytest.raises(ValueError, match=r"reference section A1 \(encoder: 'uni' -> 'efficientnet_lite0'\)"):
+        check_embedding_settings("new", {**made, "name": "efficientnet_lite0"}, {"A1": made})
+
+
+def test_auto_fold_has_the_most_training_sections_first_by_name():
+    folds = {"folds": {"b": {"train": ["x", "y"]}, "a": {"train": ["x", "y"]}, "c": {"train": ["x"]}}}
+    models = dict.fromkeys(["a", "b", "c"], {})
+    assert choose_model_fold(models, folds, {"model_fold": "auto"}) == "a"
+    assert choose_model_fold(models, folds, {"model_fold": "c"}) == "c"
+    with pytest.raises(ValueError, match="run `kedro run --pipeline=train` first"):
+        choose_model_fold({}, folds, {"model_fold": "auto"})
+
+
+def test_missing_trained_model_stops_before_any_node(tmp_path):
+    from kedro.io import Version
+
+    from spahgc_kedro.datasets import TorchObjectDataset
+    from spahgc_kedro.hooks import TrainedModelHooks
+
+    catalog = DataCatalog({"trained_models": TorchObjectDataset(str(tmp_path / "spahgc.pt"), version=Version(None, None))})
+    with pytest.raises(FileNotFoundError, match="run kedro run --pipeline=train first"):
+        TrainedModelHooks().before_pipeline_run({}, create_pipeline(), catalog)
+
+
+def test_predict_is_registered_but_not_in_the_default_run():
+    from kedro.framework.project import configure_project
+
+    from spahgc_kedro.pipeline_registry import register_pipelines
+
+    configure_project("spahgc_kedro")
+    pipelines = register_pipelines()
+    assert "predict_new_sections" in {n.name for n in pipelines["predict"].nodes}
+    assert not {n.name for n in pipelines["predict"].nodes} & {n.name for n in pipelines["__default__"].nodes}
