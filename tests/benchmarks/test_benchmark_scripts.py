@@ -1,0 +1,66 @@
+"""Smoke tests of the benchmark scripts with tiny settings: they run and print complete tables.
+
+No timing is asserted: the scripts print figures; these tests only check that what they
+print says what it measures and that their small helpers compute the right thing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks import accuracy, common, scaling
+
+
+def _random_embedding_cache(sections, encoder, device, seed, embedding, cache_dir):
+    """Stand-in for the encoder: random features, so the smoke test needs no CNN time."""
+    return scaling.random_embeddings(sections, 16, seed)
+
+
+def test_log_log_slope_recovers_power_law():
+    sizes = [1_000, 5_000, 20_000]
+    assert common.log_log_slope(sizes, [3 * s**2 for s in sizes]) == pytest.approx(2.0)
+    assert np.isnan(common.log_log_slope([1_000], [1.0]))
+
+
+def test_hex_positions_are_a_hexagonal_grid():
+    from scipy.spatial import cKDTree
+
+    xy, rowcol = scaling.hex_positions(500)
+    assert xy.shape == (500, 2) and rowcol.shape == (500, 2)
+    distances, _ = cKDTree(xy).query(xy, k=7)
+    # interior spots of a hexagonal grid have 6 neighbours at one spacing
+    interior = (distances[:, 1:] < scaling.SPACING_PX * 1.01).sum(axis=1) == 6
+    assert interior.sum() > 300
+    assert np.allclose(distances[:, 1], scaling.SPACING_PX)
+
+
+def test_accuracy_quick_on_demo_prints_every_method(tmp_path, monkeypatch, capsys):
+    # accuracy imports the benchmarks folder's `common` as a top-level module: patch that one
+    monkeypatch.setattr(accuracy.common, "embed_with_cache", _random_embedding_cache)
+    out = tmp_path / "accuracy_demo.md"
+    variants = list(accuracy.VARIANTS)[:1]  # one variant keeps the smoke test short; every variant runs the same code path
+    table = accuracy.main(
+        ["--dataset", "demo", "--quick", "--work-dir", str(tmp_path), "--out", str(out), "--variants", *variants]
+    )
+    for name in [*variants, *accuracy.BASELINES.values()]:
+        assert f"| {name} |" in table
+    for stated in ("data: demo", "genes:", "target transform: log10", "folds: leave_one_section_out",
+                   "PCC conventions", "encoder:", "machine:", "wall time:"):
+        assert stated in table
+    written = out.read_text()
+    assert "Hist2ST 0.156" in written and "mclSTExp 0.232" in written
+
+
+def test_accuracy_skips_without_her2st(tmp_path, capsys):
+    assert accuracy.main(["--raw-dir", str(tmp_path / "absent"), "--quick"]) == ""
+    assert "SKIPPED" in capsys.readouterr().out
+
+
+def test_scaling_quick_prints_stages_and_exponents(tmp_path):
+    table = scaling.main(["--quick", "--work-dir", str(tmp_path)])
+    for stage in scaling.STAGES:
+        assert f"{stage} s (MiB)" in table
+    assert "growth exponent (log-log slope" in table
+    assert "| 100 x 4 |" in table and "| 200 x 4 |" in table
+    assert "| 3 |" in table  # the reference-count sweep
