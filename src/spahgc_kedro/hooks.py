@@ -1,4 +1,4 @@
-"""Project hooks: create the embedded demo dataset the first time it is needed; fail early without a model."""
+"""Project hooks: create the demo dataset when first needed; stop early when an input is missing."""
 
 from __future__ import annotations
 
@@ -31,16 +31,38 @@ class DemoDataHooks:
         generate_demo(raw_dir)
 
 
-class TrainedModelHooks:
-    """Stops a run that reads `trained_models` (e.g. --pipeline=predict) before any node, when none is saved."""
+class MissingInputsHooks:
+    """Stops a run before any node when an input another pipeline makes is not there yet."""
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
-        """Fail naming the train pipeline when `trained_models` is a free input with no saved version."""
-        if "trained_models" not in pipeline.inputs() or catalog.exists("trained_models"):
-            return
-        where = getattr(catalog.get("trained_models"), "_filepath", "trained_models")
-        raise FileNotFoundError(
-            f"No trained model yet at '{where}': run kedro run --pipeline=train first "
-            "(with the same --params dataset/encoder), or the full `kedro run`."
-        )
+        """Fail naming the pipeline to run first for every missing project-made input."""
+        from importlib import import_module
+
+        from spahgc_kedro.pipeline_registry import STAGES
+
+        # Build each stage from its module: a run of one pipeline only registers that one.
+        producers = {}
+        for name in (*STAGES, "predict"):
+            for output in import_module(f"spahgc_kedro.pipelines.{name}").create_pipeline().all_outputs():
+                producers.setdefault(output, name)
+        missing = {
+            name: producers[name]
+            for name in sorted(pipeline.inputs())
+            if name in producers and name in catalog and not _exists(catalog, name)
+        }
+        if missing:
+            listed = ", ".join(f"{name} (made by the `{stage}` pipeline)" for name, stage in missing.items())
+            first = next(stage for stage in STAGES if stage in missing.values())
+            raise FileNotFoundError(
+                f"Not found: {listed}. Run `kedro run --pipeline={first}` first with the same "
+                "--params dataset/encoder (or the whole `kedro run`)."
+            )
+
+
+def _exists(catalog: Any, name: str) -> bool:
+    """Whether a dataset has data; partitioned datasets raise on an empty folder instead of saying no."""
+    try:
+        return bool(catalog.exists(name))
+    except Exception:  # noqa: BLE001 - any failure to find data means it is not usable
+        return False

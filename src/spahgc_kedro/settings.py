@@ -9,6 +9,6 @@ CONFIG_LOADER_ARGS = {
     "config_patterns": {"mlflow": ["mlflow*", "mlflow*/**", "**/mlflow*"]},
 }
 
-from spahgc_kedro.hooks import DemoDataHooks, TrainedModelHooks  # noqa: E402
+from spahgc_kedro.hooks import DemoDataHooks, MissingInputsHooks  # noqa: E402
 
-HOOKS = (DemoDataHooks(), TrainedModelHooks())
+HOOKS = (DemoDataHooks(), MissingInputsHooks())

@@ -183,15 +183,17 @@ def test_auto_fold_has_the_most_training_sections_first_by_name():
 
 
 def test_missing_trained_model_stops_before_any_node(tmp_path):
+    from kedro.framework.project import configure_project
     from kedro.io import Version
 
     from spahgc_kedro.datasets import TorchObjectDataset
-    from spahgc_kedro.hooks import TrainedModelHooks
+    from spahgc_kedro.hooks import MissingInputsHooks
 
+    configure_project("spahgc_kedro")
     missing = TorchObjectDataset(str(tmp_path / "spahgc.pt"), version=Version(None, None))
     catalog = DataCatalog({"trained_models": missing})
-    with pytest.raises(FileNotFoundError, match="run kedro run --pipeline=train first"):
-        TrainedModelHooks().before_pipeline_run({}, create_pipeline(), catalog)
+    with pytest.raises(FileNotFoundError, match=r"trained_models \(made by the `train` pipeline\).*--pipeline=train"):
+        MissingInputsHooks().before_pipeline_run({}, create_pipeline(), catalog)
 
 
 def test_predict_is_registered_but_not_in_the_default_run():
