@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from spahgc_kedro import encoders
+from spahgc_kedro.partitions import load_partition
 from spahgc_kedro.patches import SpotPatches, patch_size_px
 
 logger = logging.getLogger(__name__)
@@ -20,11 +21,8 @@ logger = logging.getLogger(__name__)
 PATCH_CODE_VERSION = 1
 
 
-def _loaded(value: Any) -> Any:
-    return value() if callable(value) else value
-
-
-def _patch_settings(section_uns: dict[str, Any], embedding: dict[str, Any]) -> dict[str, Any]:
+def patch_settings(section_uns: dict[str, Any], embedding: dict[str, Any]) -> dict[str, Any]:
+    """Patch side in px (and um when set) and the border fill, as recorded with the embeddings."""
     settings = {"patch_px": patch_size_px(section_uns, embedding), "pad_value": int(embedding["pad_value"])}
     if embedding.get("patch_size_um") is not None:
         settings["patch_um"] = float(embedding["patch_size_um"])
@@ -48,7 +46,7 @@ def content_key(section: Any, encoder_name: str, weights_id: str, patch: dict[st
     return digest.hexdigest()
 
 
-class _LazyEncoder:
+class LazyEncoder:
     """Builds the encoder on the first cache miss only, then reuses it for every section."""
 
     def __init__(self, name: str, device: str, embedding: dict[str, Any]) -> None:
@@ -56,6 +54,7 @@ class _LazyEncoder:
         self._built: tuple[encoders.Encoder, Any] | None = None
 
     def get(self) -> tuple[encoders.Encoder, Any]:
+        """The encoder and its device, built on first use."""
         if self._built is None:
             name, device, embedding = self._args
             target = encoders.select_device(device)
@@ -67,7 +66,7 @@ class _LazyEncoder:
         return self._built
 
 
-def embed_section(section: Any, key: str, patch: dict[str, Any], lazy: _LazyEncoder, embedding: dict[str, Any]) -> Any:
+def embed_section(section: Any, key: str, patch: dict[str, Any], lazy: LazyEncoder, embedding: dict[str, Any]) -> Any:
     """Embed every spot patch of one section into an AnnData (X float32 [spots, dim])."""
     import anndata as ad
 
@@ -98,13 +97,13 @@ def embed_section(section: Any, key: str, patch: dict[str, Any], lazy: _LazyEnco
 
 
 def _embedding_or_cached(
-    section_id: str, load_section: Any, cached: Any, encoder: str, lazy: _LazyEncoder, embedding: dict[str, Any]
+    section_id: str, load_section: Any, cached: Any, encoder: str, lazy: LazyEncoder, embedding: dict[str, Any]
 ) -> Any:
-    section = _loaded(load_section)
-    patch = _patch_settings(section.uns, embedding)
+    section = load_partition(load_section)
+    patch = patch_settings(section.uns, embedding)
     key = content_key(section, encoder, encoders.weights_identity(encoder, embedding.get("weights_path")), patch)
     if cached is not None:
-        previous = _loaded(cached)
+        previous = load_partition(cached)
         if previous.uns.get("encoder", {}).get("content_key") == key:
             logger.info("Section %s: embeddings unchanged, reusing the cached ones", section_id)
             return previous
@@ -124,7 +123,7 @@ def embed_sections(
 
     torch.manual_seed(seed)
     encoders.check_encoder_name(encoder)
-    lazy = _LazyEncoder(encoder, device, embedding)
+    lazy = LazyEncoder(encoder, device, embedding)
     # lazy partitions: each section is loaded, embedded and written before the next one
     return {
         section_id: (

@@ -20,7 +20,7 @@ from spahgc_kedro.partitions import load_partition
 logger = logging.getLogger(__name__)
 
 
-def _graph_preset(
+def graph_preset(
     section_manifest: dict[str, Any], datasets: dict[str, Any], dataset: str
 ) -> dict[str, Any]:
     """Gene panel and spatial radius: the run's `datasets.<dataset>` overrides the manifest's."""
@@ -69,7 +69,7 @@ def fit_target_scaling(
     """Per fold: gene panel and per-gene min-max of the training and validation sections."""
     from tqdm.auto import tqdm
 
-    preset = _graph_preset(section_manifest, datasets, dataset)
+    preset = graph_preset(section_manifest, datasets, dataset)
     loaded = _load_sections(sections, [s["section_id"] for s in section_manifest["sections"]])
     hvg_cache: dict[str, set[str]] = {}
     return {
@@ -91,7 +91,7 @@ def build_section_graphs(
     graph: dict[str, Any],
 ) -> dict[str, Callable[[], Any]]:
     """One graph per section per fold, as lazily built partitions `<fold>/<section>`."""
-    preset = _graph_preset(section_manifest, datasets, dataset)
+    preset = graph_preset(section_manifest, datasets, dataset)
     section_ids = [s["section_id"] for s in section_manifest["sections"]]
     loaded = _load_sections(sections, section_ids)
     missing = [s for s in section_ids if s not in patch_embeddings]

@@ -22,8 +22,8 @@ from spahgc_kedro.graph import (
     standardisation,
 )
 from spahgc_kedro.partitions import load_partition
-from spahgc_kedro.pipelines.embedding.nodes import _LazyEncoder, _patch_settings, content_key, embed_section
-from spahgc_kedro.pipelines.graph.nodes import _graph_preset
+from spahgc_kedro.pipelines.embedding.nodes import LazyEncoder, patch_settings, content_key, embed_section
+from spahgc_kedro.pipelines.graph.nodes import graph_preset
 from spahgc_kedro.targets import minmax_scale, transformed_expression
 
 logger = logging.getLogger(__name__)
@@ -136,10 +136,10 @@ def embed_new_sections(
         )
     reference = {s: dict(load_partition(patch_embeddings[s]).uns["encoder"]) for s in fitting}
     identity = encoders.weights_identity(encoder, embedding.get("weights_path"))
-    lazy = _LazyEncoder(encoder, device, embedding)
+    lazy = LazyEncoder(encoder, device, embedding)
     embedded = {}
     for section_id, section in sorted(new_sections.items()):
-        patch = _patch_settings(section.uns, embedding)
+        patch = patch_settings(section.uns, embedding)
         check_embedding_settings(section_id, {"name": encoder, "weights_identity": identity, **patch}, reference)
         key = content_key(section, encoder, identity, patch)
         embedded[section_id] = embed_section(section, key, patch, lazy, embedding)
@@ -178,7 +178,7 @@ def build_new_section_graphs(
     graph: dict[str, Any],
 ) -> dict[str, Any]:
     """One HeteroData per new section (no `y`), built like a test section of the model's fold."""
-    preset = _graph_preset(section_manifest, datasets, dataset)
+    preset = graph_preset(section_manifest, datasets, dataset)
     training, fitting = _reference_sections(folds, model_fold)
     missing = [s for s in fitting if s not in sections]
     if missing:
