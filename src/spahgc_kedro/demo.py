@@ -5,6 +5,7 @@ immune infiltrate, adipose) with distinct colour and texture. Expression follows
 compartment mix under each spot through shared gene programs, plus a smooth spatial
 field and a per-patient offset, so image -> expression is learnable and spots of one
 section resemble spots of another: cross-section retrieval helps, as in real data.
+Each spot's dominant compartment is written as a her2st-style region label file.
 Everything is derived from fixed seeds, so the files are identical on every machine.
 """
 
@@ -21,6 +22,8 @@ logger = logging.getLogger(__name__)
 
 SECTIONS = {"A1": "A", "A2": "A", "B1": "B", "B2": "B"}
 COMPARTMENTS = ("tumour", "stroma", "immune", "adipose")
+# her2st pathologist label names for the compartments (ST-pat/lbl files)
+REGION_LABELS = ("invasive cancer", "connective tissue", "immune infiltrate", "adipose tissue")
 N_GENES = 120
 GRID = 18  # spots per side before the tissue mask
 SPACING_PX = 120
@@ -117,15 +120,18 @@ def generate_demo(dest: str | Path, seed: int = 7) -> Path:
         counts = rng.poisson(np.exp(log_rate) * library * 4.0)
 
         spot_ids = [f"{x}x{y}" for x, y in zip(grid_x, grid_y, strict=True)]
-        _write_section(dest, section, patient, counts, genes, spot_ids, grid_x, grid_y, centres, Image.fromarray(image))
+        regions = [REGION_LABELS[i] for i in mix.argmax(1)]
+        _write_section(
+            dest, section, patient, counts, genes, spot_ids, grid_x, grid_y, centres, Image.fromarray(image), regions
+        )
     logger.info("Generated the demo dataset (%d sections) in %s", len(SECTIONS), dest)
     return dest
 
 
-def _write_section(dest, section, patient, counts, genes, spot_ids, grid_x, grid_y, centres, image) -> None:
+def _write_section(dest, section, patient, counts, genes, spot_ids, grid_x, grid_y, centres, image, regions) -> None:
     import pandas as pd
 
-    for sub in ("ST-cnts", "ST-spotfiles", f"ST-imgs/{patient}/{section}"):
+    for sub in ("ST-cnts", "ST-spotfiles", f"ST-imgs/{patient}/{section}", "ST-pat/lbl"):
         (dest / sub).mkdir(parents=True, exist_ok=True)
     table = pd.DataFrame(counts, index=spot_ids, columns=genes)
     buffer = io.StringIO()
@@ -146,3 +152,6 @@ def _write_section(dest, section, patient, counts, genes, spot_ids, grid_x, grid
     )
     spots.to_csv(dest / "ST-spotfiles" / f"{section}_selection.tsv", sep="\t", index=False)
     image.save(dest / "ST-imgs" / patient / section / f"HE_{section}.jpg", quality=90)
+    labels = spots[["x", "y", "pixel_x", "pixel_y"]].assign(label=regions)
+    labels.insert(0, "Row.names", spot_ids)
+    labels.to_csv(dest / "ST-pat" / "lbl" / f"{section}_labeled_coordinates.tsv", sep="\t", index=False)

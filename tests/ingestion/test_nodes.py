@@ -36,7 +36,7 @@ def _digest(root):
 def test_demo_generator_is_deterministic(tmp_path, demo_raw):
     again = generate_demo(tmp_path / "demo")
     assert _digest(again) == _digest(demo_raw)
-    assert len(_digest(again)) == 3 * len(SECTIONS)
+    assert len(_digest(again)) == 4 * len(SECTIONS)  # counts, spots, image, region labels
 
 
 def test_unknown_dataset_names_the_known_presets():
