@@ -274,6 +274,10 @@ def main(argv: list[str] | None = None) -> str:
             best.extend(result["best_epochs"])
             print(f"{name}, seed {seed}: ACG {np.mean([v['pcc_acg'] for v in scores[-1]['per_fold'].values()]):.3f}", flush=True)
         rows.append({"name": name, "scores": scores, "best_epochs": f"{min(best)}-{max(best)}", "seconds": time.perf_counter() - fit_start})
+        if args.out:  # long runs: keep a partial table on disk after every variant
+            partial = render(rows, describe(prep, args, args.seeds, time.perf_counter() - start, gathered))
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(partial + "\n\n(PARTIAL: the run is still going; baselines come last.)\n")
     baseline_scores: dict[str, list] = {name: [] for name in BASELINES}
     base_start = time.perf_counter()
     for seed in args.seeds:
