@@ -280,7 +280,7 @@ def fold_graph_builders(
     from .targets import minmax_scale
 
     @lru_cache(maxsize=1)
-    def fold_features(name: str) -> tuple[dict[str, np.ndarray], ...]:
+    def fold_features(name: str) -> tuple[Any, ...]:
         fold, scaling = folds["folds"][name], target_scaling[name]
         fit = fold["train"] + fold["validation"]
         mean, std = standardisation([embeddings[s] for s in fit])
@@ -295,11 +295,13 @@ def fold_graph_builders(
             for s in sections
         }
         references = {s: np.hstack([standardised[s], targets[s]]) for s in fold["train"]}
-        return standardised, targets, references
+        return standardised, targets, references, (mean, std)
 
     def build(name: str, section_id: str, role: str) -> Any:
+        import torch
+
         fold = folds["folds"][name]
-        standardised, targets, references = fold_features(name)
+        standardised, targets, references, (mean, std) = fold_features(name)
         # Only training sections are references: validation and test expression never is.
         candidates = [s for s in fold["train"] if s != section_id]
         _, ref_section, ref_spot = merge_section_neighbours(
@@ -325,6 +327,9 @@ def fold_graph_builders(
                 "spot_ids": list(spot_ids[section_id]),
                 "reference_sections": candidates,
                 "embedding_dim": int(standardised[section_id].shape[1]),
+                # lets baselines work on the raw embeddings SpaHGC retrieves with
+                "embedding_mean": torch.from_numpy(mean),
+                "embedding_std": torch.from_numpy(std),
             },
         )
 

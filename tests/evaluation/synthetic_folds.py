@@ -40,6 +40,8 @@ def make_run(
             data["reference"].x = torch.zeros((2, dim + n_genes))
             data.section_id, data.fold, data.genes, data.spot_ids = name, fold, genes, sections[name]["spots"]
             data.role = "test" if name in tests else "train"
+            # identity standardisation: target.x are the raw embeddings
+            data.embedding_mean, data.embedding_std = torch.zeros(dim), torch.ones(dim)
             graphs[f"{fold}/{name}"] = (lambda d=data: d)
         for test in tests:
             predictions[fold if tests_per_fold == 1 else f"{fold}-{test}"] = _prediction(

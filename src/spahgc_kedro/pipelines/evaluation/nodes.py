@@ -90,9 +90,14 @@ def _fold_training_data(
         if key not in section_graphs:
             raise KeyError(f"Section graph '{key}' is missing: run the graph pipeline for fold '{fold}'.")
         graph = load_partition(section_graphs[key])
-        xs.append(graph["target"].x.numpy())
+        xs.append(raw_embeddings(graph))
         ys.append(graph["target"].y.numpy())
     return np.concatenate(xs), np.concatenate(ys)
+
+
+def raw_embeddings(graph: Any) -> np.ndarray:
+    """The section's patch embeddings before the fold's standardisation (what SpaHGC retrieves on)."""
+    return graph["target"].x.numpy() * graph.embedding_std.numpy() + graph.embedding_mean.numpy()
 
 
 def predict_baselines(
@@ -115,7 +120,7 @@ def predict_baselines(
         # Align the graph's spot order to the prediction's, so every method is scored on the same rows.
         order = {str(spot): i for i, spot in enumerate(test_graph.spot_ids)}
         rows = np.array([order[spot] for spot in info["spot_ids"]])
-        test_x = test_graph["target"].x.numpy()[rows]
+        test_x = raw_embeddings(test_graph)[rows]
         if list(test_graph.genes) != info["genes"]:
             raise ValueError(f"Fold '{fold}': the section graph's genes differ from the prediction's genes.")
         if not np.allclose(test_graph["target"].y.numpy()[rows], info["measured"], atol=1e-4):
