@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run test viz mlflow-ui
+.PHONY: setup run test viz mlflow-ui benchmarks
 
 $(BIN)/kedro: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,3 +24,12 @@ viz: setup
 
 mlflow-ui: setup
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5055
+
+# Regenerate every results table (hours on 2 CPU cores), then the README's results section.
+benchmarks: setup
+	$(BIN)/python benchmarks/accuracy.py --out benchmarks/results/accuracy_her2st.md
+	$(BIN)/python benchmarks/accuracy.py --dataset demo --out benchmarks/results/accuracy_demo.md
+	$(BIN)/python benchmarks/scaling.py --out benchmarks/results/scaling.md
+	$(BIN)/python benchmarks/embedding_throughput.py
+	$(BIN)/python benchmarks/retrieval_memory.py
+	$(BIN)/python benchmarks/update_readme.py
