@@ -143,12 +143,23 @@ def minmax_statistics(values: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]
     return stacked.min(axis=0), stacked.max(axis=0)
 
 
-def minmax_scale(values: np.ndarray, low: list[float], high: list[float]) -> np.ndarray:
-    """Scale to the fitting sections' [min, max]; constant genes get scale 1."""
+def _span(low: list[float], high: list[float]) -> tuple[np.ndarray, np.ndarray]:
     low_a, high_a = np.asarray(low, np.float32), np.asarray(high, np.float32)
     span = high_a - low_a
     span[span == 0] = 1.0
+    return low_a, span
+
+
+def minmax_scale(values: np.ndarray, low: list[float], high: list[float]) -> np.ndarray:
+    """Scale to the fitting sections' [min, max]; constant genes get scale 1."""
+    low_a, span = _span(low, high)
     return ((values - low_a) / span).astype(np.float32)
+
+
+def minmax_unscale(values: np.ndarray, low: list[float], high: list[float]) -> np.ndarray:
+    """Invert `minmax_scale`: back to the target-transform scale (log10(count + 1) by default)."""
+    low_a, span = _span(low, high)
+    return (values * span + low_a).astype(np.float32)
 
 
 def fold_target_scaling(

@@ -118,3 +118,15 @@ def test_transforms_and_constant_genes():
     np.testing.assert_allclose(scaled, [[0.5, 0.0]])
     with pytest.raises(ValueError, match="target_transform"):
         transformed_expression(adata, ["a"], "log2")
+
+
+def test_minmax_unscale_inverts_minmax_scale():
+    import numpy as np
+
+    from spahgc_kedro.targets import minmax_scale, minmax_unscale
+
+    values = np.array([[0.0, 2.0, 5.0], [1.0, 4.0, 5.0]], dtype=np.float32)
+    low, high = [0.0, 2.0, 5.0], [1.0, 4.0, 5.0]  # the last gene is constant
+    scaled = minmax_scale(values, low, high)
+    np.testing.assert_allclose(scaled, [[0, 0, 0], [1, 1, 0]])
+    np.testing.assert_allclose(minmax_unscale(scaled, low, high), values)

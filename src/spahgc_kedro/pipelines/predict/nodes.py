@@ -22,9 +22,9 @@ from spahgc_kedro.graph import (
     standardisation,
 )
 from spahgc_kedro.partitions import load_partition
-from spahgc_kedro.pipelines.embedding.nodes import LazyEncoder, patch_settings, content_key, embed_section
+from spahgc_kedro.pipelines.embedding.nodes import LazyEncoder, content_key, embed_section, patch_settings
 from spahgc_kedro.pipelines.graph.nodes import graph_preset
-from spahgc_kedro.targets import minmax_scale, transformed_expression
+from spahgc_kedro.targets import minmax_scale, minmax_unscale, transformed_expression
 
 logger = logging.getLogger(__name__)
 
@@ -221,14 +221,6 @@ def build_new_section_graphs(
             },
         )
     return graphs
-
-
-def minmax_unscale(values: np.ndarray, low: list[float], high: list[float]) -> np.ndarray:
-    """Invert `targets.minmax_scale`: back to the target-transform scale (log10(count + 1) by default)."""
-    low_a, high_a = np.asarray(low, np.float32), np.asarray(high, np.float32)
-    span = high_a - low_a
-    span[span == 0] = 1.0
-    return (values * span + low_a).astype(np.float32)
 
 
 def predict_new_sections(
