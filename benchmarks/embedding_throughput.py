@@ -31,12 +31,10 @@ def raw_throughput(encoder, device, batch_size: int, batches: int) -> float:
     """Patches/s of normalisation + forward on random uint8 batches already in memory."""
     import torch
 
+    from spahgc_kedro.encoders import forward_uint8, on_device
+
     on_cuda = device.type == "cuda"
-    model = encoder.model.to(device)
-    if on_cuda:
-        model = model.to(memory_format=torch.channels_last)
-    mean = torch.tensor(encoder.spec.mean, device=device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(encoder.spec.std, device=device).view(1, 3, 1, 1) * 255
+    model, mean, std = on_device(encoder, device)
     size = encoder.spec.input_px
     batch = torch.randint(0, 256, (batch_size, size, size, 3), dtype=torch.uint8)
     with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda):
@@ -45,10 +43,7 @@ def raw_throughput(encoder, device, batch_size: int, batches: int) -> float:
                 if on_cuda:
                     torch.cuda.synchronize()
                 start = time.perf_counter()
-            images = ((batch.to(device).permute(0, 3, 1, 2).float() - mean) / std)
-            if on_cuda:
-                images = images.contiguous(memory_format=torch.channels_last)
-            model(images).float().cpu()
+            forward_uint8(model, batch, mean, std, device).float().cpu()
     return batch_size * batches / (time.perf_counter() - start)
 
 

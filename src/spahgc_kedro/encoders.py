@@ -324,6 +324,28 @@ def select_device(requested: str = "auto") -> Any:
     return device
 
 
+def on_device(encoder: Encoder, device: Any) -> tuple[Any, Any, Any]:
+    """The model on `device` (channels-last on CUDA) and its normalisation as 0-255 tensors."""
+    import torch
+
+    model = encoder.model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    mean = torch.tensor(encoder.spec.mean, device=device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(encoder.spec.std, device=device).view(1, 3, 1, 1) * 255
+    return model, mean, std
+
+
+def forward_uint8(model: Any, batch: Any, mean: Any, std: Any, device: Any) -> Any:
+    """Features of a uint8 NHWC batch: to device, normalise, forward (inside the caller's inference mode)."""
+    import torch
+
+    images = (batch.to(device, non_blocking=True).permute(0, 3, 1, 2).float() - mean) / std
+    if device.type == "cuda":
+        images = images.contiguous(memory_format=torch.channels_last)
+    return model(images)
+
+
 def encode_patches(
     encoder: Encoder,
     patches: Any,
@@ -338,11 +360,7 @@ def encode_patches(
     from tqdm.auto import tqdm
 
     on_cuda = device.type == "cuda"
-    model = encoder.model.to(device)
-    if on_cuda:
-        model = model.to(memory_format=torch.channels_last)
-    mean = torch.tensor(encoder.spec.mean, device=device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(encoder.spec.std, device=device).view(1, 3, 1, 1) * 255
+    model, mean, std = on_device(encoder, device)
     # workers decode the next batches while the model runs on this one
     loader = torch.utils.data.DataLoader(
         patches,
@@ -360,11 +378,7 @@ def encode_patches(
         tqdm(total=len(patches), unit="patch", desc=description, leave=False) as progress,
     ):
         for batch in loader:
-            images = batch.to(device, non_blocking=True).permute(0, 3, 1, 2).float()
-            images = (images - mean) / std
-            if on_cuda:
-                images = images.contiguous(memory_format=torch.channels_last)
-            features = model(images).float().cpu().numpy()
+            features = forward_uint8(model, batch, mean, std, device).float().cpu().numpy()
             out[start : start + len(features)] = features
             start += len(features)
             progress.update(len(features))
