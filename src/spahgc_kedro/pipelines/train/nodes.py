@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from spahgc_kedro.partitions import load_partition
+from spahgc_kedro.partitions import iter_partitions, load_partition
 from spahgc_kedro.tracking import child_run
 
 logger = logging.getLogger(__name__)
@@ -140,8 +140,6 @@ def log_predictions(predictions: dict[str, Any]) -> None:
     from pathlib import Path
 
     from mlflow.tracking import MlflowClient
-
-    from spahgc_kedro.partitions import iter_partitions
 
     client = MlflowClient()
     for key, adata in iter_partitions(predictions):
