@@ -15,6 +15,8 @@ The best epoch is chosen on each fold's validation section, never on the test se
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
 import sys
 import time
@@ -64,6 +66,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 3 epochs, 2 folds, hidden 64")
     parser.add_argument("--work-dir", type=Path, default=common.WORK_DIR)
     parser.add_argument("--out", type=Path, default=None, help="write the table (markdown) here")
+    parser.add_argument(
+        "--fresh", action="store_true", help="refit every variant and seed instead of reusing scores saved by earlier runs"
+    )
     return parser.parse_args(argv)
 
 
@@ -160,6 +165,46 @@ def run_variant(prep: dict[str, Any], gathered: dict[str, Any], changes: dict[st
     return {"predicted": predicted, "best_epochs": best_epochs}
 
 
+def score_path(args, changes: dict[str, Any], seed: int, train: dict[str, Any]) -> Path:
+    """Where one (variant, seed) score is saved: keyed on everything that changes the fit."""
+    key = {
+        "dataset": args.dataset,
+        "raw_dir": str(args.raw_dir or ""),
+        "gene_list": str(args.gene_list),
+        "encoder": args.encoder,
+        "device": args.device,
+        "epochs": args.epochs,
+        "quick": args.quick,
+        "train": {k: v for k, v in train.items() if k != "threads"},
+        "changes": changes,
+        "seed": seed,
+    }
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return args.work_dir / args.dataset / "scores" / f"seed{seed}-{digest}.json"
+
+
+def scored_variant(prep, gathered, changes: dict[str, Any], seed: int, args, n_top: int) -> dict[str, Any]:
+    """One variant and seed: its scores, best epochs and fit time, reused from disk unless --fresh.
+
+    Saving each (variant, seed) lets separate processes share one table: run disjoint
+    `--variants`/`--seeds` in parallel, then a final run with all of them only renders.
+    """
+    path = score_path(args, changes, seed, prep["params"]["train"])
+    if path.exists() and not args.fresh:
+        return json.loads(path.read_text())
+    start = time.perf_counter()
+    result = run_variant(prep, gathered, changes, seed, args)
+    record = {
+        **score(gathered, result["predicted"], n_top),
+        "best_epochs": [int(e) for e in result["best_epochs"]],
+        "seconds": time.perf_counter() - start,
+        "threads": args.threads,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, default=float, indent=1))
+    return record
+
+
 def run_baselines(prep: dict[str, Any], gathered: dict[str, Any], seed: int) -> dict[str, dict[str, np.ndarray]]:
     """{baseline: {test key: prediction}} from the evaluation pipeline's baseline node."""
     from spahgc_kedro.pipelines.evaluation.nodes import predict_baselines
@@ -209,7 +254,7 @@ def _cell(mean: float, folds_sd: float, seeds_sd: float) -> str:
 
 def render(rows: list[dict[str, Any]], header: list[str]) -> str:
     """The markdown table: header lines, then one row per method."""
-    lines = [*header, "", "| method | " + " | ".join(HEADERS) + " | best epochs | fit time |", "|---" * (len(HEADERS) + 3) + "|"]
+    lines = [*header, "", "| method | " + " | ".join(HEADERS) + " | best epochs | fit time per seed |", "|---" * (len(HEADERS) + 3) + "|"]
     for row in rows:
         cells = [_cell(*spread(row["scores"], m)) for m in METRICS]
         lines.append(f"| {row['name']} | " + " | ".join(cells) + f" | {row['best_epochs']} | {row['seconds']:.0f} s |")
@@ -267,13 +312,14 @@ def main(argv: list[str] | None = None) -> str:
     variants = {name: c for name, c in VARIANTS.items() if not args.variants or name in args.variants}
     rows = []
     for name, changes in variants.items():
-        fit_start, scores, best = time.perf_counter(), [], []
+        scores, best, seconds = [], [], 0.0
         for seed in args.seeds:
-            result = run_variant(prep, gathered, changes, seed, args)
-            scores.append(score(gathered, result["predicted"], n_top))
-            best.extend(result["best_epochs"])
-            print(f"{name}, seed {seed}: ACG {np.mean([v['pcc_acg'] for v in scores[-1]['per_fold'].values()]):.3f}", flush=True)
-        rows.append({"name": name, "scores": scores, "best_epochs": f"{min(best)}-{max(best)}", "seconds": time.perf_counter() - fit_start})
+            record = scored_variant(prep, gathered, changes, seed, args, n_top)
+            scores.append(record)
+            best.extend(record["best_epochs"])
+            seconds += record["seconds"]
+            print(f"{name}, seed {seed}: ACG {np.mean([v['pcc_acg'] for v in record['per_fold'].values()]):.3f}", flush=True)
+        rows.append({"name": name, "scores": scores, "best_epochs": f"{min(best)}-{max(best)}", "seconds": seconds / len(args.seeds)})
         if args.out:  # long runs: keep a partial table on disk after every variant
             partial = render(rows, describe(prep, args, args.seeds, time.perf_counter() - start, gathered))
             args.out.parent.mkdir(parents=True, exist_ok=True)
