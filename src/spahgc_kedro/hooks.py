@@ -1,8 +1,10 @@
-"""Project hooks: create the demo dataset when first needed; stop early when an input is missing."""
+"""Project hooks: create the demo dataset when first needed; stop early when an input is missing;
+hand the MLflow run to worker processes."""
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -66,3 +68,45 @@ def _exists(catalog: Any, name: str) -> bool:
         return bool(catalog.exists(name))
     except Exception:  # noqa: BLE001 - any failure to find data means it is not usable
         return False
+
+
+class WorkerTrackingHooks:
+    """Lets nodes in ParallelRunner / Dask worker processes log under the run kedro-mlflow started.
+
+    Spawned workers do not share the driver's MLflow state, so the tracking URI, experiment and
+    run id travel as MLflow's own environment variables, which workers started after this hook
+    inherit: a worker's first MLflow call (kedro-mlflow's parameter logging, or `child_run`)
+    resumes the driver's run instead of opening a stray one.
+    """
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        """Publish the active MLflow run (if any) to processes started from now on."""
+        import sys
+
+        mlflow = sys.modules.get("mlflow")
+        run = mlflow.active_run() if mlflow is not None else None
+        if run is None:
+            return
+        os.environ.update(
+            {
+                "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(),
+                "MLFLOW_RUN_ID": run.info.run_id,
+                "MLFLOW_EXPERIMENT_ID": run.info.experiment_id,
+            }
+        )
+
+    @hook_impl
+    def after_pipeline_run(self, run_params: dict[str, Any], run_result: Any, pipeline: Any, catalog: Any) -> None:
+        """Forget the finished run."""
+        _forget_run()
+
+    @hook_impl
+    def on_pipeline_error(self, error: Exception, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        """Forget the failed run."""
+        _forget_run()
+
+
+def _forget_run() -> None:
+    for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
+        os.environ.pop(name, None)

@@ -1,6 +1,12 @@
-"""Project settings: config loader and session store."""
+"""Project settings: config loader, hooks, and how ParallelRunner starts its workers."""
+
+import os
 
 from kedro.config import OmegaConfigLoader
+
+# ParallelRunner forks by default on Linux; a fork of a process whose torch thread pool
+# has started can deadlock, so workers are spawned (override with KEDRO_MP_CONTEXT=fork).
+os.environ.setdefault("KEDRO_MP_CONTEXT", "spawn")
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
@@ -9,6 +15,6 @@ CONFIG_LOADER_ARGS = {
     "config_patterns": {"mlflow": ["mlflow*", "mlflow*/**", "**/mlflow*"]},
 }
 
-from spahgc_kedro.hooks import DemoDataHooks, MissingInputsHooks  # noqa: E402
+from spahgc_kedro.hooks import DemoDataHooks, MissingInputsHooks, WorkerTrackingHooks  # noqa: E402
 
-HOOKS = (DemoDataHooks(), MissingInputsHooks())
+HOOKS = (DemoDataHooks(), MissingInputsHooks(), WorkerTrackingHooks())

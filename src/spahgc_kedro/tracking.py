@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -27,6 +28,9 @@ def child_run(run_name: str, params: dict[str, Any], tags: dict[str, str]) -> It
     """A nested MLflow run under kedro-mlflow's active run; yields its id, or None when tracking is off."""
     import mlflow
 
+    if mlflow.active_run() is None and os.environ.get("MLFLOW_RUN_ID"):
+        # a worker process (WorkerTrackingHooks): MLflow resumes the driver's run from MLFLOW_RUN_ID
+        mlflow.start_run()
     if mlflow.active_run() is None:
         logger.debug("No active MLflow run (tracking off for this pipeline): %s not logged.", run_name)
         yield None

@@ -112,3 +112,22 @@ def test_real_her2st_section_gives_one_row_per_spot(tmp_path):
     assert out.shape == (section.n_obs, 1280)
     assert list(out.obs_names) == list(section.obs_names)
     assert np.isfinite(out.X).all() and out.X.std(axis=0).mean() > 0.01
+
+
+def test_section_groups_split_sections_and_merge_in_order(tmp_path, tiny_section):
+    from spahgc_kedro.pipelines.embedding.nodes import embed_section_group, merge_section_embeddings
+
+    sections = {"S2": tiny_section, "S1": tiny_section, "S3": tiny_section}
+    groups = [embed_section_group(sections, {}, "efficientnet_lite0", "cpu", 0, EMBEDDING, g, 2) for g in range(2)]
+    assert [list(g) for g in groups] == [["S1", "S3"], ["S2"]]
+    merged = merge_section_embeddings(*groups)
+    assert list(merged) == ["S1", "S2", "S3"]
+    np.testing.assert_array_equal(merged["S1"].X, merged["S2"].X)
+    with pytest.raises(ValueError, match="two work groups"):
+        merge_section_embeddings(groups[0], groups[0])
+
+
+def test_pipeline_has_one_embedding_node_per_section_group():
+    names = [n.name for n in create_pipeline(section_groups=3).nodes]
+    assert names.count("merge_section_embeddings") == 1
+    assert sorted(n for n in names if n.startswith("embed_section_group_")) == [f"embed_section_group_{g}" for g in range(3)]

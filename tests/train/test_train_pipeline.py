@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import yaml
-from kedro.io import DataCatalog, MemoryDataset
-from kedro.runner import SequentialRunner
+from kedro.io import DataCatalog, MemoryDataset, SharedMemoryDataCatalog
+from kedro.runner import ParallelRunner, SequentialRunner
 
 from spahgc_kedro.pipelines.graph.nodes import build_section_graphs, fit_target_scaling, make_fold_plan
 from spahgc_kedro.pipelines.train import create_pipeline
-from spahgc_kedro.pipelines.train.nodes import graphs_by_role
+from spahgc_kedro.pipelines.train.nodes import graphs_by_role, merge_trained_models
+from spahgc_kedro.parallelism import members
 from tests.conftest import PROJECT_ROOT
 from tests.graph.conftest import GRID, SECTIONS  # noqa: F401 - fixtures below come from there too
 
@@ -33,12 +34,13 @@ def _train_params(**overrides):
     return {**params, "epochs": 3, "hidden": 16, "heads": 2, "n_layers": 1, **overrides}
 
 
-def _run(tmp_path, folds, scaling, graphs, **overrides):
+def _run(tmp_path, folds, scaling, graphs, runner=None, fold_groups=None, **overrides):
     from kedro_datasets.partitions import PartitionedDataset
 
     from spahgc_kedro.datasets import TorchObjectDataset
 
-    catalog = DataCatalog(
+    catalog_class = SharedMemoryDataCatalog if isinstance(runner, ParallelRunner) else DataCatalog
+    catalog = catalog_class(
         {
             "section_graphs": MemoryDataset(graphs, copy_mode="assign"),
             "folds": MemoryDataset(folds),
@@ -54,7 +56,7 @@ def _run(tmp_path, folds, scaling, graphs, **overrides):
             ),
         }
     )
-    SequentialRunner().run(create_pipeline(), catalog)
+    (runner or SequentialRunner()).run(create_pipeline(fold_groups=fold_groups), catalog)
     predictions = {key: load() for key, load in catalog.load("predictions").items()}
     return catalog.load("trained_models"), predictions
 
@@ -90,3 +92,35 @@ def test_missing_graphs_say_which_pipeline_to_run(tiny_graphs):
     partial = {k: v for k, v in graphs.items() if not k.startswith(f"{fold}/")}
     with pytest.raises(ValueError, match="--pipeline=graph"):
         graphs_by_role(partial, folds, fold, "train")
+
+
+def test_fold_groups_cover_every_fold_once():
+    folds = {"folds": {name: {} for name in ["C5", "C2", "C4", "C3", "C6"]}}
+    groups = [{fold: {"group": g} for fold in members(folds["folds"], g, 2)} for g in range(2)]
+    assert list(groups[0]) == ["C2", "C4", "C6"] and list(groups[1]) == ["C3", "C5"]
+    assert list(merge_trained_models(folds, *groups)) == ["C2", "C3", "C4", "C5", "C6"]
+    with pytest.raises(ValueError, match=r"\['C3', 'C5'\]"):
+        merge_trained_models(folds, groups[0])
+    with pytest.raises(ValueError, match="two work groups"):
+        merge_trained_models(folds, groups[0], groups[0])
+
+
+def test_pipeline_has_one_train_node_per_fold_group():
+    names = [n.name for n in create_pipeline(fold_groups=3).nodes]
+    assert [n for n in names if n.startswith("train_fold_group_")] == [f"train_fold_group_{g}" for g in range(3)]
+    assert "merge_trained_models" in names
+
+
+def test_parallel_runner_trains_fold_groups_like_the_sequential_runner(tmp_path, tiny_graphs, monkeypatch):
+    # the project's settings choose spawn; this test runs without a Kedro session
+    monkeypatch.setenv("KEDRO_MP_CONTEXT", "spawn")
+    folds, scaling, builders = tiny_graphs
+    # built graphs: the builders are closures, which cannot cross processes (a catalog's partitions can)
+    graphs = {key: build() for key, build in builders.items()}
+    sequential, _ = _run(tmp_path / "sequential", folds, scaling, graphs, fold_groups=2, threads=1)
+    parallel, predictions = _run(
+        tmp_path / "parallel", folds, scaling, graphs, runner=ParallelRunner(max_workers=2), fold_groups=2, threads=1
+    )
+    assert set(parallel) == set(folds["folds"]) == set(predictions)
+    for fold in folds["folds"]:
+        assert parallel[fold]["history"] == sequential[fold]["history"]

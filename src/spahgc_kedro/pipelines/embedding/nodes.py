@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from spahgc_kedro import encoders
+from spahgc_kedro.parallelism import in_worker_process, members, worker_threads
 from spahgc_kedro.partitions import load_partition
 from spahgc_kedro.patches import SpotPatches, patch_size_px
 
@@ -133,3 +134,35 @@ def embed_sections(
         )
         for section_id in sorted(sections)
     }
+
+
+def embed_section_group(
+    sections: dict[str, Any],
+    embedding_cache: dict[str, Any],
+    encoder: str,
+    device: str,
+    seed: int,
+    embedding: dict[str, Any],
+    group: int = 0,
+    groups: int = 1,
+) -> dict[str, Any]:
+    """Patch embeddings of this work group's sections, computed here so concurrent groups share the work."""
+    import torch
+
+    if in_worker_process():
+        # concurrent groups would each take every core and slow each other down
+        torch.set_num_threads(worker_threads(groups))
+    mine = {section_id: sections[section_id] for section_id in members(sections, group, groups)}
+    lazy = embed_sections(mine, embedding_cache, encoder, device, seed, embedding)
+    return {section_id: load() for section_id, load in lazy.items()}
+
+
+def merge_section_embeddings(*group_embeddings: dict[str, Any]) -> dict[str, Any]:
+    """Every section's embeddings from the work groups, in section order."""
+    merged: dict[str, Any] = {}
+    for embeddings in group_embeddings:
+        repeated = sorted(set(merged) & set(embeddings))
+        if repeated:
+            raise ValueError(f"Sections {repeated} were embedded by two work groups; section_groups must split disjointly.")
+        merged.update(embeddings)
+    return dict(sorted(merged.items()))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from spahgc_kedro.parallelism import in_worker_process, members, worker_threads
 from spahgc_kedro.partitions import iter_partitions, load_partition
 from spahgc_kedro.tracking import child_run
 
@@ -55,7 +56,7 @@ def _log_best_model(result: Any, run_id: str | None) -> None:
     )
 
 
-def train_models(
+def train_fold_group(
     section_graphs: dict[str, Any],
     folds: dict[str, Any],
     train: dict[str, Any],
@@ -63,14 +64,19 @@ def train_models(
     device: str,
     dataset: str,
     encoder: str,
+    group: int = 0,
+    groups: int = 1,
 ) -> dict[str, Any]:
-    """Fit one model per fold on its train graphs, choosing the epoch by validation PCC only."""
+    """Fit one model per fold of this work group, choosing the epoch by validation PCC only."""
     from spahgc_kedro.encoders import select_device
     from spahgc_kedro.model.training import TrainConfig, fit
 
     config = TrainConfig(**{**train, "seed": int(seed), "device": str(select_device(device))})
+    if config.threads == 0 and in_worker_process():
+        # concurrent groups would each take every core and slow each other down
+        config.threads = worker_threads(groups)
     trained = {}
-    for fold in sorted(folds["folds"]):
+    for fold in members(folds["folds"], group, groups):
         train_graphs = graphs_by_role(section_graphs, folds, fold, "train")
         validation_graphs = graphs_by_role(section_graphs, folds, fold, "validation")
         if not validation_graphs:
@@ -93,6 +99,20 @@ def train_models(
             "mlflow_run_id": run_id or "",
         }
     return trained
+
+
+def merge_trained_models(folds: dict[str, Any], *group_models: dict[str, Any]) -> dict[str, Any]:
+    """Every fold's trained model from the work groups, checked complete and unique."""
+    merged: dict[str, Any] = {}
+    for models in group_models:
+        repeated = sorted(set(merged) & set(models))
+        if repeated:
+            raise ValueError(f"Folds {repeated} were trained by two work groups; fold_groups must split folds disjointly.")
+        merged.update(models)
+    missing = sorted(set(folds["folds"]) - set(merged))
+    if missing:
+        raise ValueError(f"No trained model for folds {missing}: a train_fold_group node did not run.")
+    return dict(sorted(merged.items()))
 
 
 def predict_test_sections(
@@ -141,11 +161,12 @@ def log_predictions(predictions: dict[str, Any]) -> None:
 
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient()
+    client = None  # created only when there is a run: a client alone makes an empty store
     for key, adata in iter_partitions(predictions):
         run_id = adata.uns.get("mlflow_run_id")
         if not run_id:
             continue
+        client = client or MlflowClient()
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"predictions_{key}.h5ad"
             adata.write_h5ad(path)

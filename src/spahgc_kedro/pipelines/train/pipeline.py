@@ -1,27 +1,42 @@
 """Train pipeline wiring."""
 
+from functools import partial, update_wrapper
+
 from kedro.pipeline import Pipeline, node, pipeline
 
-from .nodes import log_predictions, predict_test_sections, train_models
+from spahgc_kedro.parallelism import group_count
+
+from .nodes import log_predictions, merge_trained_models, predict_test_sections, train_fold_group
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """Section graphs -> trained models per fold -> test-section predictions."""
+    """Section graphs -> trained models per fold (in work groups) -> test-section predictions."""
+    groups = kwargs.get("fold_groups") or group_count("fold_groups")
+    group_nodes = [
+        node(
+            update_wrapper(partial(train_fold_group, group=group, groups=groups), train_fold_group),
+            [
+                "section_graphs",
+                "folds",
+                "params:train",
+                "params:seed",
+                "params:device",
+                "params:dataset",
+                "params:encoder",
+            ],
+            f"trained_models_group_{group}",
+            name=f"train_fold_group_{group}",
+        )
+        for group in range(groups)
+    ]
     return pipeline(
         [
+            *group_nodes,
             node(
-                train_models,
-                [
-                    "section_graphs",
-                    "folds",
-                    "params:train",
-                    "params:seed",
-                    "params:device",
-                    "params:dataset",
-                    "params:encoder",
-                ],
+                merge_trained_models,
+                ["folds", *(f"trained_models_group_{group}" for group in range(groups))],
                 "trained_models",
-                name="train_models",
+                name="merge_trained_models",
             ),
             node(
                 predict_test_sections,

@@ -1,0 +1,65 @@
+"""Work groups: how the embedding and train stages split into nodes that can run concurrently.
+
+Kedro fixes a pipeline's nodes before parameters are read, so the group counts come
+from `conf/<env>/parallelism.yml` when the pipelines are built, not from `--params`.
+SequentialRunner runs the groups one after another; ParallelRunner and the DaskRunner
+run them at the same time.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_GROUPS = {"section_groups": 2, "fold_groups": 4}
+
+
+def _conf_source() -> Path:
+    from kedro.framework.project import settings
+
+    source = Path(settings.CONF_SOURCE)
+    if source.is_absolute():
+        return source
+    # the project root: the working directory for `kedro run`, else this source checkout
+    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        if (root / source).is_dir():
+            return root / source
+    return Path.cwd() / source
+
+
+def group_count(name: str) -> int:
+    """The configured number of work groups for `section_groups` or `fold_groups` (>= 1)."""
+    import yaml
+
+    if name not in DEFAULT_GROUPS:
+        raise KeyError(f"Unknown work group setting {name!r}; expected one of {sorted(DEFAULT_GROUPS)}.")
+    value, origin = DEFAULT_GROUPS[name], "the default"
+    source = _conf_source()
+    for env in ("base", "local"):  # local overrides base, as for every other config file
+        path = source / env / "parallelism.yml"
+        if path.is_file():
+            config = yaml.safe_load(path.read_text()) or {}
+            if name in config:
+                value, origin = config[name], str(path)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{origin}: {name} must be a whole number >= 1, got {value!r}.")
+    return value
+
+
+def members(keys: list[str] | set[str], group: int, groups: int) -> list[str]:
+    """The keys a group owns: every `groups`-th of the sorted keys, starting at `group`."""
+    return sorted(keys)[group::groups]
+
+
+def in_worker_process() -> bool:
+    """True inside a ParallelRunner / Dask worker process (not the process that started the run)."""
+    return multiprocessing.parent_process() is not None
+
+
+def worker_threads(groups: int) -> int:
+    """Torch threads for one group in a worker process: the cores shared by the groups, at least 1."""
+    return max(1, (os.cpu_count() or 1) // groups)
