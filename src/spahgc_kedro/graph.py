@@ -18,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 METRICS = ("l1", "cosine")
+RETRIEVAL_DEVICES = ("cpu", "cuda", "auto")
 
 
 def _unit_rows(values: np.ndarray) -> np.ndarray:
@@ -42,6 +43,35 @@ def _smallest_k(values: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray
     return values[rows, order], ids[rows, order]
 
 
+def resolve_retrieval_device(device: str = "cpu") -> str:
+    """`cpu`, `cuda` (or `cuda:N`) or `auto` (cuda when torch sees a GPU) -> the device retrieval runs on."""
+    device = str(device or "cpu").lower()
+    if device == "cpu":
+        return device
+    if device != "auto" and device.split(":")[0] != "cuda":
+        raise ValueError(
+            f"Unknown graph.retrieval_device '{device}'. Choose one of: {', '.join(RETRIEVAL_DEVICES)}."
+        )
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        raise ValueError(
+            f"graph.retrieval_device is '{device}' but torch {torch.__version__} sees no CUDA GPU. "
+            "Use --params graph.retrieval_device=cpu (exact, float64) or auto."
+        )
+    return device
+
+
+def _check_retrieval(metric: str, k: int, n_candidates: int) -> None:
+    """Fail on an unknown metric or a k that the candidates cannot supply."""
+    if metric not in METRICS:
+        raise ValueError(f"Unknown graph.metric '{metric}'. Choose one of: {', '.join(METRICS)}.")
+    if not 0 < k <= n_candidates:
+        raise ValueError(f"Cannot retrieve {k} neighbours among {n_candidates} candidates.")
+
+
 def nearest_neighbours(
     queries: np.ndarray,
     candidates: np.ndarray,
@@ -49,21 +79,23 @@ def nearest_neighbours(
     metric: str = "l1",
     block_size: int = 2048,
     exclude_self: bool = False,
+    device: str = "cpu",
 ) -> tuple[np.ndarray, np.ndarray]:
     """k nearest candidates of every query, `(distances, indices)` `[n, k]`, nearest first.
 
     Distances are computed in `block_size x block_size` tiles with a running top-k, so
     memory stays O(block_size^2 + n k) whatever the sizes (float64 tiles: 2048 -> 32 MiB). Ties go to the lower index,
     which makes the result independent of the block size. `exclude_self` (queries ==
-    candidates) drops each row's own index.
+    candidates) drops each row's own index. `device` (see `resolve_retrieval_device`)
+    other than cpu runs `nearest_neighbours_torch` there: float32 distances, so
+    near-ties may resolve differently from this exact float64 path.
     """
+    device = resolve_retrieval_device(device)
+    if device != "cpu":
+        return nearest_neighbours_torch(queries, candidates, k, metric, block_size, exclude_self, device)
     from scipy.spatial.distance import cdist
 
-    if metric not in METRICS:
-        raise ValueError(f"Unknown graph.metric '{metric}'. Choose one of: {', '.join(METRICS)}.")
-    n_candidates = candidates.shape[0] - int(exclude_self)
-    if not 0 < k <= n_candidates:
-        raise ValueError(f"Cannot retrieve {k} neighbours among {n_candidates} candidates.")
+    _check_retrieval(metric, k, candidates.shape[0] - int(exclude_self))
     if metric == "cosine":
         queries, candidates = _unit_rows(queries), _unit_rows(candidates)
     distances = np.empty((queries.shape[0], k), dtype=np.float64)
@@ -87,6 +119,66 @@ def nearest_neighbours(
                 np.hstack([best_d, tile_d]), np.hstack([best_i, tile_i]), k
             )
         distances[q0:q1], indices[q0:q1] = best_d, best_i
+    return distances, indices
+
+
+def nearest_neighbours_torch(
+    queries: np.ndarray,
+    candidates: np.ndarray,
+    k: int,
+    metric: str = "l1",
+    block_size: int = 2048,
+    exclude_self: bool = False,
+    device: Any = "cuda",
+) -> tuple[np.ndarray, np.ndarray]:
+    """`nearest_neighbours` on a torch device (any, cpu included), in float32.
+
+    Same blocked running top-k and lower-index tie rule, with `torch.cdist(p=1)` or
+    `1 - cosine` tiles: only one query block, one candidate block, one tile and the
+    block's running k best are on the device at a time (O(block_size^2 + n k) there, and
+    the `[n, k]` results on the host). Float32 distances, so near-ties (closer than
+    float32 rounding) may resolve differently from the float64 CPU path.
+    """
+    import torch
+
+    _check_retrieval(metric, k, candidates.shape[0] - int(exclude_self))
+    device = torch.device(device)
+    if metric == "cosine":
+        queries, candidates = _unit_rows(queries), _unit_rows(candidates)
+    queries = np.asarray(queries, dtype=np.float32)
+    candidates = np.asarray(candidates, dtype=np.float32)
+    distances = np.empty((queries.shape[0], k), dtype=np.float64)
+    indices = np.empty((queries.shape[0], k), dtype=np.int64)
+    with torch.inference_mode():
+        for q0 in range(0, queries.shape[0], block_size):
+            q1 = min(q0 + block_size, queries.shape[0])
+            query = torch.from_numpy(queries[q0:q1]).to(device)
+            best_d = best_i = None
+            for c0 in range(0, candidates.shape[0], block_size):
+                c1 = min(c0 + block_size, candidates.shape[0])
+                candidate = torch.from_numpy(candidates[c0:c1]).to(device)
+                if metric == "l1":
+                    tile = torch.cdist(query, candidate, p=1)
+                else:
+                    tile = 1.0 - query @ candidate.T
+                if exclude_self and q0 < c1 and c0 < q1:
+                    own = torch.arange(max(q0, c0), min(q1, c1), device=device)
+                    tile[own - q0, own - c0] = torch.inf
+                # The running best holds lower ids than the tile and the tile's columns are in
+                # id order, so a stable sort by distance breaks ties on the lower id.
+                kept = 0 if best_d is None else best_d.shape[1]
+                merged = tile if best_d is None else torch.cat([best_d, tile], dim=1)
+                values, order = torch.sort(merged, dim=1, stable=True)
+                keep = min(k, values.shape[1])
+                best_d, order = values[:, :keep], order[:, :keep]
+                from_tile = order - kept + c0
+                best_i = (
+                    from_tile
+                    if best_i is None
+                    else torch.where(order < kept, best_i.gather(1, order.clamp(max=kept - 1)), from_tile)
+                )
+            distances[q0:q1] = best_d.double().cpu().numpy()
+            indices[q0:q1] = best_i.cpu().numpy()
     return distances, indices
 
 
@@ -155,6 +247,7 @@ def assemble_section_graph(
     metric: str,
     block_size: int,
     attributes: dict[str, Any],
+    retrieval_device: str = "cpu",
 ) -> Any:
     """One section's `HeteroData` from arrays (design.md §3), validated.
 
@@ -162,7 +255,8 @@ def assemble_section_graph(
     (section = index into `reference_x`, whose entries are `[embedding || expression]`
     per reference section). Refer edges are grouped by target, nearest first, so
     `edge_index[0].view(N, k)` lists each spot's references. `target_y` None (a section
-    without expression, only to predict) leaves `target.y` unset.
+    without expression, only to predict) leaves `target.y` unset. `retrieval_device`
+    runs the reference-close-reference kNN (see `nearest_neighbours`).
     """
     import torch
     from torch_geometric.data import HeteroData
@@ -179,7 +273,9 @@ def assemble_section_graph(
 
     k = min(k_close, features.shape[0] - 1)
     if k > 0:
-        _, close = nearest_neighbours(features, features, k, metric, block_size, exclude_self=True)
+        _, close = nearest_neighbours(
+            features, features, k, metric, block_size, exclude_self=True, device=retrieval_device
+        )
         close_edges = np.vstack([close.ravel(), np.repeat(np.arange(features.shape[0]), k)])
     else:
         close_edges = np.empty((2, 0), dtype=np.int64)
@@ -242,6 +338,7 @@ def pair_neighbours(
     k: int,
     metric: str,
     block_size: int,
+    device: str = "cpu",
 ) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
     """k nearest spots of each query section within each candidate section (fold-independent)."""
     from tqdm.auto import tqdm
@@ -253,6 +350,7 @@ def pair_neighbours(
             min(k, embeddings[candidate].shape[0]),
             metric,
             block_size,
+            device=device,
         )
         for query, candidate in tqdm(pairs, desc="cross-section retrieval", unit="pair")
     }
@@ -319,6 +417,7 @@ def fold_graph_builders(
             k_close=params["k_close"],
             metric=params["metric"],
             block_size=params["block_size"],
+            retrieval_device=params.get("retrieval_device", "cpu"),
             attributes={
                 "section_id": section_id,
                 "fold": name,

@@ -102,7 +102,12 @@ def build_section_graphs(
         )
     embeddings = {s: aligned_embedding(loaded[s], load_partition(patch_embeddings[s]), s) for s in section_ids}
     neighbours = pair_neighbours(
-        embeddings, retrieval_pairs(folds), graph["k_refer"], graph["metric"], graph["block_size"]
+        embeddings,
+        retrieval_pairs(folds),
+        graph["k_refer"],
+        graph["metric"],
+        graph["block_size"],
+        device=graph.get("retrieval_device", "cpu"),
     )
     radius = {
         s: float(preset["spatial_radius_spacings"]) * float(a.uns["spot_spacing_px"])
