@@ -76,12 +76,14 @@ def current_rss_mib() -> float:
 
 @dataclass
 class StageMeasure:
-    """Wall time and memory of one stage: peak RSS sampled during it, and its growth over the start."""
+    """Wall time and memory of one stage: peak RSS sampled during it, its growth over the
+    start, and (CUDA only) the peak of torch's allocated GPU memory during it."""
 
     seconds: float = 0.0
     rss_before_mib: float = 0.0
     peak_rss_mib: float = 0.0
     notes: list[str] = field(default_factory=list)
+    gpu_peak_mib: float = float("nan")
 
     @property
     def peak_growth_mib(self) -> float:
@@ -90,12 +92,18 @@ class StageMeasure:
 
 
 @contextmanager
-def measure(interval: float = 0.02) -> Iterator[StageMeasure]:
+def measure(interval: float = 0.02, cuda: bool = False) -> Iterator[StageMeasure]:
     """Time a block and sample this process's RSS (/proc/self/statm) every `interval` s in a thread.
 
     RSS covers numpy, torch and every native allocation, unlike tracemalloc; short spikes
-    between two samples can be missed.
+    between two samples can be missed. `cuda`: synchronise before and after (so queued
+    kernels are timed) and record `torch.cuda.max_memory_allocated` over the block.
     """
+    if cuda:
+        import torch
+
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     result = StageMeasure(rss_before_mib=current_rss_mib())
     result.peak_rss_mib = result.rss_before_mib
     stop = threading.Event()
@@ -111,6 +119,9 @@ def measure(interval: float = 0.02) -> Iterator[StageMeasure]:
     try:
         yield result
     finally:
+        if cuda:
+            torch.cuda.synchronize()
+            result.gpu_peak_mib = torch.cuda.max_memory_allocated() / 2**20
         result.seconds = time.perf_counter() - start
         stop.set()
         thread.join()

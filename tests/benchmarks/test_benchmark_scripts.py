@@ -64,3 +64,42 @@ def test_scaling_quick_prints_stages_and_exponents(tmp_path):
     assert "growth exponent (log-log slope" in table
     assert "| 100 x 4 |" in table and "| 200 x 4 |" in table
     assert "| 3 |" in table  # the reference-count sweep
+
+
+def test_generated_sections_share_one_readable_image(tmp_path):
+    import os
+    import zlib
+
+    from spahgc_kedro.patches import TiffImage
+
+    raw = scaling.generated_dataset(tmp_path, 100, 2, 5)
+    images = [raw / f"G{i}" / "image.tif" for i in range(2)]
+    assert os.stat(images[0]).st_ino == os.stat(images[1]).st_ino
+    image = TiffImage(images[1])
+    # the pre-encoded tiles decode to the pixels they were made from, in tile order
+    first, second = (np.frombuffer(zlib.decompress(t), np.uint8).reshape(512, 512, 3) for t in scaling.encoded_tiles()[:2])
+    np.testing.assert_array_equal(image.read(0, 0, 512, 512), first)
+    np.testing.assert_array_equal(image.read(512, 0, 1024, 300), second[:300])
+    image.close()
+
+
+def test_scaling_fixed_reference_table_quick(tmp_path):
+    out = tmp_path / "scaling.md"
+    table = scaling.main(["--quick", "--tables", "fixed-reference", "--work-dir", str(tmp_path), "--out", str(out)])
+    assert "### Graph construction vs target spots, fixed reference set" in table
+    assert "time and peak memory per stage" not in table  # only the table asked for
+    for stated in ("2 training sections of 200 spots", "random 16-d", "block_size 2048", "machine:", "wall time:"):
+        assert stated in table
+    rows = [line.split(" | ") for line in table.splitlines() if line.startswith(("| 100 |", "| 300 |"))]
+    assert len(rows) == 2
+    # reference nodes: the distinct retrieved spots, never more than the fixed reference set holds
+    assert all(0 < int(row[4]) <= 2 * 200 for row in rows)
+    assert "| growth exponent (log-log slope, 100..300) |" in table
+    assert out.read_text().strip() == table.strip()
+
+
+def test_scaling_extrapolates_the_knn_baseline_from_a_sample(tmp_path):
+    table = scaling.main(["--quick", "--tables", "stages", "--knn-sample", "50", "--work-dir", str(tmp_path)])
+    rows = [line for line in table.splitlines() if line.startswith("| generated")]
+    assert len(rows) == 2 and all(row.rstrip(" |").split(" | ")[-1].split(" (")[1] == "part extrap.)" for row in rows)
+    assert "L1 kNN baseline timed on 50 of 100 test spots" in table
