@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 from collections.abc import Callable
@@ -230,8 +231,9 @@ def _fit(
     device = torch.device(config.device)
     model_config = _model_config(config, target_dim, n_genes)
     model = build_model(model_config).to(device)
-    train_graphs = [graph.to(device) for graph in train_graphs]
-    validation_graphs = [graph.to(device) for graph in validation_graphs]
+    # PyG's .to() moves a graph in place: copies keep the caller's graphs where they were
+    train_graphs = [copy.copy(graph).to(device) for graph in train_graphs]
+    validation_graphs = [copy.copy(graph).to(device) for graph in validation_graphs]
     teacher = Teacher(model, config.teacher, config.ema_decay) if config.use_contrastive else None
     predictor = Predictor(config.hidden).to(device) if config.use_contrastive and config.use_predictor else None
     parameters = list(model.parameters()) + (list(predictor.parameters()) if predictor is not None else [])
@@ -277,6 +279,6 @@ def predict(model: SpaHGC, graph, device: str = "cpu") -> np.ndarray:
     model.to(device).eval()
     try:
         with torch.inference_mode():
-            return model(graph.to(device)).float().cpu().numpy()
+            return model(copy.copy(graph).to(device)).float().cpu().numpy()
     finally:
         model.train(was_training)
