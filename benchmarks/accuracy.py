@@ -73,6 +73,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--work-dir", type=Path, default=common.WORK_DIR)
     parser.add_argument("--out", type=Path, default=None, help="write the table (markdown) here")
     parser.add_argument(
+        "--cached-only", action="store_true",
+        help="fit nothing: tabulate the (variant, seed) scores earlier runs saved, listing what is missing",
+    )
+    parser.add_argument(
         "--fresh", action="store_true", help="refit every variant and seed instead of reusing scores saved by earlier runs"
     )
     return parser.parse_args(argv)
@@ -189,7 +193,7 @@ def score_path(args, changes: dict[str, Any], seed: int, train: dict[str, Any]) 
     return args.work_dir / args.dataset / "scores" / f"seed{seed}-{digest}.json"
 
 
-def scored_variant(prep, gathered, changes: dict[str, Any], seed: int, args, n_top: int) -> dict[str, Any]:
+def scored_variant(prep, gathered, changes: dict[str, Any], seed: int, args, n_top: int) -> dict[str, Any] | None:
     """One variant and seed: its scores, best epochs and fit time, reused from disk unless --fresh.
 
     Saving each (variant, seed) lets separate processes share one table: run disjoint
@@ -198,6 +202,8 @@ def scored_variant(prep, gathered, changes: dict[str, Any], seed: int, args, n_t
     path = score_path(args, changes, seed, prep["params"]["train"])
     if path.exists() and not args.fresh:
         return json.loads(path.read_text())
+    if args.cached_only:
+        return None
     start = time.perf_counter()
     result = run_variant(prep, gathered, changes, seed, args)
     record = {
@@ -303,7 +309,9 @@ def describe(prep: dict[str, Any], args, wall: float, gathered: dict[str, Any]) 
         f"- encoder: {args.encoder} (frozen, ImageNet weights), 224 px centred patches; model: hidden {hidden}, "
         f"{layers} layers, {epochs}, lr {train['lr']}, torch threads {args.threads}",
         f"- machine: {common.machine_line(prep['device'])}",
-        f"- wall time: {wall:.0f} s in all (prep + all fits)",
+        f"- wall time: {wall:.0f} s in all (prep + all fits)"
+        if not args.cached_only
+        else f"- wall time: {wall:.0f} s to tabulate; the fits ran earlier, possibly in parallel processes (per-seed fit time in the last column)",
     ]
 
 
@@ -325,18 +333,25 @@ def main(argv: list[str] | None = None) -> str:
     gathered = test_sections(prep)
     n_top = int(prep["params"]["evaluation"]["n_top_genes"])
     variants = {name: c for name, c in VARIANTS.items() if not args.variants or name in args.variants}
-    rows = []
+    rows, missing = [], []
     for name, changes in variants.items():
         scores, best, seconds = [], [], 0.0
         seeds = args.seeds if name in PRIMARY or args.ablation_seeds is None else args.ablation_seeds
+        done = []
         for seed in seeds:
             record = scored_variant(prep, gathered, changes, seed, args, n_top)
+            if record is None:
+                missing.append(f"{name} seed {seed}")
+                continue
+            done.append(seed)
             scores.append(record)
             best.extend(record["best_epochs"])
             seconds += record["seconds"]
             print(f"{name}, seed {seed}: ACG {np.mean([v['pcc_acg'] for v in record['per_fold'].values()]):.3f}", flush=True)
+        if not scores:
+            continue
         rows.append(
-            {"name": name, "seeds": seeds, "scores": scores, "best_epochs": f"{min(best)}-{max(best)}", "seconds": seconds / len(seeds)}
+            {"name": name, "seeds": done, "scores": scores, "best_epochs": f"{min(best)}-{max(best)}", "seconds": seconds / len(seeds)}
         )
         if args.out:  # long runs: keep a partial table on disk after every variant
             partial = render(rows, describe(prep, args, time.perf_counter() - start, gathered))
@@ -354,6 +369,8 @@ def main(argv: list[str] | None = None) -> str:
         if baseline_scores[name]
     ]
     table = render(rows, describe(prep, args, time.perf_counter() - start, gathered))
+    if missing:
+        table += f"\n\nNot run (no saved score; `--cached-only` tabulates what exists): {', '.join(missing)}."
     table += "\n\n(training mean: constant over a section's spots, so per-section PCC is undefined (n/a); its pooled PCC only reflects the fold-to-fold change of the training mean.)"
     print(table)
     if args.out:
