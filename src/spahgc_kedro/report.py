@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from spahgc_kedro.tracking import pipeline_run_active
+
 logger = logging.getLogger(__name__)
 
 TIFF_SUFFIXES = {".tif", ".tiff", ".svs", ".btf"}
@@ -220,7 +222,7 @@ def log_text_artifact(text: str, filename: str) -> None:
     except ImportError:
         logger.debug("mlflow is not installed: %s not logged.", filename)
         return
-    if mlflow.active_run() is None:
+    if not pipeline_run_active():
         logger.debug("No active MLflow run: %s not logged.", filename)
         return
     with tempfile.TemporaryDirectory() as folder:

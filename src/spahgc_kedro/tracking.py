@@ -23,19 +23,33 @@ def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-@contextmanager
-def child_run(run_name: str, params: dict[str, Any], tags: dict[str, str]) -> Iterator[str | None]:
-    """A nested MLflow run under kedro-mlflow's active run; yields its id, or None when tracking is off."""
+def pipeline_run_active() -> bool:
+    """Whether kedro-mlflow's run is active here, resuming it first in a worker process."""
     import mlflow
 
     if mlflow.active_run() is None and os.environ.get("MLFLOW_RUN_ID"):
         # a worker process (WorkerTrackingHooks): MLflow resumes the driver's run from MLFLOW_RUN_ID
         mlflow.start_run()
-    if mlflow.active_run() is None:
+    return mlflow.active_run() is not None
+
+
+@contextmanager
+def child_run(run_name: str, params: dict[str, Any], tags: dict[str, str]) -> Iterator[str | None]:
+    """A nested MLflow run under kedro-mlflow's active run; yields its id, or None when tracking is off."""
+    import mlflow
+
+    if not pipeline_run_active():
         logger.debug("No active MLflow run (tracking off for this pipeline): %s not logged.", run_name)
         yield None
         return
-    with mlflow.start_run(run_name=run_name, nested=True) as run:
+    # with MLFLOW_RUN_ID set (WorkerTrackingHooks), MLflow would resume that run instead of nesting
+    published = os.environ.pop("MLFLOW_RUN_ID", None)
+    try:
+        started = mlflow.start_run(run_name=run_name, nested=True)
+    finally:
+        if published is not None:
+            os.environ["MLFLOW_RUN_ID"] = published  # for worker processes started later
+    with started as run:
         mlflow.log_params({k: str(v)[:250] for k, v in flatten(params).items()})
         mlflow.set_tags(tags)
         yield run.info.run_id

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from spahgc_kedro.baselines import predict_baseline
 from spahgc_kedro.metrics import SECTION_METRICS, pearson_per_gene, pooled_pcc, section_metrics, top_genes
+from spahgc_kedro.tracking import pipeline_run_active
 from spahgc_kedro.partitions import iter_partitions, load_partition
 
 logger = logging.getLogger(__name__)
@@ -271,7 +272,7 @@ def log_metrics_to_mlflow(fold_metrics: pd.DataFrame, overall: dict[str, Any]) -
                     client.log_metric(row["mlflow_run_id"], f"test_{metric}", float(row[metric]))
         except Exception as error:  # noqa: BLE001 - a missing run or tracking store must not fail the evaluation
             logger.debug("Fold '%s': metrics not logged to run %s (%s).", row["fold"], row["mlflow_run_id"], error)
-    if mlflow.active_run() is None:
+    if not pipeline_run_active():
         logger.debug("No active MLflow run: overall metrics not logged.")
         return
     for method, values in overall["methods"].items():
