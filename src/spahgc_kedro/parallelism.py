@@ -11,7 +11,10 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+from collections.abc import Callable
+from functools import partial, update_wrapper
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -63,3 +66,29 @@ def in_worker_process() -> bool:
 def worker_threads(groups: int) -> int:
     """Torch threads for one group in a worker process: the cores shared by the groups, at least 1."""
     return max(1, (os.cpu_count() or 1) // groups)
+
+
+def merge_groups(group_results: tuple[dict[str, Any], ...], unit: str) -> dict[str, Any]:
+    """One dict, in key order, from the work groups' dicts; fails on a key two groups made."""
+    merged: dict[str, Any] = {}
+    for results in group_results:
+        repeated = sorted(set(merged) & set(results))
+        if repeated:
+            raise ValueError(f"{unit} {repeated} were made by two work groups; groups must split them disjointly.")
+        merged.update(results)
+    return dict(sorted(merged.items()))
+
+
+def group_nodes(func: Callable[..., Any], inputs: list[str], output: str, name: str, groups: int) -> list[Any]:
+    """`groups` Kedro nodes running `func(..., group=i, groups=groups)`, output `<output>_group_<i>`."""
+    from kedro.pipeline import node
+
+    return [
+        node(
+            update_wrapper(partial(func, group=group, groups=groups), func),
+            inputs,
+            f"{output}_group_{group}",
+            name=f"{name}_{group}",
+        )
+        for group in range(groups)
+    ]

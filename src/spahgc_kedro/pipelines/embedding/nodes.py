@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from spahgc_kedro import encoders
-from spahgc_kedro.parallelism import in_worker_process, members, worker_threads
+from spahgc_kedro.parallelism import in_worker_process, members, merge_groups, worker_threads
 from spahgc_kedro.partitions import load_partition
 from spahgc_kedro.patches import SpotPatches, patch_size_px
 
@@ -159,10 +159,4 @@ def embed_section_group(
 
 def merge_section_embeddings(*group_embeddings: dict[str, Any]) -> dict[str, Any]:
     """Every section's embeddings from the work groups, in section order."""
-    merged: dict[str, Any] = {}
-    for embeddings in group_embeddings:
-        repeated = sorted(set(merged) & set(embeddings))
-        if repeated:
-            raise ValueError(f"Sections {repeated} were embedded by two work groups; section_groups must split disjointly.")
-        merged.update(embeddings)
-    return dict(sorted(merged.items()))
+    return merge_groups(group_embeddings, "Sections")

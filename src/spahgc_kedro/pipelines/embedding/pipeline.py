@@ -1,10 +1,8 @@
 """Embedding pipeline wiring."""
 
-from functools import partial, update_wrapper
-
 from kedro.pipeline import Pipeline, node, pipeline
 
-from spahgc_kedro.parallelism import group_count
+from spahgc_kedro.parallelism import group_count, group_nodes
 
 from .nodes import embed_section_group, merge_section_embeddings
 
@@ -12,25 +10,10 @@ from .nodes import embed_section_group, merge_section_embeddings
 def create_pipeline(**kwargs) -> Pipeline:
     """Sections (+ previous embeddings as a cache) -> patch embeddings, in work groups of sections."""
     groups = kwargs.get("section_groups") or group_count("section_groups")
-    group_nodes = [
-        node(
-            update_wrapper(partial(embed_section_group, group=group, groups=groups), embed_section_group),
-            [
-                "sections",
-                "embedding_cache",
-                "params:encoder",
-                "params:device",
-                "params:seed",
-                "params:embedding",
-            ],
-            f"patch_embeddings_group_{group}",
-            name=f"embed_section_group_{group}",
-        )
-        for group in range(groups)
-    ]
+    inputs = ["sections", "embedding_cache", "params:encoder", "params:device", "params:seed", "params:embedding"]
     return pipeline(
         [
-            *group_nodes,
+            *group_nodes(embed_section_group, inputs, "patch_embeddings", "embed_section_group", groups),
             node(
                 merge_section_embeddings,
                 [f"patch_embeddings_group_{group}" for group in range(groups)],

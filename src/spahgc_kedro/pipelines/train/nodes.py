@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from spahgc_kedro.parallelism import in_worker_process, members, worker_threads
+from spahgc_kedro.parallelism import in_worker_process, members, merge_groups, worker_threads
 from spahgc_kedro.partitions import iter_partitions, load_partition
 from spahgc_kedro.tracking import child_run
 
@@ -103,16 +103,11 @@ def train_fold_group(
 
 def merge_trained_models(folds: dict[str, Any], *group_models: dict[str, Any]) -> dict[str, Any]:
     """Every fold's trained model from the work groups, checked complete and unique."""
-    merged: dict[str, Any] = {}
-    for models in group_models:
-        repeated = sorted(set(merged) & set(models))
-        if repeated:
-            raise ValueError(f"Folds {repeated} were trained by two work groups; fold_groups must split folds disjointly.")
-        merged.update(models)
+    merged = merge_groups(group_models, "Folds")
     missing = sorted(set(folds["folds"]) - set(merged))
     if missing:
         raise ValueError(f"No trained model for folds {missing}: a train_fold_group node did not run.")
-    return dict(sorted(merged.items()))
+    return merged
 
 
 def predict_test_sections(

@@ -1,10 +1,8 @@
 """Train pipeline wiring."""
 
-from functools import partial, update_wrapper
-
 from kedro.pipeline import Pipeline, node, pipeline
 
-from spahgc_kedro.parallelism import group_count
+from spahgc_kedro.parallelism import group_count, group_nodes
 
 from .nodes import log_predictions, merge_trained_models, predict_test_sections, train_fold_group
 
@@ -12,26 +10,10 @@ from .nodes import log_predictions, merge_trained_models, predict_test_sections,
 def create_pipeline(**kwargs) -> Pipeline:
     """Section graphs -> trained models per fold (in work groups) -> test-section predictions."""
     groups = kwargs.get("fold_groups") or group_count("fold_groups")
-    group_nodes = [
-        node(
-            update_wrapper(partial(train_fold_group, group=group, groups=groups), train_fold_group),
-            [
-                "section_graphs",
-                "folds",
-                "params:train",
-                "params:seed",
-                "params:device",
-                "params:dataset",
-                "params:encoder",
-            ],
-            f"trained_models_group_{group}",
-            name=f"train_fold_group_{group}",
-        )
-        for group in range(groups)
-    ]
+    inputs = ["section_graphs", "folds", "params:train", "params:seed", "params:device", "params:dataset", "params:encoder"]
     return pipeline(
         [
-            *group_nodes,
+            *group_nodes(train_fold_group, inputs, "trained_models", "train_fold_group", groups),
             node(
                 merge_trained_models,
                 ["folds", *(f"trained_models_group_{group}" for group in range(groups))],
