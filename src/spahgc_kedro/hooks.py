@@ -79,6 +79,9 @@ class WorkerTrackingHooks:
     resumes the driver's run instead of opening a stray one.
     """
 
+    def __init__(self) -> None:
+        self._previous: dict[str, str | None] = {}
+
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
         """Publish the active MLflow run (if any) to processes started from now on."""
@@ -88,25 +91,28 @@ class WorkerTrackingHooks:
         run = mlflow.active_run() if mlflow is not None else None
         if run is None:
             return
-        os.environ.update(
-            {
-                "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(),
-                "MLFLOW_RUN_ID": run.info.run_id,
-                "MLFLOW_EXPERIMENT_ID": run.info.experiment_id,
-            }
-        )
+        published = {
+            "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(),
+            "MLFLOW_RUN_ID": run.info.run_id,
+            "MLFLOW_EXPERIMENT_ID": run.info.experiment_id,
+        }
+        self._previous = {name: os.environ.get(name) for name in published}
+        os.environ.update(published)
 
     @hook_impl
     def after_pipeline_run(self, run_params: dict[str, Any], run_result: Any, pipeline: Any, catalog: Any) -> None:
-        """Forget the finished run."""
-        _forget_run()
+        """Restore the environment as it was before the run."""
+        self._restore()
 
     @hook_impl
     def on_pipeline_error(self, error: Exception, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
-        """Forget the failed run."""
-        _forget_run()
+        """Restore the environment as it was before the failed run."""
+        self._restore()
 
-
-def _forget_run() -> None:
-    for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
-        os.environ.pop(name, None)
+    def _restore(self) -> None:
+        for name, value in self._previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._previous = {}

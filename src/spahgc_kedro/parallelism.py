@@ -8,15 +8,12 @@ run them at the same time.
 
 from __future__ import annotations
 
-import logging
 import multiprocessing
 import os
 from collections.abc import Callable
 from functools import partial, update_wrapper
 from pathlib import Path
 from typing import Any
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_GROUPS = {"section_groups": 2, "fold_groups": 4}
 

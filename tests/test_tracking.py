@@ -1,0 +1,47 @@
+"""MLflow hand-over to worker processes: published run, nesting with MLFLOW_RUN_ID set, restore."""
+
+from __future__ import annotations
+
+import os
+import sys
+from types import SimpleNamespace
+
+from spahgc_kedro.hooks import WorkerTrackingHooks
+from spahgc_kedro.tracking import child_run
+
+
+def test_hook_publishes_the_active_run_and_restores_the_environment(monkeypatch):
+    run = SimpleNamespace(info=SimpleNamespace(run_id="parent123", experiment_id="7"))
+    fake = SimpleNamespace(active_run=lambda: run, get_tracking_uri=lambda: "sqlite:///x.db")
+    monkeypatch.setitem(sys.modules, "mlflow", fake)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///users.db")
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    hooks = WorkerTrackingHooks()
+    hooks.before_pipeline_run({}, None, None)
+    assert os.environ["MLFLOW_RUN_ID"] == "parent123"
+    assert os.environ["MLFLOW_EXPERIMENT_ID"] == "7"
+    assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:///x.db"
+    hooks.after_pipeline_run({}, None, None, None)
+    assert "MLFLOW_RUN_ID" not in os.environ
+    assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:///users.db"
+
+
+def test_child_run_nests_even_when_the_run_is_published(tmp_path, monkeypatch):
+    import mlflow
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        with mlflow.start_run(run_name="pipeline") as parent:
+            # what WorkerTrackingHooks publishes; MLflow would otherwise resume this run
+            monkeypatch.setenv("MLFLOW_RUN_ID", parent.info.run_id)
+            with child_run("fold-A1", {"device": "cpu"}, {"fold": "A1"}) as child_id:
+                assert child_id != parent.info.run_id
+            assert mlflow.active_run().info.run_id == parent.info.run_id
+        client = mlflow.MlflowClient()
+        child = client.get_run(child_id)
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.data.params["device"] == "cpu"
+        assert client.get_run(parent.info.run_id).info.run_name == "pipeline"
+    finally:
+        mlflow.set_tracking_uri(previous)
