@@ -31,6 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
 
+from spahgc_kedro.metrics import finite_mean  # noqa: E402
+
 # name -> TrainConfig changes from the project's `train` parameters
 VARIANTS = {
     "SpaHGC (EMA teacher, default)": {},
@@ -41,9 +43,16 @@ VARIANTS = {
 }
 # the method and the ablation the paper leads with: these get every --seeds
 PRIMARY = ("SpaHGC (EMA teacher, default)", "no contrastive loss")
-BASELINES = {"ridge_pca": "PCA 256 + ridge (HEST recipe)", "knn_l1": "L1 kNN retrieval, k = 7", "train_mean": "training mean"}
-METRICS = ("pcc_acg", "pcc_heg50", "pcc_hvg50", "pcc_pooled", "mse")
-HEADERS = ("ACG", "HEG-50", "HVG-50", "pooled PCC", "MSE")
+BASELINES = {
+    "ridge_pca": "PCA 256 + ridge (HEST recipe)",
+    "depth_rank1": "depth only (rank 1: predicted spot depth x gene lines)",
+    "knn_l1": "L1 kNN retrieval, k = 7",
+    "train_mean": "training mean",
+}
+METRICS = ("pcc_acg", "pcc_gene_specific", "pcc_heg50", "pcc_hvg50", "pcc_pooled", "mse")
+HEADERS = ("ACG", "gene-specific PCC", "HEG-50", "HVG-50", "pooled PCC", "MSE")
+# what changes a saved score besides the settings: the code that fits, predicts and scores
+SCORED_CODE = ("model", "graph.py", "targets.py", "metrics.py", "baselines.py")
 PUBLISHED = """\
 Published figures that frame this table (other protocols and data sizes; not the same
 folds, so not directly comparable): full 32-section HER2+ leave-one-section-out, mean
@@ -175,6 +184,16 @@ def run_variant(prep: dict[str, Any], gathered: dict[str, Any], changes: dict[st
     return {"predicted": predicted, "best_epochs": best_epochs}
 
 
+def code_version() -> str:
+    """Hash of the sources behind a score (SCORED_CODE), so a saved score from older code is never tabulated."""
+    package = common.REPO / "src" / "spahgc_kedro"
+    digest = hashlib.sha1()
+    for entry in SCORED_CODE:
+        for path in sorted((package / entry).rglob("*.py")) if (package / entry).is_dir() else [package / entry]:
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def score_path(args, changes: dict[str, Any], seed: int, train: dict[str, Any]) -> Path:
     """Where one (variant, seed) score is saved: keyed on everything that changes the fit."""
     key = {
@@ -188,6 +207,7 @@ def score_path(args, changes: dict[str, Any], seed: int, train: dict[str, Any]) 
         "train": {k: v for k, v in train.items() if k != "threads"},
         "changes": changes,
         "seed": seed,
+        "code": code_version(),
     }
     digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return args.work_dir / args.dataset / "scores" / f"seed{seed}-{digest}.json"
@@ -218,35 +238,32 @@ def scored_variant(prep, gathered, changes: dict[str, Any], seed: int, args, n_t
     return record
 
 
-def run_baselines(prep: dict[str, Any], gathered: dict[str, Any], seed: int) -> dict[str, dict[str, np.ndarray]]:
-    """{baseline: {test key: prediction}} from the evaluation pipeline's baseline node."""
+def run_baselines(
+    prep: dict[str, Any], gathered: dict[str, Any], seed: int
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """({baseline: {test key: prediction}}, {test key: oracle-depth reference}) from the evaluation node."""
     from spahgc_kedro.pipelines.evaluation.nodes import predict_baselines
 
     evaluation = prep["params"]["evaluation"]
-    by_key = predict_baselines(prep["graphs"], prep["folds"], gathered, evaluation, seed)
+    by_key, oracle = predict_baselines(prep["graphs"], prep["folds"], gathered, evaluation, seed)
     out: dict[str, dict[str, np.ndarray]] = {}
     for key, methods in by_key.items():
         for name, values in methods.items():
             out.setdefault(name, {})[key] = values
-    return out
+    return out, oracle
 
 
 def spread(scores: list[dict[str, Any]], metric: str) -> tuple[float, float, float]:
     """(mean, sd over folds of the seed-mean, sd over seeds of the fold-mean); NaN-aware."""
     if metric == "pcc_pooled":
         values = np.array([s["pcc_pooled"] for s in scores], dtype=float)
-        return _nanmean(values), float("nan"), _nanstd(values)
+        return finite_mean(values), float("nan"), _nanstd(values)
     keys = sorted(scores[0]["per_fold"])
     grid = np.array([[s["per_fold"][k][metric] for k in keys] for s in scores], dtype=float)  # seeds x folds
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         fold_means, seed_means = np.nanmean(grid, axis=0), np.nanmean(grid, axis=1)
-    return _nanmean(grid.ravel()), _nanstd(fold_means), _nanstd(seed_means)
-
-
-def _nanmean(values: np.ndarray) -> float:
-    finite = values[np.isfinite(values)]
-    return float(finite.mean()) if finite.size else float("nan")
+    return finite_mean(grid.ravel()), _nanstd(fold_means), _nanstd(seed_means)
 
 
 def _nanstd(values: np.ndarray) -> float:
@@ -282,6 +299,19 @@ def render(rows: list[dict[str, Any]], header: list[str]) -> str:
     return "\n".join(lines)
 
 
+def oracle_line(oracle_score: dict[str, Any]) -> str:
+    """The oracle-depth reference line: a ceiling that uses the test sections' measurements, never a method."""
+    cells = ", ".join(
+        f"{header} {_cell(*spread([oracle_score], metric))}"
+        for metric, header in zip(METRICS, HEADERS, strict=True)
+        if metric not in ("pcc_pooled", "mse")
+    )
+    return (
+        "Reference line, not a method: oracle depth (the test section's MEASURED spot depth through the training "
+        f"spots' gene lines; the most a depth-only prediction can score): {cells}."
+    )
+
+
 def describe(prep: dict[str, Any], args, wall: float, gathered: dict[str, Any]) -> list[str]:
     """Header lines: data, genes, targets, folds, PCC conventions, encoder, machine, wall time."""
     sections = ", ".join(f"{s['section_id']} ({s['n_spots']} spots)" for s in prep["manifest"]["sections"])
@@ -304,6 +334,10 @@ def describe(prep: dict[str, Any], args, wall: float, gathered: dict[str, Any]) 
         "- PCC conventions: ACG / HEG-50 / HVG-50 = per test section, Pearson per gene over its spots, mean over "
         "(all / 50 most expressed / 50 most variable measured) genes, then mean over folds; pooled PCC = Pearson per "
         "gene over all test spots of all folds concatenated (HEST-Benchmark), mean over genes; MSE on the min-max scaled targets",
+        "- gene-specific PCC (docs/metrics.md): per test section and gene, the partial correlation of predicted and "
+        "measured values given the measured spot depth (mean min-max target over the panel), mean over genes, then "
+        "over folds; 0 for any prediction that only follows depth. Depth only = ridge-predicted depth through each "
+        "gene's least-squares line on the training spots (fit on train + validation like every baseline)",
         "- spread: `±Xf` = sd over folds of the seed-averaged value, `±Xs` = sd over seeds of the fold-averaged value "
         "(pooled PCC: over seeds only); the seeds column lists each row's seeds",
         f"- encoder: {args.encoder} (frozen, ImageNet weights), 224 px centred patches; model: hidden {hidden}, "
@@ -360,8 +394,10 @@ def main(argv: list[str] | None = None) -> str:
     baseline_scores: dict[str, list] = {name: [] for name in BASELINES}
     base_start = time.perf_counter()
     for seed in args.seeds:
-        for name, predicted in run_baselines(prep, gathered, seed).items():
+        predictions, oracle = run_baselines(prep, gathered, seed)
+        for name, predicted in predictions.items():
             baseline_scores[name].append(score(gathered, predicted, n_top))
+    oracle_score = score(gathered, oracle, n_top)
     base_seconds = (time.perf_counter() - base_start) / max(len(BASELINES), 1)
     rows += [
         {"name": label, "seeds": args.seeds, "scores": baseline_scores[name], "best_epochs": "-", "seconds": base_seconds}
@@ -369,6 +405,7 @@ def main(argv: list[str] | None = None) -> str:
         if baseline_scores[name]
     ]
     table = render(rows, describe(prep, args, time.perf_counter() - start, gathered))
+    table += "\n\n" + oracle_line(oracle_score)
     if missing:
         table += f"\n\nNot run (no saved score; `--cached-only` tabulates what exists): {', '.join(missing)}."
     table += "\n\n(training mean: constant over a section's spots, so per-section PCC is undefined (n/a); its pooled PCC only reflects the fold-to-fold change of the training mean.)"

@@ -4,6 +4,11 @@
   ``min(256, n_samples, dim)`` components, ridge regression (``alpha``).
 - ``knn_l1``: mean expression of the k = 7 nearest training spots by L1 distance on
   embeddings (the retrieval step of SpaHGC without the graph).
+- ``depth_rank1``: one number per spot, its depth (the mean of its normalised targets
+  over the panel), predicted by the ``ridge_pca`` recipe; each gene is then
+  ``a_g + b_g * depth`` with ``a_g, b_g`` fitted by least squares on the training spots.
+  A rank-1 prediction that knows nothing gene-specific: what per-gene PCC gives for
+  depth alone (docs/metrics.md).
 - ``train_mean``: every spot gets the mean training expression (a floor: its
   per-gene PCC is undefined, so its PCC metrics are NaN by construction).
 """
@@ -13,6 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+BASELINES = ("ridge_pca", "depth_rank1", "knn_l1", "train_mean")
 
 
 def ridge_pca_predict(
@@ -55,6 +62,45 @@ def knn_l1_predict(
     return out
 
 
+def _gene_depth_lines(train_y: np.ndarray) -> np.ndarray:
+    """Per gene, intercept and slope `[2, G]` of its least-squares line on the spot depth."""
+    from .metrics import spot_depth
+
+    train_y = np.asarray(train_y, dtype=np.float64)
+    depth = spot_depth(train_y)
+    coefficients, *_ = np.linalg.lstsq(np.column_stack([np.ones_like(depth), depth]), train_y, rcond=None)
+    return coefficients
+
+
+def _through_lines(depth: np.ndarray, lines: np.ndarray) -> np.ndarray:
+    """Every gene's value at each spot's depth on its line: `[n_spots, G]` float32."""
+    depth = np.asarray(depth, dtype=np.float64).reshape(-1)
+    return (np.column_stack([np.ones_like(depth), depth]) @ lines).astype(np.float32)
+
+
+def depth_rank1_predict(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    alpha: float = 100.0,
+    n_components: int = 256,
+    seed: int = 0,
+) -> np.ndarray:
+    """Ridge-predicted spot depth mapped to every gene by its least-squares line on the training spots."""
+    from .metrics import spot_depth
+
+    depth = spot_depth(train_y)[:, None]
+    predicted_depth = ridge_pca_predict(train_x, depth, test_x, alpha, n_components, seed)
+    return _through_lines(predicted_depth, _gene_depth_lines(train_y))
+
+
+def oracle_depth_predict(train_y: np.ndarray, test_measured: np.ndarray) -> np.ndarray:
+    """A ceiling reference, not a method: the test section's *measured* depth through the training gene lines."""
+    from .metrics import spot_depth
+
+    return _through_lines(spot_depth(test_measured), _gene_depth_lines(train_y))
+
+
 def train_mean_predict(train_y: np.ndarray, n_spots: int) -> np.ndarray:
     """The training mean of every gene, repeated for each test spot."""
     return np.repeat(np.asarray(train_y, dtype=np.float32).mean(axis=0, keepdims=True), n_spots, axis=0)
@@ -66,8 +112,10 @@ def predict_baseline(
     """Run the baseline called `name` with its options from the parameters."""
     if name == "ridge_pca":
         return ridge_pca_predict(train_x, train_y, test_x, seed=seed, **options)
+    if name == "depth_rank1":
+        return depth_rank1_predict(train_x, train_y, test_x, seed=seed, **options)
     if name == "knn_l1":
         return knn_l1_predict(train_x, train_y, test_x, **options)
     if name == "train_mean":
         return train_mean_predict(train_y, test_x.shape[0])
-    raise ValueError(f"Unknown baseline '{name}': choose among ridge_pca, knn_l1, train_mean.")
+    raise ValueError(f"Unknown baseline '{name}': choose among {', '.join(BASELINES)}.")

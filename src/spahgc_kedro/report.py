@@ -180,6 +180,12 @@ table.table td, table.table th {{ border-bottom: 1px solid #ddd; padding: 3px 8p
 50 most expressed/variable genes of the test section's measured values (the field's reporting convention);
 pooled PCC concatenates all test spots first (HEST-Benchmark). Genes constant in measured or predicted
 values are excluded from PCC means and counted. MSE/MAE on normalised targets.</p>
+<p><b>Depth.</b> With log10(count + 1) targets every gene follows the spot's depth (total counts), so per-gene PCC
+rewards getting each spot's depth right. <code>depth_rank1</code> predicts one number per spot (its depth) and maps it
+to every gene by a line fitted on the training spots: it knows nothing gene-specific. <code>pcc_gene_specific</code>
+is the partial correlation of predicted and measured values given the measured spot depth (mean normalised target
+over the panel), mean over genes then test sections: 0 for any prediction that only follows depth.</p>
+{reference_lines}
 {comparison_table}
 {comparison_figure}
 <h2>Spatial maps: measured vs predicted</h2>
@@ -194,8 +200,21 @@ values are excluded from PCC means and counted. MSE/MAE on normalised targets.</
 """
 
 
+def reference_lines_html(reference_lines: dict[str, dict[str, float]]) -> str:
+    """A sentence per reference line (oracle depth): figures that use test measurements, never a method."""
+    oracle = reference_lines.get("oracle_depth")
+    if not oracle:
+        return ""
+    return (
+        f"<p><b>Reference line, not a method:</b> the test sections' <em>measured</em> depth through the training "
+        f"spots' gene lines reaches ACG {oracle['pcc_acg']:.3f} (HEG-50 {oracle['pcc_heg50']:.3f}) with "
+        f"gene-specific PCC {oracle['pcc_gene_specific']:.3f}: the most a depth-only prediction can score.</p>"
+    )
+
+
 def render_report(
     run_info: dict[str, Any],
+    reference_lines: dict[str, dict[str, float]],
     comparison_table: pd.DataFrame,
     figures_html: dict[str, str],
     enrichment: pd.DataFrame,
@@ -207,6 +226,7 @@ def render_report(
     return REPORT_TEMPLATE.format(
         **{key: html.escape(str(run_info[key])) for key in (*meta, "n_folds")},
         folds=html.escape("; ".join(f"{fold}: {', '.join(tests)}" for fold, tests in run_info["folds"].items())),
+        reference_lines=reference_lines_html(reference_lines),
         comparison_table=_table_html(comparison_table, "No comparison table.", meta),
         region_agreement=_table_html(region_agreement, "No region labels for the test sections: skipped.", meta),
         region_marker_scores=_table_html(region_marker_scores, "", meta) if not region_marker_scores.empty else "",

@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from spahgc_kedro.baselines import knn_l1_predict, predict_baseline, ridge_pca_predict, train_mean_predict
+from spahgc_kedro.baselines import (
+    depth_rank1_predict,
+    knn_l1_predict,
+    oracle_depth_predict,
+    predict_baseline,
+    ridge_pca_predict,
+    train_mean_predict,
+)
 
 
 def test_ridge_pca_recovers_a_linear_relation():
@@ -33,3 +40,43 @@ def test_train_mean_and_unknown_baseline():
     np.testing.assert_allclose(train_mean_predict(y, 3), [[2.0, 4.0]] * 3)
     with pytest.raises(ValueError, match="Unknown baseline"):
         predict_baseline("lasso", y, y, y, {}, 0)
+
+
+def test_depth_rank1_recovers_targets_that_are_gene_lines_on_a_linear_depth():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(300, 10))
+    depth = x @ rng.normal(size=10) + 5.0
+    y = rng.normal(size=6) + np.outer(depth, rng.uniform(0.5, 2.0, 6))
+    predicted = depth_rank1_predict(x[:200], y[:200], x[200:], alpha=1e-3)
+    np.testing.assert_allclose(predicted, y[200:], atol=1e-2)
+    # rank 1: every prediction is one number per spot through each gene's line
+    assert np.linalg.matrix_rank(predicted - predicted.mean(axis=0), tol=1e-3) == 1
+
+
+def test_depth_rank1_scores_no_gene_specific_signal_while_ridge_does():
+    from spahgc_kedro.metrics import gene_specific_pcc
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(400, 12))
+    depth = x[:, 0] + 4.0
+    composition = x[:, 1:7]  # gene-specific part, readable from the features
+    y = np.outer(depth, rng.uniform(0.5, 2.0, 6)) + composition
+    depth_only = depth_rank1_predict(x[:300], y[:300], x[300:], alpha=1e-3)
+    ridge = ridge_pca_predict(x[:300], y[:300], x[300:], alpha=1e-3)
+    assert np.nanmean(gene_specific_pcc(y[300:], depth_only)) < 0.2
+    assert np.nanmean(gene_specific_pcc(y[300:], ridge)) > 0.95
+
+
+def test_oracle_depth_puts_the_measured_depth_through_the_training_lines():
+    from spahgc_kedro.metrics import spot_depth
+
+    rng = np.random.default_rng(6)
+    depth = rng.random(50) * 3
+    lines = np.vstack([rng.normal(size=4), rng.uniform(0.5, 2, 4)])
+    y = np.column_stack([np.ones(50), depth]) @ lines
+    test = y[:10] + 0.01
+    # y is exactly on lines over `depth`; its spot depth D = mean(l0) + mean(l1) depth, so each
+    # gene's line on D is l0 + l1 (D - mean(l0)) / mean(l1)
+    on_depth = (spot_depth(test) - lines[0].mean()) / lines[1].mean()
+    expected = np.column_stack([np.ones(10), on_depth]) @ lines
+    np.testing.assert_allclose(oracle_depth_predict(y, test), expected, atol=1e-5)

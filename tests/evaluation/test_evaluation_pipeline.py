@@ -10,7 +10,12 @@ from spahgc_kedro.pipelines.evaluation.nodes import log_metrics_to_mlflow
 
 PARAMS = {
     "n_top_genes": 5,
-    "baselines": {"ridge_pca": {"alpha": 1.0, "n_components": 256}, "knn_l1": {"k": 7}, "train_mean": {}},
+    "baselines": {
+        "ridge_pca": {"alpha": 1.0, "n_components": 256},
+        "depth_rank1": {"alpha": 1.0, "n_components": 256},
+        "knn_l1": {"k": 7},
+        "train_mean": {},
+    },
 }
 
 
@@ -39,7 +44,7 @@ def run_evaluation(synthetic_run, tmp_path):
 def test_pipeline_scores_spahgc_beside_every_baseline(synthetic_run, tmp_path):
     catalog = run_evaluation(synthetic_run, tmp_path)
     comparison = catalog.load("comparison_table").set_index("method")
-    assert list(comparison.index) == ["spahgc", "ridge_pca", "knn_l1", "train_mean"]
+    assert list(comparison.index) == ["spahgc", "ridge_pca", "depth_rank1", "knn_l1", "train_mean"]
     # Targets are linear in the embeddings: ridge must beat the noisy "model" and kNN.
     assert comparison.loc["ridge_pca", "pcc_acg"] > 0.9
     assert comparison.loc["ridge_pca", "pcc_acg"] > comparison.loc["knn_l1", "pcc_acg"]
@@ -48,11 +53,18 @@ def test_pipeline_scores_spahgc_beside_every_baseline(synthetic_run, tmp_path):
     assert set(comparison["dataset"]) == {"synthetic"} and set(comparison["encoder"]) == {"toy"}
     assert set(comparison["fold_scheme"]) == {"leave_one_section_out"} and set(comparison["n_genes_panel"]) == {"10"}
     per_gene = catalog.load("per_gene_pcc")
-    assert len(per_gene) == 4 * 3 * 10 and per_gene["heg5"].sum() == 4 * 3 * 5
+    assert len(per_gene) == 5 * 3 * 10 and per_gene["heg5"].sum() == 5 * 3 * 5
     overall = catalog.load("overall_metrics")
     assert overall["methods"]["spahgc"]["pcc_acg"] == pytest.approx(comparison.loc["spahgc", "pcc_acg"])
+    # targets linear in 8-d embeddings are far from rank 1: depth alone explains little of them
+    assert comparison.loc["ridge_pca", "pcc_gene_specific"] > 0.9
+    assert comparison.loc["depth_rank1", "pcc_gene_specific"] < comparison.loc["ridge_pca", "pcc_gene_specific"] - 0.3
+    oracle = overall["reference_lines"]["oracle_depth"]
+    assert "oracle_depth" not in comparison.index and "oracle_depth" not in overall["methods"]
+    assert oracle["pcc_gene_specific"] == pytest.approx(0.0, abs=1e-9)
     figure = catalog.load("comparison_figure")
-    assert len(figure.data) == 4 and "synthetic" in figure.layout.title.text
+    assert len(figure.data) == 5 and "synthetic" in figure.layout.title.text
+    assert "oracle depth" in figure.layout.annotations[0].text
 
 
 def test_fold_metrics_go_to_the_fold_run_and_overall_to_the_active_run(tmp_path, monkeypatch):
@@ -93,9 +105,11 @@ def test_folds_with_several_test_sections_score_each_section():
     gathered = gather_predictions(run["predictions"])
     run_info = describe_run(gathered, run["folds"])
     assert run_info["n_folds"] == 2 and run_info["folds"] == {"fold_0": ["S0", "S1"], "fold_1": ["S2", "S3"]}
-    baselines = predict_baselines(run["section_graphs"], run["folds"], gathered, {"baselines": {"knn_l1": {"k": 1}}}, 0)
+    baselines, oracle = predict_baselines(
+        run["section_graphs"], run["folds"], gathered, {"baselines": {"knn_l1": {"k": 1}}}, 0
+    )
     fold_metrics, _ = compute_fold_metrics(gathered, baselines, run_info, {"n_top_genes": 5})
     assert sorted(fold_metrics.loc[fold_metrics["method"] == "knn_l1", "section_id"]) == ["S0", "S1", "S2", "S3"]
-    _, comparison = summarise_metrics(fold_metrics, gathered, baselines, run_info)
+    _, comparison = summarise_metrics(fold_metrics, gathered, baselines, oracle, run_info)
     assert list(comparison["n_test_sections"]) == [4, 4]
     assert set(comparison["fold_scheme"]) == {"leave_one_patient_out"}

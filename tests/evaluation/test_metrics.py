@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from spahgc_kedro.metrics import pearson_per_gene, pooled_pcc, section_metrics, top_genes
+from spahgc_kedro.metrics import (
+    gene_specific_pcc,
+    pearson_per_gene,
+    pooled_pcc,
+    section_metrics,
+    spot_depth,
+    top_genes,
+)
 
 
 def test_pearson_matches_hand_computed_values_and_flags_constant_genes():
@@ -55,3 +62,54 @@ def test_pooled_pcc_concatenates_folds_before_correlating():
     # Each fold alone is anti-correlated; pooled, the fold offset dominates.
     pooled, n_constant = pooled_pcc(measured, predicted)
     assert pooled > 0.9 and n_constant == 0
+
+
+def _depth_and_composition(n_spots=60, n_genes=12, seed=0):
+    """Targets = gene line on a spot depth + a depth-independent gene-specific part."""
+    rng = np.random.default_rng(seed)
+    depth = rng.gamma(4.0, 1.0, size=n_spots)
+    slopes, offsets = rng.uniform(0.2, 2.0, n_genes), rng.normal(size=n_genes)
+    composition = rng.normal(size=(n_spots, n_genes))
+    return offsets + np.outer(depth, slopes) + composition, composition
+
+
+def test_gene_specific_pcc_is_one_for_a_perfect_prediction_and_zero_for_depth_alone():
+    measured, _ = _depth_and_composition()
+    assert np.allclose(gene_specific_pcc(measured, measured), 1.0)
+    # any per-gene affine function of the measured depth carries nothing gene-specific
+    rng = np.random.default_rng(3)
+    depth = spot_depth(measured)
+    depth_only = rng.normal(size=12) + np.outer(depth, rng.uniform(0.2, 2, 12))
+    np.testing.assert_array_equal(gene_specific_pcc(measured, depth_only), 0.0)
+    # predictions are float32 in the pipeline: rounding residue is not a gene-specific signal
+    np.testing.assert_array_equal(gene_specific_pcc(measured, depth_only.astype(np.float32)), 0.0)
+    assert section_metrics(measured, depth_only)["pcc_gene_specific"] == 0.0
+    # ...although its plain per-gene PCC is high: that is what the metric controls for
+    assert section_metrics(measured, depth_only)["pcc_acg"] > 0.3
+
+
+def test_gene_specific_pcc_matches_the_partial_correlation_formula_from_scipy():
+    from scipy.stats import pearsonr
+
+    measured, composition = _depth_and_composition(seed=1)
+    rng = np.random.default_rng(2)
+    predicted = composition + 0.8 * rng.normal(size=composition.shape) + np.outer(rng.random(60), np.ones(12))
+    depth = measured.mean(axis=1)
+    expected = []
+    for g in range(measured.shape[1]):
+        r_xy = pearsonr(measured[:, g], predicted[:, g]).statistic
+        r_xz = pearsonr(measured[:, g], depth).statistic
+        r_yz = pearsonr(predicted[:, g], depth).statistic
+        expected.append((r_xy - r_xz * r_yz) / np.sqrt((1 - r_xz**2) * (1 - r_yz**2)))
+    np.testing.assert_allclose(gene_specific_pcc(measured, predicted), expected, atol=1e-10)
+    # the depth-independent part is recovered: clearly positive
+    assert np.mean(expected) > 0.3
+
+
+def test_gene_specific_pcc_flags_constant_genes_as_undefined():
+    measured, _ = _depth_and_composition(n_genes=4)
+    predicted = measured.copy()
+    predicted[:, 1] = 2.0
+    measured[:, 3] = 5.0
+    pcc = gene_specific_pcc(measured, predicted)
+    assert np.isnan(pcc[1]) and np.isnan(pcc[3]) and pcc[0] == pytest.approx(1.0)

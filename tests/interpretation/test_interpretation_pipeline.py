@@ -63,7 +63,7 @@ def test_report_gathers_comparison_maps_regions_and_enrichment(tmp_path, synthet
 
     report = catalog.load("report")
     for expected in ("synthetic", "leave_one_section_out", "toy", "10 genes", "log10(count+1)",
-                     "knn_l1", "TOY_PATHWAY", "tumour", "plotly"):
+                     "knn_l1", "TOY_PATHWAY", "tumour", "plotly", "pcc_gene_specific", "Reference line, not a method"):
         assert expected in report, expected
     assert len(list((tmp_path / "08_reporting" / "report.html").glob("*/report.html"))) == 1
     pngs = list((tmp_path / "08_reporting" / "maps_png").glob("*/maps_png/*.png"))

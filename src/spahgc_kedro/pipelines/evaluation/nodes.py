@@ -14,15 +14,25 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from spahgc_kedro.baselines import predict_baseline
-from spahgc_kedro.metrics import SECTION_METRICS, pearson_per_gene, pooled_pcc, section_metrics, top_genes
+from spahgc_kedro.baselines import oracle_depth_predict, predict_baseline
+from spahgc_kedro.metrics import (
+    SECTION_METRICS,
+    finite_mean,
+    gene_specific_pcc,
+    pearson_per_gene,
+    pooled_pcc,
+    section_metrics,
+    top_genes,
+)
 from spahgc_kedro.tracking import pipeline_run_active
 from spahgc_kedro.partitions import iter_partitions, load_partition
 
 logger = logging.getLogger(__name__)
 
 MODEL = "spahgc"
-MEAN_METRICS = ("pcc_acg", "pcc_heg50", "pcc_hvg50", "mse", "mae")
+MEAN_METRICS = ("pcc_acg", "pcc_gene_specific", "pcc_heg50", "pcc_hvg50", "mse", "mae")
+# reference lines use the test section's measurements: shown beside the methods, never as one
+ORACLE_DEPTH = "oracle_depth"
 RUN_INFO_COLUMNS = ("dataset", "n_genes_panel", "target_transform", "fold_scheme", "encoder")
 
 
@@ -107,9 +117,11 @@ def predict_baselines(
     gathered: dict[str, dict[str, Any]],
     params: dict[str, Any],
     seed: int,
-) -> dict[str, dict[str, np.ndarray]]:
-    """Baseline predictions of each test section from its fold's train+validation section graphs."""
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """Baseline predictions of each test section from its fold's train+validation section graphs,
+    and the oracle-depth reference line (the test section's measured depth through the training gene lines)."""
     baselines: dict[str, dict[str, np.ndarray]] = {}
+    oracle: dict[str, np.ndarray] = {}
     training: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for key, info in tqdm(sorted(gathered.items()), desc="baselines"):
         fold = info["fold"]
@@ -130,7 +142,8 @@ def predict_baselines(
             name: predict_baseline(name, train_x, train_y, test_x, dict(options or {}), seed)
             for name, options in params["baselines"].items()
         }
-    return baselines
+        oracle[key] = oracle_depth_predict(train_y, info["measured"])
+    return baselines, oracle
 
 
 def _method_predictions(
@@ -179,6 +192,7 @@ def compute_fold_metrics(
                         "section_id": info["section_id"],
                         "gene": info["genes"],
                         "pcc": pearson_per_gene(measured, predicted),
+                        "pcc_gene_specific": gene_specific_pcc(measured, predicted),
                         "measured_mean": measured.mean(axis=0),
                         "measured_var": measured.var(axis=0),
                         f"heg{n_top}": heg,
@@ -195,9 +209,11 @@ def summarise_metrics(
     fold_metrics: pd.DataFrame,
     gathered: dict[str, dict[str, Any]],
     baselines: dict[str, dict[str, np.ndarray]],
+    oracle_depth: dict[str, np.ndarray],
     run_info: dict[str, Any],
 ) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Overall metrics per method (fold means, pooled PCC) as JSON and as a comparison table."""
+    """Overall metrics per method (fold means, pooled PCC) as JSON and as a comparison table,
+    with the oracle-depth reference line in the JSON only."""
     # Pooled PCC needs one gene panel: use the genes every fold shares.
     common = sorted(set.intersection(*(set(info["genes"]) for info in gathered.values())))
     columns = {key: [info["genes"].index(g) for g in common] for key, info in gathered.items()}
@@ -221,6 +237,7 @@ def summarise_metrics(
             }
         )
     comparison = with_run_info(pd.DataFrame(rows), run_info)
+    oracle_sections = [section_metrics(gathered[key]["measured"], predicted) for key, predicted in oracle_depth.items()]
     overall = {
         "run": run_info,
         "conventions": {
@@ -228,18 +245,29 @@ def summarise_metrics(
             "pcc_heg50/pcc_hvg50": "same over the 50 most expressed / most variable genes of the test section's measured values",
             "pcc_pooled": "per gene Pearson over all test spots of all folds concatenated (genes shared by all folds), mean over genes",
             "constant_genes": "genes constant in measured or predicted values are excluded from PCC means and counted (n_constant)",
+            "pcc_gene_specific": "per gene, partial correlation of predicted and measured given the measured spot "
+            "depth (mean normalised target over the panel), mean over genes, then mean over test sections "
+            "(docs/metrics.md); 0 for any prediction that only follows the measured depth",
             "mse/mae": "on the normalised targets",
+            ORACLE_DEPTH: "reference line, not a method: the test section's MEASURED spot depth mapped to every "
+            "gene by the training spots' least-squares lines (the best a depth-only prediction can do)",
         },
         "methods": {row["method"]: {k: v for k, v in row.items() if k != "method"} for row in rows},
+        "reference_lines": {
+            ORACLE_DEPTH: {
+                metric: finite_mean([values[metric] for values in oracle_sections])
+                for metric in ("pcc_acg", "pcc_gene_specific", "pcc_heg50", "pcc_hvg50")
+            }
+        },
     }
     return overall, comparison
 
 
-def plot_comparison(comparison: pd.DataFrame, run_info: dict[str, Any]) -> Any:
-    """Grouped bar chart of the PCC metrics of SpaHGC beside the baselines."""
+def plot_comparison(comparison: pd.DataFrame, overall: dict[str, Any], run_info: dict[str, Any]) -> Any:
+    """Grouped bar chart of the PCC metrics of SpaHGC beside the baselines, with the oracle-depth ACG line."""
     import plotly.graph_objects as go
 
-    metrics = ["pcc_acg", "pcc_heg50", "pcc_hvg50", "pcc_pooled"]
+    metrics = ["pcc_acg", "pcc_gene_specific", "pcc_heg50", "pcc_hvg50", "pcc_pooled"]
     figure = go.Figure(
         [
             go.Bar(name=row["method"], x=metrics, y=[row[m] for m in metrics], text=[f"{row[m]:.3f}" for m in metrics])
@@ -252,6 +280,13 @@ def plot_comparison(comparison: pd.DataFrame, run_info: dict[str, Any]) -> Any:
         yaxis_title="Pearson correlation (mean over genes)",
         meta=run_info,
     )
+    ceiling = overall.get("reference_lines", {}).get(ORACLE_DEPTH, {}).get("pcc_acg", float("nan"))
+    if np.isfinite(ceiling):
+        figure.add_hline(
+            y=ceiling,
+            line_dash="dash",
+            annotation_text=f"oracle depth ACG {ceiling:.3f} (uses the test sections' measured depth; not a method)",
+        )
     return figure
 
 

@@ -22,7 +22,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(
                 predict_baselines,
                 ["section_graphs", "folds", "test_predictions", "params:evaluation", "params:seed"],
-                "baseline_predictions",
+                ["baseline_predictions", "oracle_depth_predictions"],
                 name="predict_baselines",
             ),
             node(
@@ -33,11 +33,22 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 summarise_metrics,
-                ["fold_metrics", "test_predictions", "baseline_predictions", "evaluation_run_info"],
+                [
+                    "fold_metrics",
+                    "test_predictions",
+                    "baseline_predictions",
+                    "oracle_depth_predictions",
+                    "evaluation_run_info",
+                ],
                 ["overall_metrics", "comparison_table"],
                 name="summarise_metrics",
             ),
-            node(plot_comparison, ["comparison_table", "evaluation_run_info"], "comparison_figure", name="plot_comparison"),
+            node(
+                plot_comparison,
+                ["comparison_table", "overall_metrics", "evaluation_run_info"],
+                "comparison_figure",
+                name="plot_comparison",
+            ),
             node(log_metrics_to_mlflow, ["fold_metrics", "overall_metrics"], None, name="log_metrics_to_mlflow"),
         ]
     )

@@ -187,6 +187,7 @@ def enrich_well_predicted_genes(
 
 def build_report(
     run_info: dict[str, Any],
+    overall_metrics: dict[str, Any],
     comparison_table: pd.DataFrame,
     comparison_figure: Any,
     spatial_maps: Any,
@@ -199,7 +200,15 @@ def build_report(
         "comparison_figure": comparison_figure.to_html(full_html=False, include_plotlyjs=True),
         "spatial_maps": spatial_maps.to_html(full_html=False, include_plotlyjs=False),
     }
-    return render_report(run_info, comparison_table, figures_html, enrichment, agreement, marker_scores)
+    return render_report(
+        run_info,
+        overall_metrics.get("reference_lines", {}),
+        comparison_table,
+        figures_html,
+        enrichment,
+        agreement,
+        marker_scores,
+    )
 
 
 def log_report_to_mlflow(report: str) -> None:

@@ -39,6 +39,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 build_report,
                 [
                     "evaluation_run_info",
+                    "overall_metrics",
                     "comparison_table",
                     "comparison_figure",
                     "spatial_maps",
