@@ -66,27 +66,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=["her2st", "demo"], default="her2st")
-    parser.add_argument("--raw-dir", type=Path, default=None, help="default: ../shared/data/her2st, or the generated demo")
+    parser.add_argument(
+        "--raw-dir", type=Path, default=None, help="default: ../shared/data/her2st, or the generated demo"
+    )
     parser.add_argument("--gene-list", type=Path, default=common.HER2ST_GENES, help="her2st gene panel (.npy)")
     parser.add_argument("--encoder", default="efficientnet_lite0")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument(
-        "--ablation-seeds", type=int, nargs="+", default=None,
+        "--ablation-seeds",
+        type=int,
+        nargs="+",
+        default=None,
         help="seeds for the ablations other than 'no contrastive loss' (default: --seeds); the table's seeds column says which",
     )
     parser.add_argument("--epochs", type=int, default=200)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads during fit (1 is fastest on busy shared cores)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads during fit (1 is fastest on busy shared cores)"
+    )
     parser.add_argument("--variants", nargs="+", default=None, help="subset of variant names (default: all)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 3 epochs, 2 folds, hidden 64")
     parser.add_argument("--work-dir", type=Path, default=common.WORK_DIR)
     parser.add_argument("--out", type=Path, default=None, help="write the table (markdown) here")
     parser.add_argument(
-        "--cached-only", action="store_true",
+        "--cached-only",
+        action="store_true",
         help="fit nothing: tabulate the (variant, seed) scores earlier runs saved, listing what is missing",
     )
     parser.add_argument(
-        "--fresh", action="store_true", help="refit every variant and seed instead of reusing scores saved by earlier runs"
+        "--fresh",
+        action="store_true",
+        help="refit every variant and seed instead of reusing scores saved by earlier runs",
     )
     return parser.parse_args(argv)
 
@@ -117,7 +127,14 @@ def prepare(args: argparse.Namespace) -> dict[str, Any]:
     folds, scaling, graphs = common.build_graphs(sections, embeddings, manifest, params, args.dataset)
     if args.quick:
         folds = {**folds, "folds": dict(list(sorted(folds["folds"].items()))[:2])}
-    return {"params": params, "device": device, "manifest": manifest, "folds": folds, "scaling": scaling, "graphs": graphs}
+    return {
+        "params": params,
+        "device": device,
+        "manifest": manifest,
+        "folds": folds,
+        "scaling": scaling,
+        "graphs": graphs,
+    }
 
 
 def _role(graphs: dict[str, Any], folds: dict[str, Any], fold: str, role: str) -> list[Any]:
@@ -158,7 +175,9 @@ def score(gathered: dict[str, dict[str, Any]], predicted: dict[str, np.ndarray],
     return {"per_fold": per_fold, "pcc_pooled": pooled}
 
 
-def run_variant(prep: dict[str, Any], gathered: dict[str, Any], changes: dict[str, Any], seed: int, args) -> dict[str, Any]:
+def run_variant(
+    prep: dict[str, Any], gathered: dict[str, Any], changes: dict[str, Any], seed: int, args
+) -> dict[str, Any]:
     """Fit one model per fold (best epoch by validation PCC) and predict its test section."""
     from spahgc_kedro.model.training import TrainConfig, build_model, fit, predict
 
@@ -381,11 +400,20 @@ def main(argv: list[str] | None = None) -> str:
             scores.append(record)
             best.extend(record["best_epochs"])
             seconds += record["seconds"]
-            print(f"{name}, seed {seed}: ACG {np.mean([v['pcc_acg'] for v in record['per_fold'].values()]):.3f}", flush=True)
+            print(
+                f"{name}, seed {seed}: ACG {np.mean([v['pcc_acg'] for v in record['per_fold'].values()]):.3f}",
+                flush=True,
+            )
         if not scores:
             continue
         rows.append(
-            {"name": name, "seeds": done, "scores": scores, "best_epochs": f"{min(best)}-{max(best)}", "seconds": seconds / len(seeds)}
+            {
+                "name": name,
+                "seeds": done,
+                "scores": scores,
+                "best_epochs": f"{min(best)}-{max(best)}",
+                "seconds": seconds / len(seeds),
+            }
         )
         if args.out:  # long runs: keep a partial table on disk after every variant
             partial = render(rows, describe(prep, args, time.perf_counter() - start, gathered))
@@ -400,7 +428,13 @@ def main(argv: list[str] | None = None) -> str:
     oracle_score = score(gathered, oracle, n_top)
     base_seconds = (time.perf_counter() - base_start) / max(len(BASELINES), 1)
     rows += [
-        {"name": label, "seeds": args.seeds, "scores": baseline_scores[name], "best_epochs": "-", "seconds": base_seconds}
+        {
+            "name": label,
+            "seeds": args.seeds,
+            "scores": baseline_scores[name],
+            "best_epochs": "-",
+            "seconds": base_seconds,
+        }
         for name, label in BASELINES.items()
         if baseline_scores[name]
     ]

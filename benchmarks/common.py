@@ -186,7 +186,7 @@ def build_graphs(
 
 def log_log_slope(sizes: list[float], values: list[float]) -> float:
     """Least-squares slope of log(value) on log(size): the growth exponent (NaN with < 2 usable points)."""
-    pairs = [(s, v) for s, v in zip(sizes, values) if s > 0 and v > 0 and np.isfinite(v)]
+    pairs = [(s, v) for s, v in zip(sizes, values, strict=True) if s > 0 and v > 0 and np.isfinite(v)]
     if len(pairs) < 2:
         return float("nan")
     x, y = np.log([p[0] for p in pairs]), np.log([p[1] for p in pairs])

@@ -137,8 +137,10 @@ def wsi_peak_rss(args: argparse.Namespace) -> None:
             encoder, patches, device, batch_size=args.batch_size, num_workers=args.num_workers, description="wsi"
         )
         elapsed = time.perf_counter() - start
-    print(f"WSI_RESULT {rss.peak / 2**30:.3f} {rss.peak_rss_sum / 2**30:.3f} {len(features) / elapsed:.1f} "
-          f"{features.shape[0]} {features.shape[1]}")
+    print(
+        f"WSI_RESULT {rss.peak / 2**30:.3f} {rss.peak_rss_sum / 2**30:.3f} {len(features) / elapsed:.1f} "
+        f"{features.shape[0]} {features.shape[1]}"
+    )
 
 
 def throughput_figures(args: argparse.Namespace, device, batches: int) -> None:
@@ -152,8 +154,10 @@ def throughput_figures(args: argparse.Namespace, device, batches: int) -> None:
     print(f"[raw] efficientnet_lite0 on {device}: {raw:.1f} patches/s")
     if device.type == "cuda":
         uni = Encoder(REGISTRY["uni"], create_architecture(REGISTRY["uni"]).eval(), "random", "random")
-        print(f"[raw] uni architecture (random weights, bf16) on {device}: "
-              f"{raw_throughput(uni, device, 128, batches):.1f} patches/s")
+        print(
+            f"[raw] uni architecture (random weights, bf16) on {device}: "
+            f"{raw_throughput(uni, device, 128, batches):.1f} patches/s"
+        )
 
     her2st = Path(args.her2st)
     if her2st.is_dir():
@@ -162,8 +166,10 @@ def throughput_figures(args: argparse.Namespace, device, batches: int) -> None:
         patches = SpotPatches(section.uns["image_path"], section.obsm["spatial"], patch_px=224, output_px=224)
         decode = time.perf_counter() - start
         e2e = end_to_end(encoder, device, patches, args.batch_size, args.num_workers)
-        print(f"[end-to-end] her2st {args.section}: {len(patches)} spots, image decoded once in {decode:.1f} s, "
-              f"{e2e:.1f} patches/s = {100 * e2e / raw:.0f}% of raw (target >= 90%)")
+        print(
+            f"[end-to-end] her2st {args.section}: {len(patches)} spots, image decoded once in {decode:.1f} s, "
+            f"{e2e:.1f} patches/s = {100 * e2e / raw:.0f}% of raw (target >= 90%)"
+        )
     else:
         print(f"[end-to-end] skipped: no her2st data at {her2st}")
 
@@ -196,8 +202,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = select_device(args.device)
     batches = 3 if args.quick else 10
-    print(f"device {device}, torch threads {torch.get_num_threads()}, DataLoader workers {args.num_workers}, "
-          f"batch {args.batch_size}")
+    print(
+        f"device {device}, torch threads {torch.get_num_threads()}, DataLoader workers {args.num_workers}, "
+        f"batch {args.batch_size}"
+    )
 
     if not args.skip_raw:
         throughput_figures(args, device, batches)
@@ -206,19 +214,39 @@ def main() -> None:
         wsi = Path(tmp) / "wsi.tif"
         start = time.perf_counter()
         write_wsi(wsi, WSI_PX)
-        print(f"[wsi] generated {WSI_PX} x {WSI_PX} px pyramidal TIFF ({wsi.stat().st_size / 2**20:.0f} MiB) "
-              f"in {time.perf_counter() - start:.0f} s")
+        print(
+            f"[wsi] generated {WSI_PX} x {WSI_PX} px pyramidal TIFF ({wsi.stat().st_size / 2**20:.0f} MiB) "
+            f"in {time.perf_counter() - start:.0f} s"
+        )
         child = subprocess.run(
-            [sys.executable, __file__, "--wsi", str(wsi), "--wsi-spots", str(args.wsi_spots), "--device", args.device, "--batch-size",
-             str(args.batch_size), "--num-workers", str(args.num_workers), "--threads", str(args.threads)],
-            capture_output=True, text=True, check=True,
+            [
+                sys.executable,
+                __file__,
+                "--wsi",
+                str(wsi),
+                "--wsi-spots",
+                str(args.wsi_spots),
+                "--device",
+                args.device,
+                "--batch-size",
+                str(args.batch_size),
+                "--num-workers",
+                str(args.num_workers),
+                "--threads",
+                str(args.threads),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         peak, rss_sum, speed, rows, dim = next(
             line.split()[1:] for line in child.stdout.splitlines() if line.startswith("WSI_RESULT")
         )
-        print(f"[wsi] {rows} spots -> [{rows}, {dim}] at {float(speed):.1f} patches/s; peak memory of process + "
-              f"workers {float(peak):.2f} GB PSS (target < 1.5 GB; summed RSS, shared pages counted twice: "
-              f"{float(rss_sum):.2f} GB)")
+        print(
+            f"[wsi] {rows} spots -> [{rows}, {dim}] at {float(speed):.1f} patches/s; peak memory of process + "
+            f"workers {float(peak):.2f} GB PSS (target < 1.5 GB; summed RSS, shared pages counted twice: "
+            f"{float(rss_sum):.2f} GB)"
+        )
 
 
 if __name__ == "__main__":

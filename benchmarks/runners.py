@@ -56,7 +56,11 @@ def kedro_run(project: Path, *options: str) -> float:
     """Wall seconds of one `kedro run` in the scratch project; raises with its log tail on failure."""
     start = time.perf_counter()
     result = subprocess.run(
-        [str(KEDRO), "run", *options], cwd=project, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}
+        [str(KEDRO), "run", *options],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
     seconds = time.perf_counter() - start
     if result.returncode != 0:

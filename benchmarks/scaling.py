@@ -57,30 +57,58 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000], help="spots per generated section")
     parser.add_argument("--genes", type=int, default=785, help="genes of generated sections (the HER2+ panel size)")
-    parser.add_argument("--dim", type=int, default=None,
-                        help="random feature width (default 1280 = EfficientNet-Lite0; 1024 = UNI with --gpu)")
+    parser.add_argument(
+        "--dim",
+        type=int,
+        default=None,
+        help="random feature width (default 1280 = EfficientNet-Lite0; 1024 = UNI with --gpu)",
+    )
     parser.add_argument("--encoder", default=None, help="time this encoder on a patch sample of generated sections")
     parser.add_argument("--encoder-sample", type=int, default=None, help="patches timed (default 128, 512 with --gpu)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="patch-decoding workers of the encoder sample (default: embedding.num_workers; "
-                             "min(8, cores) with --gpu)")
-    parser.add_argument("--knn-sample", type=int, default=None,
-                        help="time the L1 kNN baseline (scipy, one core) on this many test spots and extrapolate "
-                             "(default: all spots; 128 with --gpu)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="patch-decoding workers of the encoder sample (default: embedding.num_workers; min(8, cores) with --gpu)",
+    )
+    parser.add_argument(
+        "--knn-sample",
+        type=int,
+        default=None,
+        help="time the L1 kNN baseline (scipy, one core) on this many test spots and extrapolate "
+        "(default: all spots; 128 with --gpu)",
+    )
     parser.add_argument("--tables", nargs="+", choices=TABLES, default=list(TABLES), help="which tables to measure")
-    parser.add_argument("--target-sizes", type=int, nargs="+", default=[1000, 5000, 20000, 50000],
-                        help="target section sizes of the fixed-reference table")
-    parser.add_argument("--fixed-ref-size", type=int, default=None,
-                        help="spots per training section of the fixed-reference table (default 2500 on CPU, 5000 with --gpu)")
-    parser.add_argument("--fixed-ref-sections", type=int, default=2, help="training sections of the fixed-reference table")
-    parser.add_argument("--fixed-dim", type=int, default=None,
-                        help="feature width of the fixed-reference table (default 256 on CPU, 1024 = UNI with --gpu)")
+    parser.add_argument(
+        "--target-sizes",
+        type=int,
+        nargs="+",
+        default=[1000, 5000, 20000, 50000],
+        help="target section sizes of the fixed-reference table",
+    )
+    parser.add_argument(
+        "--fixed-ref-size",
+        type=int,
+        default=None,
+        help="spots per training section of the fixed-reference table (default 2500 on CPU, 5000 with --gpu)",
+    )
+    parser.add_argument(
+        "--fixed-ref-sections", type=int, default=2, help="training sections of the fixed-reference table"
+    )
+    parser.add_argument(
+        "--fixed-dim",
+        type=int,
+        default=None,
+        help="feature width of the fixed-reference table (default 256 on CPU, 1024 = UNI with --gpu)",
+    )
     parser.add_argument("--ref-counts", type=int, nargs="+", default=[2, 3, 4, 6], help="training sections per fold")
     parser.add_argument("--ref-size", type=int, default=1000, help="spots per section for the reference-count sweep")
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--threads", type=int, default=1, help="torch threads during the training epoch")
     parser.add_argument("--no-her2st", action="store_true", help="skip the real HER2+ sections")
-    parser.add_argument("--gpu", action="store_true", help="CUDA + UNI's architecture (random weights); skipped without CUDA")
+    parser.add_argument(
+        "--gpu", action="store_true", help="CUDA + UNI's architecture (random weights); skipped without CUDA"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, no HER2+ embedding")
     parser.add_argument("--work-dir", type=Path, default=common.WORK_DIR / "scaling")
     parser.add_argument("--out", type=Path, default=None, help="write the tables (markdown) here")
@@ -157,9 +185,7 @@ def write_visium_section(folder: Path, n_spots: int, n_genes: int, seed: int, im
     scipy.io.mmwrite(str(matrix_dir / "matrix.mtx"), counts.T.tocoo(), field="integer")
     (matrix_dir / "features.tsv").write_text("".join(f"{g}\t{g}\tGene Expression\n" for g in gene_names(n_genes)))
     (matrix_dir / "barcodes.tsv").write_text("".join(f"{b}\n" for b in barcodes))
-    lines = [
-        f"{b},1,{r},{c},{y:.1f},{x:.1f}\n" for b, (r, c), (x, y) in zip(barcodes, rowcol, xy, strict=True)
-    ]
+    lines = [f"{b},1,{r},{c},{y:.1f},{x:.1f}\n" for b, (r, c), (x, y) in zip(barcodes, rowcol, xy, strict=True)]
     (spatial / "tissue_positions_list.csv").write_text("".join(lines))
     (spatial / "scalefactors_json.json").write_text(json.dumps({"spot_diameter_fullres": 0.55 * SPACING_PX}))
     path = folder / "image.tif"
@@ -191,7 +217,7 @@ def generated_dataset(root: Path, n_spots: int, n_sections: int, n_genes: int) -
         workers = min(len(rest), os.cpu_count() or 1) if n_spots >= 10_000 else 1
         if workers > 1:
             with ProcessPoolExecutor(workers) as pool:
-                list(pool.map(write_visium_section, *zip(*rest)))
+                list(pool.map(write_visium_section, *zip(*rest, strict=True)))
         else:
             for task in rest:
                 write_visium_section(*task)
@@ -251,8 +277,9 @@ def time_encoder_sample(
     batch, workers = int(embedding["batch_size"]), int(embedding["num_workers"] if workers is None else workers)
 
     def patches(chosen: np.ndarray) -> Any:
-        return SpotPatches(section.uns["image_path"], section.obsm["spatial"][chosen], patch_px=224,
-                           output_px=encoder.spec.input_px)
+        return SpotPatches(
+            section.uns["image_path"], section.obsm["spatial"][chosen], patch_px=224, output_px=encoder.spec.input_px
+        )
 
     encoders.encode_patches(encoder, patches(rows[:batch]), device, batch_size=batch, num_workers=0)
     with common.measure(cuda=device.type == "cuda") as m:
@@ -302,8 +329,15 @@ def evaluate(
     predicted = predict(model, test, device)
     measured = test["target"].y.numpy()
     section_metrics(measured, predicted)
-    gathered = {fold: {"fold": fold, "section_id": test.section_id, "genes": list(test.genes),
-                       "spot_ids": [str(s) for s in test.spot_ids], "measured": measured}}
+    gathered = {
+        fold: {
+            "fold": fold,
+            "section_id": test.section_id,
+            "genes": list(test.genes),
+            "spot_ids": [str(s) for s in test.spot_ids],
+            "measured": measured,
+        }
+    }
     baselines = dict(params["evaluation"]["baselines"])
     n_test, sample = measured.shape[0], args.knn_sample
     if not sample or sample >= n_test or "knn_l1" not in baselines:
@@ -328,7 +362,9 @@ def retrieval_device(args) -> str:
     return "cuda" if args.gpu else "cpu"
 
 
-def run_stages(raw: Path, preset: dict[str, Any], params: dict[str, Any], args, device: Any, real: bool) -> dict[str, Any]:
+def run_stages(
+    raw: Path, preset: dict[str, Any], params: dict[str, Any], args, device: Any, real: bool
+) -> dict[str, Any]:
     """Measure every stage on one dataset folder; returns {stage: StageMeasure} and sizes."""
     from spahgc_kedro.encoders import select_device  # noqa: F401 - keeps heavy imports out of timings
 
@@ -341,7 +377,12 @@ def run_stages(raw: Path, preset: dict[str, Any], params: dict[str, Any], args, 
     with common.measure(cuda=cuda) as m:
         if real:
             embeddings = common.embed_with_cache(
-                sections, "efficientnet_lite0", str(device), 0, params["embedding"], args.work_dir / "her2st_embeddings_fresh"
+                sections,
+                "efficientnet_lite0",
+                str(device),
+                0,
+                params["embedding"],
+                args.work_dir / "her2st_embeddings_fresh",
             )
             m.notes.append("efficientnet_lite0, measured on every spot")
         else:
@@ -351,7 +392,13 @@ def run_stages(raw: Path, preset: dict[str, Any], params: dict[str, Any], args, 
     if not real and (args.encoder or args.gpu):
         name = "uni (vit_large_patch16_224, random weights, bf16)" if args.gpu else args.encoder
         seconds, n, gpu_peak = time_encoder_sample(
-            sections[first], args.encoder or "uni", device, args.encoder_sample, args.gpu, params["embedding"], args.workers
+            sections[first],
+            args.encoder or "uni",
+            device,
+            args.encoder_sample,
+            args.gpu,
+            params["embedding"],
+            args.workers,
         )
         workers = params["embedding"]["num_workers"] if args.workers is None else args.workers
         total = seconds / n * sum(a.n_obs for a in sections.values())
@@ -360,8 +407,7 @@ def run_stages(raw: Path, preset: dict[str, Any], params: dict[str, Any], args, 
         )
         measures["embedding"].notes.append(
             f"{name}: EXTRAPOLATED from {n} patches ({seconds:.1f} s, batch {params['embedding']['batch_size']}, "
-            f"{workers} patch-decoding workers), RSS not measured"
-            + (", GPU peak of the sample" if cuda else "")
+            f"{workers} patch-decoding workers), RSS not measured" + (", GPU peak of the sample" if cuda else "")
         )
     params["graph"]["fold"] = first
     params["graph"]["retrieval_device"] = retrieval_device(args)
@@ -435,7 +481,9 @@ def graph_mib(data: Any) -> float:
     """Size of every tensor of a HeteroData (MiB)."""
     import torch
 
-    return sum(v.numel() * v.element_size() for store in data.stores for v in store.values() if torch.is_tensor(v)) / 2**20
+    return (
+        sum(v.numel() * v.element_size() for store in data.stores for v in store.values() if torch.is_tensor(v)) / 2**20
+    )
 
 
 def fixed_reference_rows(args, device: Any) -> dict[str, Any]:
@@ -475,8 +523,12 @@ def fixed_reference_rows(args, device: Any) -> dict[str, Any]:
         with common.measure(cuda=device.type == "cuda") as m:
             start = time.perf_counter()
             neighbours = pair_neighbours(
-                embeddings, [("T", c) for c in fold["train"]], graph["k_refer"], graph["metric"],
-                graph["block_size"], device=graph["retrieval_device"],
+                embeddings,
+                [("T", c) for c in fold["train"]],
+                graph["k_refer"],
+                graph["metric"],
+                graph["block_size"],
+                device=graph["retrieval_device"],
             )
             retrieval = time.perf_counter() - start
             retrieval_traced = tracemalloc.get_traced_memory()[1]
@@ -485,7 +537,9 @@ def fixed_reference_rows(args, device: Any) -> dict[str, Any]:
                 folds=folds,
                 target_scaling=scaling,
                 embeddings=embeddings,
-                expression=lambda s, genes, transform: transformed_expression(sections[s], genes, transform),
+                expression=lambda s, genes, transform, sections=sections: transformed_expression(
+                    sections[s], genes, transform
+                ),
                 spot_ids={s: list(a.obs_names) for s, a in sections.items()},
                 positions={s: np.asarray(a.obsm["spatial"], dtype=np.float64) for s, a in sections.items()},
                 spatial_radius={s: radius for s in sections},
@@ -494,12 +548,20 @@ def fixed_reference_rows(args, device: Any) -> dict[str, Any]:
             )["T/T"]()
         assembly_traced = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
-        rows.append({
-            "spots": n, "retrieval": retrieval, "assembly": m.seconds - retrieval, "total": m.seconds,
-            "reference_nodes": int(data["reference"].num_nodes), "graph_mib": graph_mib(data),
-            "rss_mib": m.peak_growth_mib, "retrieval_traced_mib": retrieval_traced / 2**20,
-            "assembly_traced_mib": assembly_traced / 2**20, "gpu_mib": m.gpu_peak_mib,
-        })
+        rows.append(
+            {
+                "spots": n,
+                "retrieval": retrieval,
+                "assembly": m.seconds - retrieval,
+                "total": m.seconds,
+                "reference_nodes": int(data["reference"].num_nodes),
+                "graph_mib": graph_mib(data),
+                "rss_mib": m.peak_growth_mib,
+                "retrieval_traced_mib": retrieval_traced / 2**20,
+                "assembly_traced_mib": assembly_traced / 2**20,
+                "gpu_mib": m.gpu_peak_mib,
+            }
+        )
         del data, neighbours, sections, embeddings
         print(f"fixed reference: {n} target spots done ({m.seconds:.1f} s)", flush=True)
     return {"rows": rows[1:], "graph": graph}
@@ -509,35 +571,59 @@ def tile_memory_line(block: int, k: int, gpu: bool) -> str:
     """The working memory a block size implies, per tile, for the path in use."""
     tile = block * block
     if gpu:
-        return (f"block_size {block}: torch float32 tile {tile * 4 / 2**20:.0f} MiB + the stable sort's values and int64 "
-                f"order over block x (block + k) {block * (block + k) * 12 / 2**20:.0f} MiB, about "
-                f"{tile * 20 / 2**20:.0f} MiB of device memory at a time, whatever the sizes")
-    return (f"block_size {block}: scipy float64 tile {tile * 8 / 2**20:.0f} MiB, plus argpartition's int64 indices and "
-            f"comparisons of the same shape: about {tile * 17 / 2**20:.0f} MiB at a time, whatever the sizes")
+        return (
+            f"block_size {block}: torch float32 tile {tile * 4 / 2**20:.0f} MiB + the stable sort's values and int64 "
+            f"order over block x (block + k) {block * (block + k) * 12 / 2**20:.0f} MiB, about "
+            f"{tile * 20 / 2**20:.0f} MiB of device memory at a time, whatever the sizes"
+        )
+    return (
+        f"block_size {block}: scipy float64 tile {tile * 8 / 2**20:.0f} MiB, plus argpartition's int64 indices and "
+        f"comparisons of the same shape: about {tile * 17 / 2**20:.0f} MiB at a time, whatever the sizes"
+    )
 
 
 def fixed_reference_table(result: dict[str, Any], args, device: Any, seconds: float) -> list[str]:
     """Markdown: graph construction of one target section against a fixed reference set, with log-log slopes."""
     rows, graph = result["rows"], result["graph"]
     gpu = device.type == "cuda"
-    where = ("torch path on CUDA (float32 tiles)" if gpu
-             else "CPU (scipy float64 tiles, one process)")
-    columns = ["retrieval", "assembly", "total", "reference_nodes", "graph_mib", "rss_mib", "retrieval_traced_mib",
-               "assembly_traced_mib"]
-    headers = ["retrieval s", "assembly s", "total s", "reference nodes", "graph MiB", "peak RSS growth MiB",
-               "retrieval numpy peak MiB", "assembly numpy peak MiB"]
+    where = "torch path on CUDA (float32 tiles)" if gpu else "CPU (scipy float64 tiles, one process)"
+    columns = [
+        "retrieval",
+        "assembly",
+        "total",
+        "reference_nodes",
+        "graph_mib",
+        "rss_mib",
+        "retrieval_traced_mib",
+        "assembly_traced_mib",
+    ]
+    headers = [
+        "retrieval s",
+        "assembly s",
+        "total s",
+        "reference nodes",
+        "graph MiB",
+        "peak RSS growth MiB",
+        "retrieval numpy peak MiB",
+        "assembly numpy peak MiB",
+    ]
     if gpu:
         columns.append("gpu_mib")
         headers.append("GPU peak MiB")
     lines = [
-        "### Graph construction vs target spots, fixed reference set" + (" (quick smoke run, not a result)" if args.quick else ""),
+        "### Graph construction vs target spots, fixed reference set"
+        + (" (quick smoke run, not a result)" if args.quick else ""),
         "",
         f"- one target (test) section of n spots against the same {args.fixed_ref_sections} training sections of "
         f"{args.fixed_ref_size} spots (+ one {args.fixed_ref_size}-spot validation section, which only enters the "
         f"fold's embedding standardisation); Visium-like hexagonal grid, {args.genes} genes (Poisson counts)",
-        f"- features: random {args.fixed_dim}-d" + (" (UNI's width)" if args.fixed_dim == 1024 else
-                                                      " (UNI is 1024-d; narrower here so the CPU table runs in minutes; "
-                                                      "retrieval time is linear in the width)")
+        f"- features: random {args.fixed_dim}-d"
+        + (
+            " (UNI's width)"
+            if args.fixed_dim == 1024
+            else " (UNI is 1024-d; narrower here so the CPU table runs in minutes; "
+            "retrieval time is linear in the width)"
+        )
         + ("" if gpu else "; on CPU the default reference set is 2 x 2500 spots (5000 with --gpu) for the same reason"),
         f"- retrieval = `graph.pair_neighbours` over the {args.fixed_ref_sections} (target, training section) pairs; "
         "assembly = the fold's graph builder for the target (`graph.fold_graph_builders`: standardisation, targets, "
@@ -560,8 +646,14 @@ def fixed_reference_table(result: dict[str, Any], args, device: Any, seconds: fl
         "|---" + "|---" * len(headers) + "|",
     ]
     for row in rows:
-        cells = [f"{row[c]:.2f}" if c in ("retrieval", "assembly", "total") else
-                 str(row[c]) if c == "reference_nodes" else f"{row[c]:.0f}" for c in columns]
+        cells = [
+            f"{row[c]:.2f}"
+            if c in ("retrieval", "assembly", "total")
+            else str(row[c])
+            if c == "reference_nodes"
+            else f"{row[c]:.0f}"
+            for c in columns
+        ]
         lines.append(f"| {row['spots']} | " + " | ".join(cells) + " |")
     if len(rows) >= 2:
         sizes = [row["spots"] for row in rows]
@@ -596,18 +688,23 @@ def stage_table(
     if len(generated) >= 2:
         sizes = [n for n, _ in generated]
         slope_t = [common.log_log_slope(sizes, [r["measures"][s].seconds for _, r in generated]) for s in STAGES]
-        slope_m = [common.log_log_slope(sizes, [r["measures"][s].peak_growth_mib for _, r in generated]) for s in STAGES]
-        cells = [f"time {t:.2f}, mem {m:.2f}" for t, m in zip(slope_t, slope_m)]
+        slope_m = [
+            common.log_log_slope(sizes, [r["measures"][s].peak_growth_mib for _, r in generated]) for s in STAGES
+        ]
+        cells = [f"time {t:.2f}, mem {m:.2f}" for t, m in zip(slope_t, slope_m, strict=True)]
         if gpu:
-            slope_g = [common.log_log_slope(sizes, [r["measures"][s].gpu_peak_mib for _, r in generated]) for s in STAGES]
-            cells = [f"{c}, GPU {g:.2f}" for c, g in zip(cells, slope_g)]
-        lines.append(f"| growth exponent (log-log slope, generated {sizes[0]}..{sizes[-1]}) | | " + " | ".join(cells) + " |")
+            slope_g = [
+                common.log_log_slope(sizes, [r["measures"][s].gpu_peak_mib for _, r in generated]) for s in STAGES
+            ]
+            cells = [f"{c}, GPU {g:.2f}" for c, g in zip(cells, slope_g, strict=True)]
+        lines.append(
+            f"| growth exponent (log-log slope, generated {sizes[0]}..{sizes[-1]}) | | " + " | ".join(cells) + " |"
+        )
     return lines
 
 
 def stages_section(args, device: Any, partial: Any = None) -> list[str]:
     """The per-stage table (HER2+ and generated sizes) with its header; `partial(lines)` after every row."""
-    gpu = device.type == "cuda"
     # an untimed pass first: library imports and first-call setup would otherwise land in the first row
     generated_rows(100, 4, args, device)
     start = time.perf_counter()
@@ -619,7 +716,9 @@ def stages_section(args, device: Any, partial: Any = None) -> list[str]:
     generated: list[tuple[int, dict[str, Any]]] = []
     for n in sorted(args.sizes):
         if partial:
-            partial(stage_lines(results, generated, args, device, start) + ["", f"(PARTIAL: {n} spots/section running)"])
+            partial(
+                stage_lines(results, generated, args, device, start) + ["", f"(PARTIAL: {n} spots/section running)"]
+            )
         result = generated_rows(n, 4, args, device)
         generated.append((n, result))
         results.append((f"generated Visium-like ({args.genes} genes)", result))
@@ -628,7 +727,11 @@ def stages_section(args, device: Any, partial: Any = None) -> list[str]:
 
 
 def stage_lines(
-    results: list[tuple[str, dict[str, Any]]], generated: list[tuple[int, dict[str, Any]]], args, device: Any, start: float
+    results: list[tuple[str, dict[str, Any]]],
+    generated: list[tuple[int, dict[str, Any]]],
+    args,
+    device: Any,
+    start: float,
 ) -> list[str]:
     """The per-stage table with its header, from the rows measured so far."""
     gpu = device.type == "cuda"
@@ -645,11 +748,15 @@ def stage_lines(
         "+ metrics + the 3 baselines",
         "- generated sections: the 4 sections of one size share one tiled TIFF (hard links; same grid, same image size)",
         f"- model: hidden {args.hidden}, 4 layers, EMA teacher + contrastive loss, torch threads {args.threads}; device {device}"
-        + (f"; graph.retrieval_device {retrieval_device(args)}" + (" (torch float32 tiles)" if gpu else " (scipy float64)")),
+        + (
+            f"; graph.retrieval_device {retrieval_device(args)}"
+            + (" (torch float32 tiles)" if gpu else " (scipy float64)")
+        ),
         "- an untimed warm-up pass (4 x 100 spots) runs first, so imports are not timed",
         f"- cells: seconds ({memory}; n/m = not measured; (extrap.) / (part extrap.) = see notes)",
         f"- notes: {'; '.join(notes)}",
-        f"- machine: {common.machine_line(str(device))}" + ("" if gpu else " (cores shared with other developers: timings are noisy)"),
+        f"- machine: {common.machine_line(str(device))}"
+        + ("" if gpu else " (cores shared with other developers: timings are noisy)"),
         f"- wall time: {time.perf_counter() - start:.0f} s",
         "",
         *stage_table(results, generated, gpu),

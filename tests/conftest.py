@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def isolated_mlflow_store(tmp_path_factory, monkeypatch) -> str:
+    """Every test's MLflow calls go to a store of its own, never to mlflow.db in the repository."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    if "mlflow" in sys.modules:
+        # an earlier test's set_tracking_uri would win over the environment variable
+        sys.modules["mlflow"].set_tracking_uri(uri)
+    return uri
 
 
 @pytest.fixture(scope="session")

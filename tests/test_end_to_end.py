@@ -29,7 +29,10 @@ def test_full_run_logs_comparable_runs_and_builds_viz(project_copy: Path):
 
     data = project_copy / "data"
     assert sorted(p.stem for p in (data / "07_model_output/demo/efficientnet_lite0/predictions").glob("*.h5ad")) == [
-        "A1", "A2", "B1", "B2"
+        "A1",
+        "A2",
+        "B1",
+        "B2",
     ]
     assert len(list((data / "06_models/demo/efficientnet_lite0/spahgc.pt").iterdir())) == 2  # one version per run
     assert list((data / "08_reporting/demo").rglob("*.html")), "no HTML report written"

@@ -37,9 +37,7 @@ def ridge_pca_predict(
     from sklearn.preprocessing import StandardScaler
 
     n_components = min(n_components, train_x.shape[0], train_x.shape[1])
-    model = make_pipeline(
-        StandardScaler(), PCA(n_components=n_components, random_state=seed), Ridge(alpha=alpha)
-    )
+    model = make_pipeline(StandardScaler(), PCA(n_components=n_components, random_state=seed), Ridge(alpha=alpha))
     model.fit(train_x, train_y)
     return model.predict(test_x).astype(np.float32)
 

@@ -52,10 +52,11 @@ def _build_run_command() -> click.Command:
     command.callback = _run
     command.params = []
     for option in kedro_run.params:
+        parsed = option
         if option.name in ("params", "runner_params"):
-            option = copy.copy(option)
-            option.callback = parse_params
-        command.params.append(option)
+            parsed = copy.copy(option)
+            parsed.callback = parse_params
+        command.params.append(parsed)
     return command
 
 

@@ -137,7 +137,10 @@ def _write_section(dest, section, patient, counts, genes, spot_ids, grid_x, grid
     buffer = io.StringIO()
     table.to_csv(buffer, sep="\t")
     # mtime=0 keeps the gzip bytes identical from run to run
-    with open(dest / "ST-cnts" / f"{section}.tsv.gz", "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+    with (
+        open(dest / "ST-cnts" / f"{section}.tsv.gz", "wb") as raw,
+        gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz,
+    ):
         gz.write(buffer.getvalue().encode())
     spots = pd.DataFrame(
         {

@@ -26,12 +26,16 @@ logger = logging.getLogger(__name__)
 HER2ST_BASE_URL = "https://github.com/almaan/her2st/raw/master"
 # The image file names differ per section: list them from the repository tree.
 HER2ST_TREE_URL = "https://api.github.com/repos/almaan/her2st/git/trees/master?recursive=1"
-HER2ST_SECTIONS = [f"{p}{i}" for p, n in zip("ABCDEFGH", (6, 6, 6, 6, 3, 3, 3, 3), strict=True) for i in range(1, n + 1)]
+HER2ST_SECTIONS = [
+    f"{p}{i}" for p, n in zip("ABCDEFGH", (6, 6, 6, 6, 3, 3, 3, 3), strict=True) for i in range(1, n + 1)
+]
 HIST2ST_BASE_URL = "https://github.com/biomed-AI/Hist2ST/raw/HEAD"
 GENE_LISTS = {"her2st": "data/her_hvg_cut_1000.npy", "cscc": "data/skin_hvg_cut_1000.npy"}
 CSCC_BASE_URL = "https://ftp.ncbi.nlm.nih.gov/geo/series/GSE144nnn/GSE144240/suppl"
 CSCC_TARBALL = "GSE144240_RAW.tar"
-_CSCC_MEMBER = re.compile(r"(_P\d+_ST_rep\d+(_stdata\.tsv\.gz|\.jpg(\.gz)?)|spot_data-selection-P\d+_ST_rep\d+\.tsv\.gz)$")
+_CSCC_MEMBER = re.compile(
+    r"(_P\d+_ST_rep\d+(_stdata\.tsv\.gz|\.jpg(\.gz)?)|spot_data-selection-P\d+_ST_rep\d+\.tsv\.gz)$"
+)
 HEST_REPO = "MahmoodLab/hest"
 # HEST-Benchmark's LYMPH_IDC task: four Visium lymph-node metastases of invasive ductal carcinoma.
 HEST_IDS = {"hest_lymph_node": ["NCBI681", "NCBI682", "NCBI683", "NCBI684"]}
@@ -60,7 +64,7 @@ def her2st_manifest() -> list[RemoteFile]:
     ]
 
 
-def _content_total(response: "requests.Response", offset: int) -> int | None:  # noqa: F821
+def _content_total(response: requests.Response, offset: int) -> int | None:  # noqa: F821
     """Full file size from Content-Range (partial reply) or Content-Length (whole reply)."""
     if response.status_code == 206:
         match = re.search(r"/(\d+)$", response.headers.get("Content-Range", ""))
@@ -110,9 +114,10 @@ def fetch(url: str, target: Path, *, size: int | None = None, sha256: str | None
                     logger.info("%s does not resume downloads: starting %s again.", url, target.name)
                     offset = 0
                 total = _content_total(response, offset)
-                with part.open("ab" if offset else "wb") as out, tqdm(
-                    total=total, initial=offset, unit="B", unit_scale=True, desc=target.name
-                ) as bar:
+                with (
+                    part.open("ab" if offset else "wb") as out,
+                    tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc=target.name) as bar,
+                ):
                     for chunk in response.iter_content(CHUNK_BYTES):
                         out.write(chunk)
                         bar.update(len(chunk))

@@ -13,7 +13,15 @@ import numpy as np
 import pandas as pd
 
 ENRICHMENT_COLUMNS = (
-    "source", "term", "set_size", "overlap", "n_selected", "n_universe", "p_value", "fdr", "genes",
+    "source",
+    "term",
+    "set_size",
+    "overlap",
+    "n_selected",
+    "n_universe",
+    "p_value",
+    "fdr",
+    "genes",
 )
 
 
@@ -72,7 +80,9 @@ def hypergeometric_enrichment(
                 "n_selected": len(selected_set),
                 "n_universe": len(universe_set),
                 # sf(k - 1) = P(X >= k) for M = universe, n = set size, N = drawn.
-                "p_value": float(hypergeom.sf(len(overlap) - 1, len(universe_set), len(in_universe), len(selected_set))),
+                "p_value": float(
+                    hypergeom.sf(len(overlap) - 1, len(universe_set), len(in_universe), len(selected_set))
+                ),
                 "genes": ",".join(sorted(overlap)),
             }
         )

@@ -56,8 +56,7 @@ def make_folds(
     if fold != "all":
         if str(fold) not in groups:
             raise ValueError(
-                f"graph.fold '{fold}' is not a fold of scheme '{scheme}'. "
-                f"Choose 'all' or one of: {', '.join(groups)}."
+                f"graph.fold '{fold}' is not a fold of scheme '{scheme}'. Choose 'all' or one of: {', '.join(groups)}."
             )
         groups = {str(fold): groups[str(fold)]}
     if validation != "auto" and validation not in ids:
@@ -77,8 +76,9 @@ def make_folds(
         else:
             if validation != "auto":
                 logger.warning(
-                    "Fold %s tests the requested validation section %s; using the automatic "
-                    "choice for this fold.", name, validation
+                    "Fold %s tests the requested validation section %s; using the automatic choice for this fold.",
+                    name,
+                    validation,
                 )
             chosen = auto_validation(sections, test)
         train = [s for s in ids if s not in test and s != chosen]

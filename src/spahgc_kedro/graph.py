@@ -13,7 +13,8 @@ merged per fold (the global top-k is always inside the union of per-section top-
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -49,9 +50,7 @@ def resolve_retrieval_device(device: str = "cpu") -> str:
     if device == "cpu":
         return device
     if device != "auto" and device.split(":")[0] != "cuda":
-        raise ValueError(
-            f"Unknown graph.retrieval_device '{device}'. Choose one of: {', '.join(RETRIEVAL_DEVICES)}."
-        )
+        raise ValueError(f"Unknown graph.retrieval_device '{device}'. Choose one of: {', '.join(RETRIEVAL_DEVICES)}.")
     import torch
 
     if device == "auto":
@@ -115,9 +114,7 @@ def nearest_neighbours(
                 tile[ids == np.arange(q0, q1)[:, None]] = np.inf
             # Reduce the tile to its own k best first, so the merge never copies a tile.
             tile_d, tile_i = _smallest_k(tile, ids, k)
-            best_d, best_i = _smallest_k(
-                np.hstack([best_d, tile_d]), np.hstack([best_i, tile_i]), k
-            )
+            best_d, best_i = _smallest_k(np.hstack([best_d, tile_d]), np.hstack([best_i, tile_i]), k)
         distances[q0:q1], indices[q0:q1] = best_d, best_i
     return distances, indices
 
@@ -192,9 +189,7 @@ def merge_section_neighbours(
     """
     distances = np.hstack([d for d, _ in per_section])
     spots = np.hstack([i for _, i in per_section])
-    sections = np.hstack(
-        [np.full(i.shape, s, dtype=np.int64) for s, (_, i) in enumerate(per_section)]
-    )
+    sections = np.hstack([np.full(i.shape, s, dtype=np.int64) for s, (_, i) in enumerate(per_section)])
     if distances.shape[1] < k:
         raise ValueError(
             f"Only {distances.shape[1]} candidate spots for k_refer={k}: lower graph.k_refer "
@@ -267,9 +262,7 @@ def assemble_section_graph(
     unique_keys, refer_source = np.unique(keys.ravel(), return_inverse=True)
     ref_section = np.searchsorted(offsets, unique_keys, side="right") - 1
     ref_spot = unique_keys - offsets[ref_section]
-    features = np.vstack([reference_x[s][i] for s, i in zip(ref_section, ref_spot)]).astype(
-        np.float32
-    )
+    features = np.vstack([reference_x[s][i] for s, i in zip(ref_section, ref_spot, strict=True)]).astype(np.float32)
 
     k = min(k_close, features.shape[0] - 1)
     if k > 0:
@@ -292,13 +285,9 @@ def assemble_section_graph(
         spatial_edges(target_pos, spatial_radius, max_spatial_neighbours)
     )
     data["reference", "refer", "target"].edge_index = torch.from_numpy(
-        np.vstack([refer_source.reshape(-1), np.repeat(np.arange(n_spots), k_refer)]).astype(
-            np.int64
-        )
+        np.vstack([refer_source.reshape(-1), np.repeat(np.arange(n_spots), k_refer)]).astype(np.int64)
     )
-    data["reference", "close", "reference"].edge_index = torch.from_numpy(
-        close_edges.astype(np.int64)
-    )
+    data["reference", "close", "reference"].edge_index = torch.from_numpy(close_edges.astype(np.int64))
     for name, value in attributes.items():
         data[name] = value
     data.validate(raise_on_error=True)

@@ -203,9 +203,7 @@ class SpotPatches:
         if self.patch_px != self.output_px:
             from PIL import Image
 
-            patch = np.array(
-                Image.fromarray(patch).resize((self.output_px, self.output_px), Image.Resampling.BILINEAR)
-            )
+            patch = np.array(Image.fromarray(patch).resize((self.output_px, self.output_px), Image.Resampling.BILINEAR))
         return patch
 
     def __getstate__(self) -> dict[str, Any]:

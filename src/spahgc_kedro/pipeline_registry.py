@@ -9,7 +9,5 @@ STAGES = ("ingestion", "embedding", "graph", "train", "evaluation", "interpretat
 def register_pipelines() -> dict[str, Pipeline]:
     """Return every pipeline found under `pipelines/`, plus `__default__`."""
     pipelines = find_pipelines(raise_errors=True)
-    pipelines["__default__"] = sum(
-        (pipelines[name] for name in STAGES if name in pipelines), Pipeline([])
-    )
+    pipelines["__default__"] = sum((pipelines[name] for name in STAGES if name in pipelines), Pipeline([]))
     return pipelines

@@ -93,27 +93,54 @@ def spatial_maps_plotly(panels: list[dict[str, Any]], caption: str) -> Any:
         for column, (kind, values) in enumerate((("measured", panel["measured"]), ("predicted", panel["predicted"]))):
             figure.add_trace(
                 go.Scatter(
-                    x=x, y=y, mode="markers", name=f"{panel['gene']} {kind}", visible=index == 0,
-                    text=panel["spot_ids"], hovertemplate="%{text}: %{marker.color:.3f}<extra></extra>",
-                    marker={"color": values, "colorscale": "Viridis", "size": 7, "opacity": 0.85,
-                            "colorbar": {"x": 0.45 if column == 0 else 1.0, "len": 0.8}},
+                    x=x,
+                    y=y,
+                    mode="markers",
+                    name=f"{panel['gene']} {kind}",
+                    visible=index == 0,
+                    text=panel["spot_ids"],
+                    hovertemplate="%{text}: %{marker.color:.3f}<extra></extra>",
+                    marker={
+                        "color": values,
+                        "colorscale": "Viridis",
+                        "size": 7,
+                        "opacity": 0.85,
+                        "colorbar": {"x": 0.45 if column == 0 else 1.0, "len": 0.8},
+                    },
                 ),
-                row=1, col=column + 1,
+                row=1,
+                col=column + 1,
             )
         images = []
         if panel.get("thumbnail_uri"):
             width, height = panel["image_size"]
             images = [
-                {"source": panel["thumbnail_uri"], "xref": axis, "yref": axis.replace("x", "y"), "x": 0, "y": 0,
-                 "sizex": width, "sizey": height, "xanchor": "left", "yanchor": "top", "sizing": "stretch",
-                 "layer": "below", "opacity": 0.8}
+                {
+                    "source": panel["thumbnail_uri"],
+                    "xref": axis,
+                    "yref": axis.replace("x", "y"),
+                    "x": 0,
+                    "y": 0,
+                    "sizex": width,
+                    "sizey": height,
+                    "xanchor": "left",
+                    "yanchor": "top",
+                    "sizing": "stretch",
+                    "layer": "below",
+                    "opacity": 0.8,
+                }
                 for axis in ("x", "x2")
             ]
         visible = [False] * (2 * len(panels))
         visible[2 * index : 2 * index + 2] = [True, True]
         title = f"{panel['gene']} on {panel['section_id']} ({panel['fold']}), PCC {panel['pcc']:.3f}"
-        buttons.append({"label": f"{panel['fold']} {panel['gene']}", "method": "update",
-                        "args": [{"visible": visible}, {"images": images, "title.text": f"{title}<br><sup>{caption}</sup>"}]})
+        buttons.append(
+            {
+                "label": f"{panel['fold']} {panel['gene']}",
+                "method": "update",
+                "args": [{"visible": visible}, {"images": images, "title.text": f"{title}<br><sup>{caption}</sup>"}],
+            }
+        )
         if index == 0:
             figure.update_layout(images=images, title=f"{title}<br><sup>{caption}</sup>")
     for axis in ("yaxis", "yaxis2"):
@@ -122,7 +149,9 @@ def spatial_maps_plotly(panels: list[dict[str, Any]], caption: str) -> Any:
     figure.update_xaxes(showgrid=False)
     figure.update_layout(
         updatemenus=[{"buttons": buttons, "direction": "down", "x": 0, "y": 1.2, "xanchor": "left"}],
-        showlegend=False, height=620, margin={"t": 140},
+        showlegend=False,
+        height=620,
+        margin={"t": 140},
         meta={"caption": caption, "colour": "each panel scaled to its own range"},
     )
     return figure
@@ -230,7 +259,9 @@ def render_report(
         comparison_table=_table_html(comparison_table, "No comparison table.", meta),
         region_agreement=_table_html(region_agreement, "No region labels for the test sections: skipped.", meta),
         region_marker_scores=_table_html(region_marker_scores, "", meta) if not region_marker_scores.empty else "",
-        enrichment=_table_html(enrichment, "No GMT gene-set files given (interpretation.enrichment.gmt_files): skipped.", meta),
+        enrichment=_table_html(
+            enrichment, "No GMT gene-set files given (interpretation.enrichment.gmt_files): skipped.", meta
+        ),
         **figures_html,
     )
 

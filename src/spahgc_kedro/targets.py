@@ -60,9 +60,7 @@ def seurat_v3_hvgs(adata: Any, n_top: int) -> set[str]:
 
     counts = ad.AnnData(X=adata.X.copy(), obs=adata.obs[[]].copy(), var=adata.var[[]].copy())
     n_top = min(int(n_top), counts.n_vars)
-    table = sc.pp.highly_variable_genes(
-        counts, flavor="seurat_v3", n_top_genes=n_top, inplace=False
-    )
+    table = sc.pp.highly_variable_genes(counts, flavor="seurat_v3", n_top_genes=n_top, inplace=False)
     return set(counts.var_names[table["highly_variable"].to_numpy()])
 
 
@@ -84,8 +82,11 @@ def select_panel(
         panel = [g for g in wanted if g in kept]
         if len(panel) < len(wanted):
             logger.warning(
-                "Gene list %s: %d of %d genes are not measured in every section and are "
-                "dropped (kept %d).", rule["path"], len(wanted) - len(panel), len(wanted), len(panel)
+                "Gene list %s: %d of %d genes are not measured in every section and are dropped (kept %d).",
+                rule["path"],
+                len(wanted) - len(panel),
+                len(wanted),
+                len(panel),
             )
     elif name == "hvg_intersection":
         hvg_cache = {} if hvg_cache is None else hvg_cache
@@ -97,12 +98,13 @@ def select_panel(
         panel = [g for g in present if g in shared]
         logger.info(
             "HVG panel: %d genes in the top-%s HVGs of all %d fitting sections.",
-            len(panel), rule.get("n_top", 1000), len(fit_sections)
+            len(panel),
+            rule.get("n_top", 1000),
+            len(fit_sections),
         )
     else:
         raise ValueError(
-            f"Unknown gene_panel.rule '{name}'. Choose 'list' (with a path) or "
-            "'hvg_intersection' (with n_top)."
+            f"Unknown gene_panel.rule '{name}'. Choose 'list' (with a path) or 'hvg_intersection' (with n_top)."
         )
     if not panel:
         raise ValueError(
@@ -125,9 +127,7 @@ def transformed_expression(adata: Any, genes: list[str], transform: str) -> np.n
     elif transform == "log10":
         factor = None
     else:
-        raise ValueError(
-            f"Unknown graph.target_transform '{transform}'. Choose one of: {', '.join(TRANSFORMS)}."
-        )
+        raise ValueError(f"Unknown graph.target_transform '{transform}'. Choose one of: {', '.join(TRANSFORMS)}.")
     columns = adata.var_names.get_indexer(genes)
     values = counts[:, columns]
     values = values.toarray() if sp.issparse(values) else np.asarray(values)

@@ -39,14 +39,24 @@ def test_accuracy_quick_on_demo_prints_every_method(tmp_path, monkeypatch, capsy
     # accuracy imports the benchmarks folder's `common` as a top-level module: patch that one
     monkeypatch.setattr(accuracy.common, "embed_with_cache", _random_embedding_cache)
     out = tmp_path / "accuracy_demo.md"
-    variants = list(accuracy.VARIANTS)[:1]  # one variant keeps the smoke test short; every variant runs the same code path
+    variants = list(accuracy.VARIANTS)[
+        :1
+    ]  # one variant keeps the smoke test short; every variant runs the same code path
     table = accuracy.main(
         ["--dataset", "demo", "--quick", "--work-dir", str(tmp_path), "--out", str(out), "--variants", *variants]
     )
     for name in [*variants, *accuracy.BASELINES.values()]:
         assert f"| {name} |" in table
-    for stated in ("data: demo", "genes:", "target transform: log10", "folds: leave_one_section_out",
-                   "PCC conventions", "encoder:", "machine:", "wall time:"):
+    for stated in (
+        "data: demo",
+        "genes:",
+        "target transform: log10",
+        "folds: leave_one_section_out",
+        "PCC conventions",
+        "encoder:",
+        "machine:",
+        "wall time:",
+    ):
         assert stated in table
     written = out.read_text()
     assert "Hist2ST 0.156" in written and "mclSTExp 0.232" in written
@@ -77,7 +87,9 @@ def test_generated_sections_share_one_readable_image(tmp_path):
     assert os.stat(images[0]).st_ino == os.stat(images[1]).st_ino
     image = TiffImage(images[1])
     # the pre-encoded tiles decode to the pixels they were made from, in tile order
-    first, second = (np.frombuffer(zlib.decompress(t), np.uint8).reshape(512, 512, 3) for t in scaling.encoded_tiles()[:2])
+    first, second = (
+        np.frombuffer(zlib.decompress(t), np.uint8).reshape(512, 512, 3) for t in scaling.encoded_tiles()[:2]
+    )
     np.testing.assert_array_equal(image.read(0, 0, 512, 512), first)
     np.testing.assert_array_equal(image.read(512, 0, 1024, 300), second[:300])
     image.close()

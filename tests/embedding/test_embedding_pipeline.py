@@ -44,9 +44,14 @@ def _catalog(sections: dict, folder: Path, embedding: dict) -> DataCatalog:
 
 def _run(sections: dict, folder: Path, embedding: dict = EMBEDDING) -> dict:
     SequentialRunner().run(create_pipeline(), _catalog(sections, folder, embedding))
-    return {key: load() for key, load in PartitionedDataset(
-        path=str(folder), dataset="spahgc_kedro.datasets.AnnDataDataset", filename_suffix=".h5ad"
-    ).load().items()}
+    return {
+        key: load()
+        for key, load in PartitionedDataset(
+            path=str(folder), dataset="spahgc_kedro.datasets.AnnDataDataset", filename_suffix=".h5ad"
+        )
+        .load()
+        .items()
+    }
 
 
 @pytest.fixture
@@ -130,4 +135,6 @@ def test_section_groups_split_sections_and_merge_in_order(tmp_path, tiny_section
 def test_pipeline_has_one_embedding_node_per_section_group():
     names = [n.name for n in create_pipeline(section_groups=3).nodes]
     assert names.count("merge_section_embeddings") == 1
-    assert sorted(n for n in names if n.startswith("embed_section_group_")) == [f"embed_section_group_{g}" for g in range(3)]
+    assert sorted(n for n in names if n.startswith("embed_section_group_")) == [
+        f"embed_section_group_{g}" for g in range(3)
+    ]

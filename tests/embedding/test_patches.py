@@ -72,7 +72,9 @@ def test_lazy_tiff_regions_equal_a_whole_read(tmp_path, pixels):
 def test_tiff_patches_survive_worker_pickling(tmp_path, pixels):
     import pickle
 
-    patches = SpotPatches(write_tiled_tiff(tmp_path / "wsi.tif", pixels), np.array([[50.0, 60.0]]), patch_px=32, output_px=32)
+    patches = SpotPatches(
+        write_tiled_tiff(tmp_path / "wsi.tif", pixels), np.array([[50.0, 60.0]]), patch_px=32, output_px=32
+    )
     first = patches[0]
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(patches))[0], first)
 

@@ -42,7 +42,7 @@ def make_run(
             data.role = "test" if name in tests else "train"
             # identity standardisation: target.x are the raw embeddings
             data.embedding_mean, data.embedding_std = torch.zeros(dim), torch.ones(dim)
-            graphs[f"{fold}/{name}"] = (lambda d=data: d)
+            graphs[f"{fold}/{name}"] = lambda d=data: d
         for test in tests:
             predictions[fold if tests_per_fold == 1 else f"{fold}-{test}"] = _prediction(
                 sections[test], genes, fold, test, scheme, rng
@@ -63,7 +63,11 @@ def _prediction(section: dict[str, Any], genes: list[str], fold: str, test: str,
     adata.var_names = genes
     adata.obsm["spatial"] = section["pos"]
     adata.uns.update(
-        fold=fold, section_id=test, dataset="synthetic", encoder="toy", fold_scheme=scheme,
+        fold=fold,
+        section_id=test,
+        dataset="synthetic",
+        encoder="toy",
+        fold_scheme=scheme,
         target_transform="log10(count+1), min-max",
     )
     return lambda: adata

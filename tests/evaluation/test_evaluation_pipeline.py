@@ -76,12 +76,36 @@ def test_fold_metrics_go_to_the_fold_run_and_overall_to_the_active_run(tmp_path,
     with mlflow.start_run() as fold_run:
         pass
     fold_metrics = pd.DataFrame(
-        [{"method": "spahgc", "fold": "f0", "mlflow_run_id": fold_run.info.run_id, "pcc_acg": 0.4, "mse": 0.1,
-          "pcc_heg50": 0.5, "pcc_hvg50": 0.5, "mae": 0.2, "n_genes": 3, "n_constant": 0,
-          "n_pcc_gt_0_3": 1, "n_pcc_gt_0_5": 0},
-         {"method": "spahgc", "fold": "f1", "mlflow_run_id": "", "pcc_acg": 0.1, "mse": 0.1,
-          "pcc_heg50": 0.5, "pcc_hvg50": 0.5, "mae": 0.2, "n_genes": 3, "n_constant": 0,
-          "n_pcc_gt_0_3": 1, "n_pcc_gt_0_5": 0}]
+        [
+            {
+                "method": "spahgc",
+                "fold": "f0",
+                "mlflow_run_id": fold_run.info.run_id,
+                "pcc_acg": 0.4,
+                "mse": 0.1,
+                "pcc_heg50": 0.5,
+                "pcc_hvg50": 0.5,
+                "mae": 0.2,
+                "n_genes": 3,
+                "n_constant": 0,
+                "n_pcc_gt_0_3": 1,
+                "n_pcc_gt_0_5": 0,
+            },
+            {
+                "method": "spahgc",
+                "fold": "f1",
+                "mlflow_run_id": "",
+                "pcc_acg": 0.1,
+                "mse": 0.1,
+                "pcc_heg50": 0.5,
+                "pcc_hvg50": 0.5,
+                "mae": 0.2,
+                "n_genes": 3,
+                "n_constant": 0,
+                "n_pcc_gt_0_3": 1,
+                "n_pcc_gt_0_5": 0,
+            },
+        ]
     )
     with mlflow.start_run() as active:
         log_metrics_to_mlflow(fold_metrics, {"methods": {"spahgc": {"pcc_acg": 0.25, "pcc_pooled": float("nan")}}})

@@ -29,12 +29,15 @@ def make_section(section_id: str, patient_id: str, seed: int, variable_genes: li
     counts += offset
     rows, cols = np.divmod(np.arange(n), GRID)
     section = ad.AnnData(X=sp.csr_matrix(counts))
-    section.obs_names = [f"{section_id}_{r}x{c}" for r, c in zip(rows, cols)]
+    section.obs_names = [f"{section_id}_{r}x{c}" for r, c in zip(rows, cols, strict=True)]
     section.var_names = [f"G{g}" for g in range(N_GENES)]
     section.obs["array_row"], section.obs["array_col"] = rows, cols
     section.obsm["spatial"] = np.c_[cols * SPACING + 50, rows * SPACING + 50].astype(np.float64)
     section.uns.update(
-        section_id=section_id, patient_id=patient_id, dataset="tiny", platform="legacy_st",
+        section_id=section_id,
+        patient_id=patient_id,
+        dataset="tiny",
+        platform="legacy_st",
         spot_spacing_px=SPACING,
     )
     return section
@@ -57,7 +60,10 @@ def tiny():
     for i, (sid, patient) in enumerate(SECTIONS):
         test_like = sid == "S5"
         sections[sid] = make_section(
-            sid, patient, seed=i, variable_genes=TEST_HVGS if test_like else TRAIN_HVGS,
+            sid,
+            patient,
+            seed=i,
+            variable_genes=TEST_HVGS if test_like else TRAIN_HVGS,
             offset=1000 if test_like else 0,
         )
         embeddings[sid] = make_embedding(sections[sid], seed=100 + i)
@@ -75,9 +81,15 @@ def tiny():
 def graph_params():
     """The graph parameters of conf/base/parameters_graph.yml, with small blocks."""
     return {
-        "fold_scheme": "leave_one_section_out", "fold": "all", "validation": "auto",
-        "target_transform": "log10", "k_refer": 7, "metric": "l1", "k_close": 3,
-        "max_spatial_neighbours": 5, "block_size": 16,
+        "fold_scheme": "leave_one_section_out",
+        "fold": "all",
+        "validation": "auto",
+        "target_transform": "log10",
+        "k_refer": 7,
+        "metric": "l1",
+        "k_close": 3,
+        "max_spatial_neighbours": 5,
+        "block_size": 16,
     }
 
 

@@ -12,7 +12,7 @@ from scipy.spatial.distance import cdist
 from spahgc_kedro.graph import merge_section_neighbours, nearest_neighbours, spatial_edges
 from spahgc_kedro.pipelines.graph.nodes import build_section_graphs, fit_target_scaling, make_fold_plan
 
-from .conftest import DIM, GRID, N_GENES, SECTIONS, loaders
+from .conftest import DIM, GRID, SECTIONS, loaders
 
 
 def brute_force(queries, candidates, k, metric):
@@ -145,7 +145,7 @@ def test_reference_features_are_the_training_spots(tiny, graph_params):
     _, scaling, graphs = build(tiny, graph_params, fold="S5")
     data = graphs["S5/S5"]
     genes = scaling["S5"]["genes"]
-    for row, (s, spot) in enumerate(zip(data["reference"].section_index, data["reference"].spot_index)):
+    for row, (s, spot) in enumerate(zip(data["reference"].section_index, data["reference"].spot_index, strict=True)):
         section = sections[data.reference_sections[int(s)]]
         counts = section[int(spot), genes].X.toarray().ravel()
         expected = (np.log10(counts + 1) - np.array(scaling["S5"]["min"])) / (

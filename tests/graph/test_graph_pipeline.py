@@ -57,7 +57,9 @@ def test_graph_pipeline_runs_on_tiny_sections(tmp_path, tiny, scheme):
     assert len(folds["folds"]) == n_folds
     scaling = catalog.load("target_scaling")
     assert set(scaling) == set(folds["folds"])
-    assert all(s["transform"] == "log10" and len(s["genes"]) == len(s["min"]) == len(s["max"]) for s in scaling.values())
+    assert all(
+        s["transform"] == "log10" and len(s["genes"]) == len(s["min"]) == len(s["max"]) for s in scaling.values()
+    )
     graphs = catalog.load("section_graphs")
     assert len(graphs) == n_folds * len(SECTIONS)
     for name, fold in folds["folds"].items():

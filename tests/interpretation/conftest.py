@@ -30,5 +30,5 @@ def sections_with_images(synthetic_run, tmp_path) -> dict[str, Any]:
         Image.fromarray(np.full((620, 640, 3), 200, dtype=np.uint8)).save(path)
         adata = ad.AnnData(X=np.zeros((len(section["spots"]), 1), dtype=np.float32))
         adata.uns.update(image_path=str(path), image_size=[640, 620], section_id=name)
-        sections[name] = (lambda a=adata: a)
+        sections[name] = lambda a=adata: a
     return sections

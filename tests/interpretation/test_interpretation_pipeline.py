@@ -18,12 +18,12 @@ INTERPRETATION = {
 
 def catalog_in(tmp_path, synthetic_run, sections, labels, gmt_files):
     import pandas as pd
+    from kedro.io import Version
     from kedro_datasets.json import JSONDataset
     from kedro_datasets.matplotlib import MatplotlibDataset
     from kedro_datasets.pandas import ParquetDataset
     from kedro_datasets.plotly import JSONDataset as PlotlyJSONDataset
     from kedro_datasets.text import TextDataset
-    from kedro.io import Version
 
     version = Version(None, None)
     out = tmp_path / "08_reporting"
@@ -56,14 +56,30 @@ def catalog_in(tmp_path, synthetic_run, sections, labels, gmt_files):
 def test_report_gathers_comparison_maps_regions_and_enrichment(tmp_path, synthetic_run, sections_with_images):
     gmt = tmp_path / "toy.gmt"
     gmt.write_text("TOY_PATHWAY\tdesc\tG0\tG1\tG2\tG3\tG4\n")
-    labels = {"section": ["S0"] * 36, "spot_id": synthetic_run["sections"]["S0"]["spots"],
-              "pixel_x": None, "pixel_y": None, "label": ["tumour"] * 18 + ["stroma"] * 18}
+    labels = {
+        "section": ["S0"] * 36,
+        "spot_id": synthetic_run["sections"]["S0"]["spots"],
+        "pixel_x": None,
+        "pixel_y": None,
+        "label": ["tumour"] * 18 + ["stroma"] * 18,
+    }
     catalog = catalog_in(tmp_path, synthetic_run, sections_with_images, labels, [str(gmt)])
     SequentialRunner().run(evaluation_pipeline() + interpretation_pipeline(), catalog)
 
     report = catalog.load("report")
-    for expected in ("synthetic", "leave_one_section_out", "toy", "10 genes", "log10(count+1)",
-                     "knn_l1", "TOY_PATHWAY", "tumour", "plotly", "pcc_gene_specific", "Reference line, not a method"):
+    for expected in (
+        "synthetic",
+        "leave_one_section_out",
+        "toy",
+        "10 genes",
+        "log10(count+1)",
+        "knn_l1",
+        "TOY_PATHWAY",
+        "tumour",
+        "plotly",
+        "pcc_gene_specific",
+        "Reference line, not a method",
+    ):
         assert expected in report, expected
     assert len(list((tmp_path / "08_reporting" / "report.html").glob("*/report.html"))) == 1
     pngs = list((tmp_path / "08_reporting" / "maps_png").glob("*/maps_png/*.png"))

@@ -29,8 +29,15 @@ def two_region_predictions():
 
 def test_perfect_clusters_agree_with_labels_matched_by_spot_id():
     predictions, labels = two_region_predictions()
-    table = pd.DataFrame({"section": "A1", "spot_id": [f"{i}x1" for i in range(20)], "pixel_x": np.nan,
-                          "pixel_y": np.nan, "label": labels})
+    table = pd.DataFrame(
+        {
+            "section": "A1",
+            "spot_id": [f"{i}x1" for i in range(20)],
+            "pixel_x": np.nan,
+            "pixel_y": np.nan,
+            "label": labels,
+        }
+    )
     agreement, scores = region_agreement(predictions, table, RUN_INFO, PARAMS, seed=0)
     assert agreement.loc[0, "ari_predicted"] == pytest.approx(1.0)
     assert agreement.loc[0, "nmi_predicted"] == pytest.approx(1.0)
@@ -44,8 +51,15 @@ def test_perfect_clusters_agree_with_labels_matched_by_spot_id():
 def test_labels_fall_back_to_nearest_pixel_and_missing_labels_skip():
     predictions, labels = two_region_predictions()
     # Spot ids that do not match, pixels within a few px of the spot centres.
-    table = pd.DataFrame({"section": "A1", "spot_id": [f"r{i}" for i in range(20)],
-                          "pixel_x": np.arange(20) * 100.0 + 3, "pixel_y": 52.0, "label": labels})
+    table = pd.DataFrame(
+        {
+            "section": "A1",
+            "spot_id": [f"r{i}" for i in range(20)],
+            "pixel_x": np.arange(20) * 100.0 + 3,
+            "pixel_y": 52.0,
+            "label": labels,
+        }
+    )
     agreement, _ = region_agreement(predictions, table, RUN_INFO, PARAMS, seed=0)
     assert agreement.loc[0, "ari_predicted"] == pytest.approx(1.0)
     empty = pd.DataFrame(columns=["section", "spot_id", "pixel_x", "pixel_y", "label"])

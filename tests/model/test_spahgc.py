@@ -39,9 +39,9 @@ def make_graph(n: int = 24, m: int = 30, seed: int = 0, spatial: bool = True) ->
     data["target"].x = x
     data["target"].y = torch.sigmoid(x @ mixing) * 0.5 + 0.5 * reference_expression[references].mean(dim=1)
     if spatial:
-        data["target", "near", "target"].edge_index = torch.stack(
-            [torch.arange(n), torch.arange(n).roll(1)]
-        ).repeat(1, 2)
+        data["target", "near", "target"].edge_index = torch.stack([torch.arange(n), torch.arange(n).roll(1)]).repeat(
+            1, 2
+        )
     else:
         data["target", "near", "target"].edge_index = torch.empty(2, 0, dtype=torch.long)
     data["reference", "close", "reference"].edge_index = torch.stack(
@@ -141,14 +141,22 @@ def test_training_reduces_loss_when_y_depends_on_x():
 def test_fit_is_reproducible_and_keeps_best_epoch():
     train, validation = [make_graph(seed=1), make_graph(seed=3)], [make_graph(seed=2)]
     rows = []
-    first = fit(train, validation, small_config(epochs=4), on_epoch=lambda e, row: rows.append((e, row)), progress=False)
+    first = fit(
+        train, validation, small_config(epochs=4), on_epoch=lambda e, row: rows.append((e, row)), progress=False
+    )
     second = fit(train, validation, small_config(epochs=4), progress=False)
     assert first.history == second.history
     assert first.state_dict.keys() == second.state_dict.keys()
     assert all(torch.equal(first.state_dict[k], second.state_dict[k]) for k in first.state_dict)
     expected_keys = {
-        "epoch", "train_loss", "train_mse", "train_pcc_loss", "train_contrastive_target",
-        "train_contrastive_reference", "val_loss", "val_pcc",
+        "epoch",
+        "train_loss",
+        "train_mse",
+        "train_pcc_loss",
+        "train_contrastive_target",
+        "train_contrastive_reference",
+        "val_loss",
+        "val_pcc",
     }
     assert set(first.history[0]) == expected_keys
     assert [e for e, _ in rows] == [1, 2, 3, 4] and rows[-1][1] == first.history[-1]

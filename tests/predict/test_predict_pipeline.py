@@ -78,10 +78,26 @@ def trained(demo_raw):
     builders = build_section_graphs(sections, embeddings, manifest, folds, scaling, datasets, "demo", graph)
     config = TrainConfig(epochs=30, lr=3e-3, hidden=16, heads=2, n_layers=1, threads=1)
     result = fit([builders["new/A1"](), builders["new/A2"]()], [builders["new/B1"]()], config, progress=False)
-    models = {"new": {"state_dict": result.state_dict, "config": result.model_config, "history": result.history,
-                      "best_epoch": result.best_epoch, "mlflow_run_id": ""}}
-    return {"sections": sections, "manifest": manifest, "embeddings": embeddings, "embedding": embedding,
-            "folds": folds, "scaling": scaling, "models": models, "datasets": datasets, "graph": graph}
+    models = {
+        "new": {
+            "state_dict": result.state_dict,
+            "config": result.model_config,
+            "history": result.history,
+            "best_epoch": result.best_epoch,
+            "mlflow_run_id": "",
+        }
+    }
+    return {
+        "sections": sections,
+        "manifest": manifest,
+        "embeddings": embeddings,
+        "embedding": embedding,
+        "folds": folds,
+        "scaling": scaling,
+        "models": models,
+        "datasets": datasets,
+        "graph": graph,
+    }
 
 
 @pytest.fixture
@@ -92,7 +108,11 @@ def new_dir(tmp_path, demo_raw):
     shutil.copy(next((demo_raw / "ST-imgs" / "B" / NEW_SECTION).glob("*.jpg")), folder / f"{NEW_SECTION}.jpg")
     spots = pd.read_csv(demo_raw / "ST-spotfiles" / f"{NEW_SECTION}_selection.tsv", sep="\t")
     table = pd.DataFrame(
-        {"spot_id": [f"{x}x{y}" for x, y in zip(spots["x"], spots["y"])], "x": spots["pixel_x"], "y": spots["pixel_y"]}
+        {
+            "spot_id": [f"{x}x{y}" for x, y in zip(spots["x"], spots["y"], strict=True)],
+            "x": spots["pixel_x"],
+            "y": spots["pixel_y"],
+        }
     ).sample(frac=1.0, random_state=0)
     table.to_csv(folder / f"{NEW_SECTION}_spots.csv", index=False)
     return folder
@@ -117,7 +137,8 @@ def _run(trained, new_dir, out_dir, **predict_overrides):
             "params:datasets": MemoryDataset(trained["datasets"]),
             "params:dataset": MemoryDataset("demo"),
             "new_predictions": PartitionedDataset(
-                path=str(out_dir / "new_predictions"), dataset="spahgc_kedro.datasets.AnnDataDataset",
+                path=str(out_dir / "new_predictions"),
+                dataset="spahgc_kedro.datasets.AnnDataDataset",
                 filename_suffix=".h5ad",
             ),
             "new_prediction_maps": PartitionedDataset(

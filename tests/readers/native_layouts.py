@@ -28,9 +28,7 @@ def write_image(path: Path, size: tuple[int, int] = IMAGE_SIZE) -> Path:
 
 def spot_table(n: int = 6) -> pd.DataFrame:
     """Space Ranger spot table: n in-tissue spots on a 2-row grid, plus one spot off tissue."""
-    rows = [
-        (f"BC{i:02d}-1", 1, i % 2, i // 2 * 2 + i % 2, 30.0 + 40.0 * (i % 2), 20.0 + 25.0 * i) for i in range(n)
-    ]
+    rows = [(f"BC{i:02d}-1", 1, i % 2, i // 2 * 2 + i % 2, 30.0 + 40.0 * (i % 2), 20.0 + 25.0 * i) for i in range(n)]
     rows.append(("OFF-1", 0, 5, 5, 10.0, 10.0))
     return pd.DataFrame(
         rows,

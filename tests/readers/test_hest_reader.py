@@ -40,9 +40,11 @@ def make_sample(
     adata.write_h5ad(raw / "st" / f"{sample_id}.h5ad")
     write_image(raw / "wsis" / f"{sample_id}.tif")
     (raw / "metadata").mkdir(parents=True, exist_ok=True)
-    meta = meta if meta is not None else {
-        "pixel_size_um_estimated": 0.5, "spot_diameter": 55.0, "patient": "Patient 8", "st_technology": "Visium"
-    }
+    meta = (
+        meta
+        if meta is not None
+        else {"pixel_size_um_estimated": 0.5, "spot_diameter": 55.0, "patient": "Patient 8", "st_technology": "Visium"}
+    )
     (raw / "metadata" / f"{sample_id}.json").write_text(json.dumps(meta))
 
 

@@ -34,9 +34,7 @@ def make_cscc(raw: Path, section: str = "P2_ST_rep1", counts: pd.DataFrame | Non
     )
     spots.to_csv(raw / f"GSM4284316_spot_data-selection-{section}.tsv.gz", sep="\t", index=False)
     if counts is None:
-        counts = pd.DataFrame(
-            np.arange(18).reshape(6, 3), index=[f"{x}x{y}" for x, y in grid], columns=GENES
-        )
+        counts = pd.DataFrame(np.arange(18).reshape(6, 3), index=[f"{x}x{y}" for x, y in grid], columns=GENES)
     counts.to_csv(raw / f"GSM4284316_{section}_stdata.tsv.gz", sep="\t")
     write_image(raw / f"GSM4284316_{section}.jpg")
     return counts

@@ -116,9 +116,7 @@ def test_train_pipeline_runs_on_two_workers_like_sequential(tmp_path, tiny, grap
     assert set(ran) == {n.name for n in pipeline.nodes}
     assert len({worker for worker, _, _ in ran.values()}) == 2
     concurrent = [
-        (a, b)
-        for a, b in independent
-        if ran[a][0] != ran[b][0] and ran[a][1] < ran[b][2] and ran[b][1] < ran[a][2]
+        (a, b) for a, b in independent if ran[a][0] != ran[b][0] and ran[a][1] < ran[b][2] and ran[b][1] < ran[a][2]
     ]
     assert concurrent, f"no two independent nodes overlapped on different workers: {ran}"
     crossed = [

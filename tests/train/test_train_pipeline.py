@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import yaml
 from kedro.io import DataCatalog, MemoryDataset, SharedMemoryDataCatalog
 from kedro.runner import ParallelRunner, SequentialRunner
 
+from spahgc_kedro.parallelism import members
 from spahgc_kedro.pipelines.graph.nodes import build_section_graphs, fit_target_scaling, make_fold_plan
 from spahgc_kedro.pipelines.train import create_pipeline
 from spahgc_kedro.pipelines.train.nodes import graphs_by_role, merge_trained_models
-from spahgc_kedro.parallelism import members
 from tests.conftest import PROJECT_ROOT
 from tests.graph.conftest import GRID, SECTIONS  # noqa: F401 - fixtures below come from there too
 
@@ -52,7 +54,9 @@ def _run(tmp_path, folds, scaling, graphs, runner=None, fold_groups=None, **over
             "params:encoder": MemoryDataset("random"),
             "trained_models": TorchObjectDataset(filepath=str(tmp_path / "models.pt")),
             "predictions": PartitionedDataset(
-                path=str(tmp_path / "predictions"), dataset="spahgc_kedro.datasets.AnnDataDataset", filename_suffix=".h5ad"
+                path=str(tmp_path / "predictions"),
+                dataset="spahgc_kedro.datasets.AnnDataDataset",
+                filename_suffix=".h5ad",
             ),
         }
     )
@@ -117,6 +121,12 @@ def test_parallel_runner_trains_fold_groups_like_the_sequential_runner(tmp_path,
     folds, scaling, builders = tiny_graphs
     # built graphs: the builders are closures, which cannot cross processes (a catalog's partitions can)
     graphs = {key: build() for key, build in builders.items()}
+    # kedro-mlflow's hooks log from each worker: create the test's store here, so two workers never race to,
+    # and work in tmp_path, where MLflow's default experiment puts its artifacts (./mlruns)
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    mlflow.MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"]).search_experiments()
     sequential, _ = _run(tmp_path / "sequential", folds, scaling, graphs, fold_groups=2, threads=1)
     parallel, predictions = _run(
         tmp_path / "parallel", folds, scaling, graphs, runner=ParallelRunner(max_workers=2), fold_groups=2, threads=1

@@ -31,7 +31,11 @@ class RegionLabelsDataset(AbstractDataset[None, pd.DataFrame]):
     def _her2st_labels(self) -> list[pd.DataFrame]:
         tables = []
         # the her2st repository keeps ST-pat/ under data/; accept either root
-        paths = [p for root in (self._raw_dir, self._raw_dir / "data") for p in (root / "ST-pat" / "lbl").glob("*_labeled_coordinates.tsv")]
+        paths = [
+            p
+            for root in (self._raw_dir, self._raw_dir / "data")
+            for p in (root / "ST-pat" / "lbl").glob("*_labeled_coordinates.tsv")
+        ]
         for path in sorted(paths):
             table = pd.read_csv(path, sep="\t").dropna(subset=["x", "y"])
             tables.append(

@@ -1,10 +1,10 @@
 """Swarbrick-lab triple-negative breast cancer Visium set ("Alex"), one folder per sample.
 
-    <raw_dir>/<sample>/filtered_count_matrix/{matrix.mtx, features.tsv, barcodes.tsv}[.gz]  (genes x spots)
-    <raw_dir>/<sample>/spatial/tissue_positions_list.csv  (no header: barcode, in_tissue, array_row,
-        array_col, pxl_row_in_fullres, pxl_col_in_fullres; pxl_row is the image's y)
-    <raw_dir>/<sample>/metadata.csv                       (spot annotations; not needed here)
-    <raw_dir>/<sample>/image.tif                          (full-resolution H&E)
+<raw_dir>/<sample>/filtered_count_matrix/{matrix.mtx, features.tsv, barcodes.tsv}[.gz]  (genes x spots)
+<raw_dir>/<sample>/spatial/tissue_positions_list.csv  (no header: barcode, in_tissue, array_row,
+    array_col, pxl_row_in_fullres, pxl_col_in_fullres; pxl_row is the image's y)
+<raw_dir>/<sample>/metadata.csv                       (spot annotations; not needed here)
+<raw_dir>/<sample>/image.tif                          (full-resolution H&E)
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def discover_sections(raw_dir: str | Path) -> list[str]:
     return found
 
 
-def read_section(raw_dir: str | Path, section_id: str) -> "anndata.AnnData":  # noqa: F821
+def read_section(raw_dir: str | Path, section_id: str) -> anndata.AnnData:  # noqa: F821
     """Read one Alex sample into the standard AnnData."""
     sample = require_file(Path(raw_dir) / section_id, f"folder of sample {section_id}", ALEX_LAYOUT)
     matrix_dir = require_file(sample / "filtered_count_matrix", f"count matrix folder of {section_id}", ALEX_LAYOUT)

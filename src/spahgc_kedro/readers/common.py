@@ -55,7 +55,11 @@ def intersect_spots(counts_ids: pd.Index, coord_ids: pd.Index, section_id: str) 
     if only_counts or only_coords:
         logger.warning(
             "Section %s: dropped %d spots with counts but no coordinates and %d with "
-            "coordinates but no counts (kept %d).", section_id, only_counts, only_coords, len(common)
+            "coordinates but no counts (kept %d).",
+            section_id,
+            only_counts,
+            only_coords,
+            len(common),
         )
     if not len(common):
         raise InputDataError(
@@ -107,7 +111,7 @@ def image_size(path: Path) -> tuple[int, int]:
 
 
 def build_section(
-    counts: "pd.DataFrame | object",
+    counts: pd.DataFrame | object,
     genes: list[str],
     spot_ids: list[str],
     xy: np.ndarray,

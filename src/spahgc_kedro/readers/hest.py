@@ -50,7 +50,7 @@ def _platform(technology: str | None) -> str:
     return PLATFORMS.get(name, name.replace(" ", "_"))
 
 
-def read_section(raw_dir: str | Path, section_id: str) -> "anndata.AnnData":  # noqa: F821
+def read_section(raw_dir: str | Path, section_id: str) -> anndata.AnnData:  # noqa: F821
     """Read one HEST sample into the standard AnnData."""
     import anndata as ad
 

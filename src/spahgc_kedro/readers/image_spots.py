@@ -175,7 +175,7 @@ def read_section(
     tissue_only: bool = True,
     min_tissue_fraction: float = 0.5,
     microns_per_pixel: float | None = None,
-) -> "anndata.AnnData":  # noqa: F821
+) -> anndata.AnnData:  # noqa: F821
     """Read one new section (image + spot table or tile grid) into the standard AnnData with zero genes."""
     raw_dir = Path(raw_dir)
     image = section_image(raw_dir, section_id)

@@ -87,7 +87,7 @@ def _cscc_files(raw_dir: Path, section_id: str) -> tuple[Path, Path, Path]:
     return counts, spots, image
 
 
-def read_section(raw_dir: str | Path, section_id: str) -> "anndata.AnnData":  # noqa: F821
+def read_section(raw_dir: str | Path, section_id: str) -> anndata.AnnData:  # noqa: F821
     """Read one legacy ST section into the standard AnnData."""
     raw_dir = Path(raw_dir)
     root = _her2st_root(raw_dir)
@@ -102,12 +102,12 @@ def read_section(raw_dir: str | Path, section_id: str) -> "anndata.AnnData":  # 
     spots = pd.read_csv(spots_path, sep="\t")
     missing = {"x", "y", "pixel_x", "pixel_y"} - set(spots.columns)
     if missing:
-        raise InputDataError(f"Spot table '{spots_path}' lacks columns {sorted(missing)}; expected x y pixel_x pixel_y.")
+        raise InputDataError(
+            f"Spot table '{spots_path}' lacks columns {sorted(missing)}; expected x y pixel_x pixel_y."
+        )
     if "selected" in spots.columns:
         spots = spots[spots["selected"].astype(int) == 1]
-    spots.index = pd.Index(
-        [f"{int(round(x))}x{int(round(y))}" for x, y in zip(spots["x"], spots["y"], strict=True)]
-    )
+    spots.index = pd.Index([f"{int(round(x))}x{int(round(y))}" for x, y in zip(spots["x"], spots["y"], strict=True)])
     check_unique(spots.index, "spot positions (x, y)", spots_path)
 
     keep = intersect_spots(counts.index, spots.index, section_id)

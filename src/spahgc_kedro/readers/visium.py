@@ -29,7 +29,7 @@ POSITION_COLUMNS = ["barcode", "in_tissue", "array_row", "array_col", "pxl_row_i
 _IMAGE_SUFFIXES = (".tif", ".tiff", ".btf", ".jpg", ".jpeg", ".png")
 
 
-def read_mtx_folder(folder: Path, layout: str) -> tuple["object", list[str], list[str]]:
+def read_mtx_folder(folder: Path, layout: str) -> tuple[object, list[str], list[str]]:
     """(spots x genes CSR counts, gene symbols, barcodes) from a 10x matrix.mtx folder."""
     import scipy.io
     import scipy.sparse as sp
@@ -83,7 +83,7 @@ def read_tissue_positions(path: Path) -> pd.DataFrame:
 
 
 def assemble_visium(
-    counts: "object",
+    counts: object,
     genes: list[str],
     barcodes: list[str],
     positions: pd.DataFrame,
@@ -162,7 +162,7 @@ def _image(raw_dir: Path, section_id: str) -> Path:
     return images[0]
 
 
-def read_section(raw_dir: str | Path, section_id: str) -> "anndata.AnnData":  # noqa: F821
+def read_section(raw_dir: str | Path, section_id: str) -> anndata.AnnData:  # noqa: F821
     """Read one Space Ranger section into the standard AnnData."""
     raw_dir = Path(raw_dir)
     outs = _outs(raw_dir, section_id)

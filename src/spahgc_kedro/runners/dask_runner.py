@@ -91,7 +91,6 @@ class DaskRunner(AbstractRunner):
 
     def _submit_and_wait(self, client: Any, pipeline: Pipeline, catalog: CatalogProtocol, run_id: str | None) -> None:
         from distributed import as_completed
-
         from kedro.framework.project import PACKAGE_NAME
 
         token = uuid.uuid4().hex
@@ -99,8 +98,7 @@ class DaskRunner(AbstractRunner):
         # Future of every dataset a node may wait for: memory values, or None once a
         # persisted dataset is saved. Memory pipeline inputs (parameters too) are sent once.
         upstream: dict[str, Any] = {
-            name: client.scatter([catalog.load(name)], hash=False)[0]
-            for name in sorted(pipeline.inputs() & in_memory)
+            name: client.scatter([catalog.load(name)], hash=False)[0] for name in sorted(pipeline.inputs() & in_memory)
         }
         pending: dict[Any, Node] = {}
         for node in pipeline.nodes:
@@ -138,7 +136,7 @@ class DaskRunner(AbstractRunner):
             done_nodes.append(node)
             self._logger.info("Completed node: %s (on Dask worker %s)", node.name, worker)
             self._logger.info("Completed %d out of %d tasks", len(done_nodes), len(pipeline.nodes))
-        for name, value in zip(outputs, client.gather(list(outputs.values()))):
+        for name, value in zip(outputs, client.gather(list(outputs.values())), strict=True):
             catalog.save(name, value)
 
     def _fail(

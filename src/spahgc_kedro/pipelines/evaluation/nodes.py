@@ -24,8 +24,8 @@ from spahgc_kedro.metrics import (
     section_metrics,
     top_genes,
 )
-from spahgc_kedro.tracking import pipeline_run_active
 from spahgc_kedro.partitions import iter_partitions, load_partition
+from spahgc_kedro.tracking import pipeline_run_active
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -14,15 +15,13 @@ from spahgc_kedro.graph import (
     pair_neighbours,
     retrieval_pairs,
 )
-from spahgc_kedro.targets import fold_target_scaling, transformed_expression
 from spahgc_kedro.partitions import load_partition
+from spahgc_kedro.targets import fold_target_scaling, transformed_expression
 
 logger = logging.getLogger(__name__)
 
 
-def graph_preset(
-    section_manifest: dict[str, Any], datasets: dict[str, Any], dataset: str
-) -> dict[str, Any]:
+def graph_preset(section_manifest: dict[str, Any], datasets: dict[str, Any], dataset: str) -> dict[str, Any]:
     """Gene panel and spatial radius: the run's `datasets.<dataset>` overrides the manifest's."""
     preset = dict(section_manifest.get("preset", {}))
     live = datasets.get(dataset, {}) if dataset == section_manifest.get("dataset") else {}
@@ -73,9 +72,7 @@ def fit_target_scaling(
     loaded = _load_sections(sections, [s["section_id"] for s in section_manifest["sections"]])
     hvg_cache: dict[str, set[str]] = {}
     return {
-        name: fold_target_scaling(
-            loaded, fold, preset["gene_panel"], graph["target_transform"], hvg_cache
-        )
+        name: fold_target_scaling(loaded, fold, preset["gene_panel"], graph["target_transform"], hvg_cache)
         for name, fold in tqdm(folds["folds"].items(), desc="target scaling", unit="fold")
     }
 
@@ -109,10 +106,7 @@ def build_section_graphs(
         graph["block_size"],
         device=graph.get("retrieval_device", "cpu"),
     )
-    radius = {
-        s: float(preset["spatial_radius_spacings"]) * float(a.uns["spot_spacing_px"])
-        for s, a in loaded.items()
-    }
+    radius = {s: float(preset["spatial_radius_spacings"]) * float(a.uns["spot_spacing_px"]) for s, a in loaded.items()}
     return fold_graph_builders(
         folds=folds,
         target_scaling=target_scaling,

@@ -76,7 +76,9 @@ def read_sections(raw_folder: str, preset: dict[str, Any], section_ids: list[str
         if min_counts > 0:
             keep = adata.X.sum(axis=1).A1 >= min_counts
             if (~keep).any():
-                logger.warning("Section %s: dropped %d spots with fewer than %g counts.", section_id, (~keep).sum(), min_counts)
+                logger.warning(
+                    "Section %s: dropped %d spots with fewer than %g counts.", section_id, (~keep).sum(), min_counts
+                )
             adata = adata[keep].copy()
         adata.uns["patient_id"] = patient_of(section_id, preset["patient"], adata.uns.get("patient_id"))
         adata.uns["dataset"] = preset["name"]
@@ -99,4 +101,10 @@ def describe_sections(sections: dict[str, Any], preset: dict[str, Any]) -> dict[
         }
         for sid, a in iter_partitions(sections)
     ]
-    return {"dataset": preset["name"], "format": preset["format"], "raw_dir": preset["raw_dir"], "preset": preset, "sections": rows}
+    return {
+        "dataset": preset["name"],
+        "format": preset["format"],
+        "raw_dir": preset["raw_dir"],
+        "preset": preset,
+        "sections": rows,
+    }

@@ -30,8 +30,16 @@ from spahgc_kedro.report import (
 
 logger = logging.getLogger(__name__)
 
-AGREEMENT_COLUMNS = ["fold", "section_id", "n_spots_labelled", "n_regions", "ari_predicted", "nmi_predicted",
-                     "ari_measured", "nmi_measured"]
+AGREEMENT_COLUMNS = [
+    "fold",
+    "section_id",
+    "n_spots_labelled",
+    "n_regions",
+    "ari_predicted",
+    "nmi_predicted",
+    "ari_measured",
+    "nmi_measured",
+]
 SCORE_COLUMNS = ["fold", "section_id", "label", "n_spots", "predicted_marker_score", "measured_marker_score", "markers"]
 
 
@@ -73,15 +81,23 @@ def plot_spatial_maps(
     caption = describe_run_text(run_info)
     genes = list(dict.fromkeys([*map_genes["best"], *map_genes["markers"]]))
     all_panels, pngs = [], {}
-    for key, info in tqdm(gather_predictions(predictions).items(), desc="spatial maps"):
+    for info in tqdm(gather_predictions(predictions).values(), desc="spatial maps"):
         image = _section_image(sections, info["section_id"], int(params["thumbnail_max_side"]))
         present = [g for g in genes if g in info["genes"]]
         columns = [info["genes"].index(g) for g in present]
         pcc = pearson_per_gene(info["measured"][:, columns], info["predicted"][:, columns])
         panels = [
-            {"fold": info["fold"], "section_id": info["section_id"], "gene": gene, "spatial": info["spatial"],
-             "spot_ids": info["spot_ids"], "measured": info["measured"][:, c], "predicted": info["predicted"][:, c],
-             "pcc": float(p), **image}
+            {
+                "fold": info["fold"],
+                "section_id": info["section_id"],
+                "gene": gene,
+                "spatial": info["spatial"],
+                "spot_ids": info["spot_ids"],
+                "measured": info["measured"][:, c],
+                "predicted": info["predicted"][:, c],
+                "pcc": float(p),
+                **image,
+            }
             for gene, c, p in zip(present, columns, pcc, strict=True)
         ]
         if panels:
@@ -136,7 +152,12 @@ def region_agreement(
         if n_regions < 2 or keep.sum() <= n_regions:
             logger.info("Fold '%s': fewer than two labelled regions matched, skipped.", fold)
             continue
-        row = {"fold": fold, "section_id": info["section_id"], "n_spots_labelled": int(keep.sum()), "n_regions": n_regions}
+        row = {
+            "fold": fold,
+            "section_id": info["section_id"],
+            "n_spots_labelled": int(keep.sum()),
+            "n_regions": n_regions,
+        }
         for kind in ("predicted", "measured"):
             clusters = KMeans(n_clusters=n_regions, n_init=10, random_state=seed).fit_predict(info[kind][keep])
             row[f"ari_{kind}"] = float(adjusted_rand_score(regions, clusters))
@@ -150,10 +171,15 @@ def region_agreement(
         for region in sorted(set(regions)):
             in_region = regions == region
             scores.append(
-                {"fold": fold, "section_id": info["section_id"], "label": region, "n_spots": int(in_region.sum()),
-                 "predicted_marker_score": float(info["predicted"][keep][in_region][:, columns].mean()),
-                 "measured_marker_score": float(info["measured"][keep][in_region][:, columns].mean()),
-                 "markers": ",".join(markers)}
+                {
+                    "fold": fold,
+                    "section_id": info["section_id"],
+                    "label": region,
+                    "n_spots": int(in_region.sum()),
+                    "predicted_marker_score": float(info["predicted"][keep][in_region][:, columns].mean()),
+                    "measured_marker_score": float(info["measured"][keep][in_region][:, columns].mean()),
+                    "markers": ",".join(markers),
+                }
             )
     return (
         with_run_info(pd.DataFrame(agreement, columns=AGREEMENT_COLUMNS), run_info),
@@ -177,8 +203,12 @@ def enrich_well_predicted_genes(
     for path in gmt_files:
         tables.append(
             hypergeometric_enrichment(
-                selected, list(mean_pcc.index), read_gmt(path), int(params["min_set_size"]),
-                int(params["max_set_size"]), source=str(path),
+                selected,
+                list(mean_pcc.index),
+                read_gmt(path),
+                int(params["min_set_size"]),
+                int(params["max_set_size"]),
+                source=str(path),
             )
         )
     table = pd.concat(tables, ignore_index=True).sort_values("p_value", ignore_index=True)
@@ -214,4 +244,3 @@ def build_report(
 def log_report_to_mlflow(report: str) -> None:
     """Attach the HTML report to the active MLflow run, if any."""
     log_text_artifact(report, "spahgc_report.html")
-

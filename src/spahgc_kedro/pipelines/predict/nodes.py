@@ -308,22 +308,52 @@ def prediction_map(adata: Any, genes: list[str], thumbnail_max_side: int) -> Any
     for index, gene in enumerate(genes):
         figure.add_trace(
             go.Scatter(
-                x=x, y=y, mode="markers", name=gene, visible=index == 0, text=list(adata.obs_names),
+                x=x,
+                y=y,
+                mode="markers",
+                name=gene,
+                visible=index == 0,
+                text=list(adata.obs_names),
                 hovertemplate="%{text}: %{marker.color:.3f}<extra></extra>",
-                marker={"color": adata[:, gene].layers["log_expression"].ravel(), "colorscale": "Viridis",
-                        "size": 7, "opacity": 0.85, "colorbar": {"title": gene}},
+                marker={
+                    "color": adata[:, gene].layers["log_expression"].ravel(),
+                    "colorscale": "Viridis",
+                    "size": 7,
+                    "opacity": 0.85,
+                    "colorbar": {"title": gene},
+                },
             )
         )
         title = f"{gene} predicted on {adata.uns['section_id']}<br><sup>{caption}</sup>"
-        buttons.append({"label": gene, "method": "update",
-                        "args": [{"visible": [i == index for i in range(len(genes))]}, {"title.text": title}]})
+        buttons.append(
+            {
+                "label": gene,
+                "method": "update",
+                "args": [{"visible": [i == index for i in range(len(genes))]}, {"title.text": title}],
+            }
+        )
     figure.update_layout(
         title=f"{genes[0]} predicted on {adata.uns['section_id']}<br><sup>{caption}</sup>",
-        images=[{"source": image_data_uri(thumbnail), "xref": "x", "yref": "y", "x": 0, "y": 0, "sizex": width,
-                 "sizey": height, "xanchor": "left", "yanchor": "top", "sizing": "stretch", "layer": "below",
-                 "opacity": 0.8}],
+        images=[
+            {
+                "source": image_data_uri(thumbnail),
+                "xref": "x",
+                "yref": "y",
+                "x": 0,
+                "y": 0,
+                "sizex": width,
+                "sizey": height,
+                "xanchor": "left",
+                "yanchor": "top",
+                "sizing": "stretch",
+                "layer": "below",
+                "opacity": 0.8,
+            }
+        ],
         updatemenus=[{"buttons": buttons, "direction": "down", "x": 0, "y": 1.15, "xanchor": "left"}],
-        showlegend=False, height=650, margin={"t": 130},
+        showlegend=False,
+        height=650,
+        margin={"t": 130},
     )
     # image rows grow downwards; equal scales keep spots round
     figure.update_yaxes(autorange="reversed", scaleanchor="x", showgrid=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from spahgc_kedro.parallelism import in_worker_process, members, merge_groups, worker_threads
@@ -28,7 +29,7 @@ def _log_epoch(run_id: str | None):
 
     def log(epoch: int, row: dict[str, float]) -> None:
         if run_id is not None:
-            mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "epoch" and v == v}, step=epoch)
+            mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "epoch" and not math.isnan(v)}, step=epoch)
 
     return log
 
@@ -52,7 +53,10 @@ def _log_best_model(result: Any, run_id: str | None) -> None:
         model,
         name="model",
         serialization_format="pickle",
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"torch-geometric=={torch_geometric.__version__}"],
+        pip_requirements=[
+            f"torch=={torch.__version__.split('+')[0]}",
+            f"torch-geometric=={torch_geometric.__version__}",
+        ],
     )
 
 
@@ -83,7 +87,10 @@ def train_fold_group(
             logger.warning("Fold %s has no validation section: the last epoch is kept.", fold)
         logger.info(
             "Fold %s: training on %d sections, validating on %s, test %s (never seen in training or selection).",
-            fold, len(train_graphs), [g.section_id for g in validation_graphs], folds["folds"][fold]["test"],
+            fold,
+            len(train_graphs),
+            [g.section_id for g in validation_graphs],
+            folds["folds"][fold]["test"],
         )
         run_name = f"{dataset}-{encoder}-{fold}"
         tags = {"dataset": dataset, "encoder": encoder, "fold": fold, "fold_scheme": folds["scheme"]}
