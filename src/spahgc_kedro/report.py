@@ -1,84 +1,18 @@
-"""Figures of the interpretation stage and the per-run HTML report.
-
-Thumbnails are read downsampled at decode time (JPEG draft mode, the lowest useful
-TIFF pyramid level, strided reads of unpyramided TIFFs), because whole-slide images
-do not fit in memory.
-"""
+"""Figures of the interpretation stage and the per-run HTML report (thumbnails: `images.read_thumbnail`)."""
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import logging
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from spahgc_kedro.tracking import pipeline_run_active
 
 logger = logging.getLogger(__name__)
-
-TIFF_SUFFIXES = {".tif", ".tiff", ".svs", ".btf"}
-
-
-def _read_tiff_thumbnail(path: Path, max_side: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """Smallest TIFF pyramid level at least `max_side` wide (strided if the file has no pyramid)."""
-    import tifffile
-    import zarr
-
-    with tifffile.TiffFile(path) as tif:
-        series = tif.series[0]
-        levels = series.levels
-
-        def size(level: Any) -> tuple[int, int]:
-            return level.shape[level.axes.index("X")], level.shape[level.axes.index("Y")]
-
-        full_size = size(levels[0])
-        large_enough = [i for i, level in enumerate(levels) if max(size(level)) >= max_side]
-        index = large_enough[-1] if large_enough else len(levels) - 1
-        step = max(1, max(size(levels[index])) // (2 * max_side))
-        store = series.aszarr(level=index)
-        try:
-            # Strided reads decode one chunk at a time, so memory stays bounded.
-            array = zarr.open(store, mode="r")[::step, ::step]
-        finally:
-            store.close()
-    if array.ndim == 3 and array.shape[0] in (3, 4) and array.shape[-1] not in (3, 4):
-        array = np.moveaxis(array, 0, -1)
-    return np.asarray(array), full_size
-
-
-def read_thumbnail(path: str | Path, max_side: int = 1024) -> tuple[np.ndarray, tuple[int, int]]:
-    """An RGB thumbnail (longer side <= max_side) and the full-resolution (width, height)."""
-    from PIL import Image
-
-    path = Path(path)
-    if path.suffix.lower() in TIFF_SUFFIXES:
-        array, full_size = _read_tiff_thumbnail(path, max_side)
-        image = Image.fromarray(array[..., :3] if array.ndim == 3 else array)
-    else:
-        # Only a downsampled decode is ever made, so the decompression-bomb guard does not apply.
-        Image.MAX_IMAGE_PIXELS = None
-        image = Image.open(path)
-        full_size = image.size
-        image.draft("RGB", (max_side, max_side))
-    image = image.convert("RGB")
-    image.thumbnail((max_side, max_side))
-    return np.asarray(image), full_size
-
-
-def image_data_uri(array: np.ndarray, fmt: str = "JPEG") -> str:
-    """A base64 data URI of an RGB array, for plotly layout images and HTML."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format=fmt, quality=85)
-    mime = "jpeg" if fmt == "JPEG" else fmt.lower()
-    return f"data:image/{mime};base64,{base64.b64encode(buffer.getvalue()).decode()}"
 
 
 def spatial_maps_plotly(panels: list[dict[str, Any]], caption: str) -> Any:

@@ -80,7 +80,7 @@ def test_generated_sections_share_one_readable_image(tmp_path):
     import os
     import zlib
 
-    from spahgc_kedro.patches import TiffImage
+    from spahgc_kedro.images import TiffImage
 
     raw = scaling.generated_dataset(tmp_path, 100, 2, 5)
     images = [raw / f"G{i}" / "image.tif" for i in range(2)]

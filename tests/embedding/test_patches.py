@@ -7,8 +7,9 @@ import pytest
 from embedding_fixtures import coordinate_image, write_tiled_tiff
 from PIL import Image
 
-from spahgc_kedro.patches import SpotPatches, TiffImage, open_image, patch_size_px, read_patch
-from spahgc_kedro.readers.common import InputDataError
+from spahgc_kedro.errors import InputDataError
+from spahgc_kedro.images import TiffImage, open_image
+from spahgc_kedro.patches import SpotPatches, patch_size_px, read_patch
 
 WIDTH, HEIGHT = 600, 450
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from spahgc_kedro.demo import SECTIONS, generate_demo
+from spahgc_kedro.errors import InputDataError
 from spahgc_kedro.pipelines.ingestion.nodes import (
     describe_sections,
     patient_of,
@@ -15,7 +16,6 @@ from spahgc_kedro.pipelines.ingestion.nodes import (
     resolve_preset,
     select_sections,
 )
-from spahgc_kedro.readers.common import InputDataError
 
 PRESETS = {
     "demo": {

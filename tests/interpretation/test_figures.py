@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from spahgc_kedro.images import read_thumbnail
 from spahgc_kedro.pipelines.evaluation.nodes import describe_run, gather_predictions
 from spahgc_kedro.pipelines.interpretation.nodes import plot_spatial_maps
-from spahgc_kedro.report import read_thumbnail
 
 PARAMS = {"thumbnail_max_side": 256}
 

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from spahgc_kedro.errors import InputDataError
 from spahgc_kedro.readers import get_reader, image_spots
-from spahgc_kedro.readers.common import InputDataError
 
 
 def _half_tissue_image(path, width=400, height=300):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from native_layouts import BARCODES, COUNTS, GENES, spot_table, write_image, write_mtx, write_positions
 
+from spahgc_kedro.errors import InputDataError
 from spahgc_kedro.readers import alex, get_reader
-from spahgc_kedro.readers.common import InputDataError
 
 
 def make_sample(raw: Path, name: str = "CID4465", gz: bool = False, barcodes: list[str] = BARCODES) -> Path:

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from native_layouts import BARCODES, COUNTS, GENES, write_image
 
+from spahgc_kedro.errors import InputDataError
 from spahgc_kedro.readers import hest
-from spahgc_kedro.readers.common import InputDataError
 
 XY = np.array([[20.0 + 25.0 * i, 30.0 + 40.0 * (i % 2)] for i in range(6)])
 SQUARE_XY = np.array([[20.0 + 40.0 * (i % 3), 30.0 + 40.0 * (i // 3)] for i in range(6)])

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from native_layouts import write_image
 
+from spahgc_kedro.errors import InputDataError
 from spahgc_kedro.readers import st_legacy
-from spahgc_kedro.readers.common import InputDataError
 
 HER2ST = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "her2st"
 GENES = ["KRT14", "COL1A1", "MMP1"]

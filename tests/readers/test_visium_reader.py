@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from native_layouts import BARCODES, COUNTS, GENES, spot_table, write_10x_h5, write_image, write_mtx, write_positions
 
+from spahgc_kedro.errors import InputDataError
 from spahgc_kedro.readers import visium
-from spahgc_kedro.readers.common import InputDataError
 
 SPOT_DIAMETER_FULLRES = 11.0
 

@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from spahgc_kedro.schema import Obs, Obsm, Uns
+
+from ..errors import InputDataError
+from ..images import check_spots_inside, image_size
+
 logger = logging.getLogger(__name__)
-
-
-class InputDataError(ValueError):
-    """Raw input that cannot be turned into a standard section; the message says what to fix."""
 
 
 def require_file(path: Path, what: str, layout: str) -> Path:
@@ -69,18 +70,6 @@ def intersect_spots(counts_ids: pd.Index, coord_ids: pd.Index, section_id: str) 
     return common
 
 
-def check_inside_image(xy: np.ndarray, image_size: tuple[int, int], section_id: str, image: Path) -> None:
-    """Fail when spot centres fall outside the image (wrong image or wrong scale)."""
-    width, height = image_size
-    outside = (xy[:, 0] < 0) | (xy[:, 1] < 0) | (xy[:, 0] >= width) | (xy[:, 1] >= height)
-    if outside.any():
-        raise InputDataError(
-            f"Section {section_id}: {int(outside.sum())} of {len(xy)} spot centres lie outside "
-            f"the {width} x {height} px image '{image}' (max x {xy[:, 0].max():.0f}, max y "
-            f"{xy[:, 1].max():.0f}). Use the full-resolution image the coordinates refer to."
-        )
-
-
 def spot_spacing(xy: np.ndarray) -> float:
     """Median distance from each spot centre to its nearest neighbour."""
     from scipy.spatial import cKDTree
@@ -89,25 +78,6 @@ def spot_spacing(xy: np.ndarray) -> float:
         return float("nan")
     dist, _ = cKDTree(xy).query(xy, k=2)
     return float(np.median(dist[:, 1]))
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) of an image without decoding its pixels."""
-    if path.suffix.lower() in {".tif", ".tiff", ".svs", ".btf"}:
-        import tifffile
-
-        with tifffile.TiffFile(path) as tif:
-            shape = tif.series[0].levels[0].shape if tif.series else tif.pages[0].shape
-            axes = tif.series[0].levels[0].axes if tif.series else "YXS"
-        return int(shape[axes.index("X")]), int(shape[axes.index("Y")])
-    from PIL import Image
-
-    Image.MAX_IMAGE_PIXELS = None
-    try:
-        with Image.open(path) as img:
-            return img.size
-    except OSError as err:
-        raise InputDataError(f"Cannot read image '{path}': {err}. Re-download or re-export it.") from err
 
 
 def build_section(
@@ -128,23 +98,25 @@ def build_section(
     import scipy.sparse as sp
 
     size = image_size(image)
-    check_inside_image(xy, size, section_id, image)
+    check_spots_inside(xy, size, section_id, image)
     matrix = sp.csr_matrix(counts, dtype=np.float32)
     adata = ad.AnnData(X=matrix)
     adata.obs_names = [str(s) for s in spot_ids]
     adata.var_names = [str(g) for g in genes]
     if not adata.var_names.is_unique:
         adata.var_names_make_unique()
-    adata.obs["array_row"] = np.asarray(array_rowcol[:, 0], dtype=np.int64)
-    adata.obs["array_col"] = np.asarray(array_rowcol[:, 1], dtype=np.int64)
-    adata.obsm["spatial"] = np.asarray(xy, dtype=np.float64)
+    adata.obs[Obs.ARRAY_ROW] = np.asarray(array_rowcol[:, 0], dtype=np.int64)
+    adata.obs[Obs.ARRAY_COL] = np.asarray(array_rowcol[:, 1], dtype=np.int64)
+    adata.obsm[Obsm.SPATIAL] = np.asarray(xy, dtype=np.float64)
     adata.uns.update(
-        section_id=section_id,
-        platform=platform,
-        image_path=str(Path(image).resolve()),
-        image_size=[int(size[0]), int(size[1])],
-        microns_per_pixel=float(microns_per_pixel),
-        spot_diameter_px=float(spot_diameter_px),
-        spot_spacing_px=spot_spacing(adata.obsm["spatial"]),
+        {
+            Uns.SECTION_ID: section_id,
+            Uns.PLATFORM: platform,
+            Uns.IMAGE_PATH: str(Path(image).resolve()),
+            Uns.IMAGE_SIZE: [int(size[0]), int(size[1])],
+            Uns.MICRONS_PER_PIXEL: float(microns_per_pixel),
+            Uns.SPOT_DIAMETER_PX: float(spot_diameter_px),
+            Uns.SPOT_SPACING_PX: spot_spacing(adata.obsm[Obsm.SPATIAL]),
+        }
     )
     return adata

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from spahgc_kedro.schema import Obsm, Uns
+
 from .common import InputDataError, build_section, check_unique, require_file, spot_spacing
 
 HEST_LAYOUT = "<raw_dir>/st/<id>.h5ad, <raw_dir>/wsis/<id>.tif and <raw_dir>/metadata/<id>.json (HEST-1k)"
@@ -68,7 +70,7 @@ def read_section(raw_dir: str | Path, section_id: str) -> anndata.AnnData:  # no
     check_unique(adata.obs_names, "barcodes", st_path)
     if "in_tissue" in adata.obs.columns:
         adata = adata[adata.obs["in_tissue"].astype(int) == 1]
-    xy = np.asarray(adata.obsm["spatial"], dtype=np.float64)[:, :2]
+    xy = np.asarray(adata.obsm[Obsm.SPATIAL], dtype=np.float64)[:, :2]
     pixel_size = float(meta.get("pixel_size_um_estimated") or math.nan)
     diameter_um = float(meta.get("spot_diameter") or math.nan)
     section = build_section(
@@ -84,5 +86,5 @@ def read_section(raw_dir: str | Path, section_id: str) -> anndata.AnnData:  # no
         spot_diameter_px=diameter_um / pixel_size,
     )
     if meta.get("patient") is not None:
-        section.uns["patient_id"] = str(meta["patient"])
+        section.uns[Uns.PATIENT_ID] = str(meta["patient"])
     return section

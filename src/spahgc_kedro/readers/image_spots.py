@@ -19,9 +19,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from spahgc_kedro.schema import Uns
+
+from ..images import IMAGE_SUFFIXES, image_size, is_image, read_thumbnail
 from .common import InputDataError, build_section, check_unique, spot_spacing
 
-IMAGE_SUFFIXES = (".tif", ".tiff", ".svs", ".jpg", ".jpeg", ".png")
 SPOTS_SUFFIX = "_spots.csv"
 LAYOUT = (
     "<new_dir>/<section>.tif|.tiff|.svs|.jpg|.jpeg|.png (full-resolution H&E) and optionally "
@@ -38,7 +40,7 @@ def discover_sections(raw_dir: str | Path) -> list[str]:
     """Section ids: stems of the images and of the `<section>_spots.csv` tables in `raw_dir`."""
     raw_dir = Path(raw_dir)
     files = sorted(p for p in raw_dir.iterdir() if p.is_file()) if raw_dir.is_dir() else []
-    found = {p.stem for p in files if p.suffix.lower() in IMAGE_SUFFIXES}
+    found = {p.stem for p in files if is_image(p)}
     # a spot table without its image is reported by read_section, naming the missing file
     found |= {p.name[: -len(SPOTS_SUFFIX)] for p in files if p.name.endswith(SPOTS_SUFFIX)}
     if not found:
@@ -48,7 +50,7 @@ def discover_sections(raw_dir: str | Path) -> list[str]:
 
 def section_image(raw_dir: Path, section_id: str) -> Path:
     """The section's image file, failing when it is absent or ambiguous."""
-    images = sorted(p for p in raw_dir.iterdir() if p.stem == section_id and p.suffix.lower() in IMAGE_SUFFIXES)
+    images = sorted(p for p in raw_dir.iterdir() if p.stem == section_id and is_image(p))
     if not images:
         raise InputDataError(
             f"Missing the H&E image of new section '{section_id}': none of "
@@ -135,9 +137,6 @@ def tile_grid(
     min_tissue_fraction: float = 0.5,
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(tile ids `r<row>_c<col>`, centres, (row, col)) of a square grid over the image."""
-    from spahgc_kedro.report import read_thumbnail
-
-    from .common import image_size
 
     if not spacing_px or spacing_px <= 0:
         raise InputDataError(f"predict.grid_spacing_px must be a positive number of pixels, got {spacing_px!r}.")
@@ -197,5 +196,5 @@ def read_section(
         image=image,
         microns_per_pixel=float("nan") if microns_per_pixel is None else float(microns_per_pixel),
     )
-    adata.uns["spot_source"] = spots.name if spots.exists() else f"tile grid, {float(grid_spacing_px):g} px"
+    adata.uns[Uns.SPOT_SOURCE] = spots.name if spots.exists() else f"tile grid, {float(grid_spacing_px):g} px"
     return adata

@@ -18,6 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from spahgc_kedro.schema import Uns
+
+from ..images import IMAGE_SUFFIXES, is_image
 from .common import InputDataError, build_section, check_unique, intersect_spots, numeric_counts, require_file
 
 HER2ST_LAYOUT = (
@@ -31,7 +34,6 @@ CSCC_LAYOUT = (
 ST_SPOT_PITCH_UM = 200.0
 ST_SPOT_DIAMETER_UM = 100.0
 _CSCC_COUNTS = re.compile(r"_(P\d+_ST_rep\d+)_stdata\.tsv(\.gz)?$")
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 
 
 def _her2st_root(raw_dir: Path) -> Path | None:
@@ -63,7 +65,7 @@ def _her2st_files(root: Path, section_id: str) -> tuple[Path, Path, Path]:
     image_dir = require_file(
         root / "ST-imgs" / section_id[0] / section_id, f"image folder of {section_id}", HER2ST_LAYOUT
     )
-    images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+    images = sorted(p for p in image_dir.iterdir() if is_image(p))
     if not images:
         raise InputDataError(f"No .jpg image in '{image_dir}'. Expected layout: {HER2ST_LAYOUT}")
     return counts, spots, images[0]
@@ -79,7 +81,7 @@ def _one(raw_dir: Path, pattern: str, what: str) -> Path:
 def _cscc_files(raw_dir: Path, section_id: str) -> tuple[Path, Path, Path]:
     counts = _one(raw_dir, f"*_{section_id}_stdata.tsv*", f"count table of {section_id}")
     spots = _one(raw_dir, f"*spot_data-selection-{section_id}.tsv*", f"spot table of {section_id}")
-    image = next((p for s in _IMAGE_SUFFIXES for p in sorted(raw_dir.glob(f"*_{section_id}{s}"))), None)
+    image = next((p for s in IMAGE_SUFFIXES for p in sorted(raw_dir.glob(f"*_{section_id}{s}"))), None)
     if image is None:
         packed = sorted(raw_dir.glob(f"*_{section_id}.jpg.gz"))
         hint = f" Found '{packed[0].name}': decompress it with gunzip." if packed else ""
@@ -126,7 +128,7 @@ def read_section(raw_dir: str | Path, section_id: str) -> anndata.AnnData:  # no
         image=image,
     )
     # Legacy ST arrays place 100 um spots 200 um apart: the spacing gives the scale.
-    microns_per_pixel = ST_SPOT_PITCH_UM / adata.uns["spot_spacing_px"]
-    adata.uns["microns_per_pixel"] = microns_per_pixel
-    adata.uns["spot_diameter_px"] = ST_SPOT_DIAMETER_UM / microns_per_pixel
+    microns_per_pixel = ST_SPOT_PITCH_UM / adata.uns[Uns.SPOT_SPACING_PX]
+    adata.uns[Uns.MICRONS_PER_PIXEL] = microns_per_pixel
+    adata.uns[Uns.SPOT_DIAMETER_PX] = ST_SPOT_DIAMETER_UM / microns_per_pixel
     return adata

@@ -17,6 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from spahgc_kedro.schema import Uns
+
+from ..images import is_image
 from .common import InputDataError, build_section, check_unique, intersect_spots, require_file
 
 VISIUM_LAYOUT = (
@@ -26,7 +29,6 @@ VISIUM_LAYOUT = (
 )
 VISIUM_SPOT_DIAMETER_UM = 55.0
 POSITION_COLUMNS = ["barcode", "in_tissue", "array_row", "array_col", "pxl_row_in_fullres", "pxl_col_in_fullres"]
-_IMAGE_SUFFIXES = (".tif", ".tiff", ".btf", ".jpg", ".jpeg", ".png")
 
 
 def read_mtx_folder(folder: Path, layout: str) -> tuple[object, list[str], list[str]]:
@@ -113,10 +115,10 @@ def assemble_visium(
     )
     # Visium spots are 55 um wide with centres 100 um apart: either gives the scale.
     if np.isfinite(spot_diameter_px):
-        adata.uns["microns_per_pixel"] = VISIUM_SPOT_DIAMETER_UM / spot_diameter_px
+        adata.uns[Uns.MICRONS_PER_PIXEL] = VISIUM_SPOT_DIAMETER_UM / spot_diameter_px
     else:
-        adata.uns["microns_per_pixel"] = 100.0 / adata.uns["spot_spacing_px"]
-        adata.uns["spot_diameter_px"] = VISIUM_SPOT_DIAMETER_UM / adata.uns["microns_per_pixel"]
+        adata.uns[Uns.MICRONS_PER_PIXEL] = 100.0 / adata.uns[Uns.SPOT_SPACING_PX]
+        adata.uns[Uns.SPOT_DIAMETER_PX] = VISIUM_SPOT_DIAMETER_UM / adata.uns[Uns.MICRONS_PER_PIXEL]
     return adata
 
 
@@ -147,7 +149,7 @@ def _image(raw_dir: Path, section_id: str) -> Path:
             path = path if path.is_absolute() else raw_dir / path
             return require_file(path, f"full-resolution image of {section_id} listed in '{listing}'", VISIUM_LAYOUT)
     section_dir = raw_dir / section_id
-    images = sorted(p for p in section_dir.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
+    images = sorted(p for p in section_dir.iterdir() if p.is_file() and is_image(p))
     if not images:
         raise InputDataError(
             f"Missing the full-resolution H&E image of section {section_id}: Space Ranger's outs/ does not "

@@ -15,6 +15,7 @@ from spahgc_kedro import encoders
 from spahgc_kedro.parallelism import in_worker_process, members, merge_groups, worker_threads
 from spahgc_kedro.partitions import load_partition
 from spahgc_kedro.patches import SpotPatches, patch_size_px
+from spahgc_kedro.schema import Obsm, Uns
 
 logger = logging.getLogger(__name__)
 
@@ -32,11 +33,11 @@ def patch_settings(section_uns: dict[str, Any], embedding: dict[str, Any]) -> di
 
 def content_key(section: Any, encoder_name: str, weights_id: str, patch: dict[str, Any]) -> str:
     """Hash of what determines a section's embeddings: spots, image file, encoder weights, patch settings."""
-    image = Path(section.uns["image_path"])
+    image = Path(section.uns[Uns.IMAGE_PATH])
     stat = image.stat()
     digest = hashlib.sha256()
     digest.update("\n".join(map(str, section.obs_names)).encode())
-    digest.update(np.ascontiguousarray(section.obsm["spatial"], dtype=np.float64).tobytes())
+    digest.update(np.ascontiguousarray(section.obsm[Obsm.SPATIAL], dtype=np.float64).tobytes())
     described = {
         "image": [str(image.resolve()), stat.st_size, stat.st_mtime_ns],
         "encoder": [encoder_name, weights_id],
@@ -72,10 +73,10 @@ def embed_section(section: Any, key: str, patch: dict[str, Any], lazy: LazyEncod
     import anndata as ad
 
     encoder, device = lazy.get()
-    section_id = str(section.uns.get("section_id", "?"))
+    section_id = str(section.uns.get(Uns.SECTION_ID, "?"))
     patches = SpotPatches(
-        section.uns["image_path"],
-        section.obsm["spatial"],
+        section.uns[Uns.IMAGE_PATH],
+        section.obsm[Obsm.SPATIAL],
         patch_px=patch["patch_px"],
         output_px=encoder.spec.input_px,
         pad_value=patch["pad_value"],
@@ -91,9 +92,9 @@ def embed_section(section: Any, key: str, patch: dict[str, Any], lazy: LazyEncod
     )
     result = ad.AnnData(X=features)
     result.obs_names = section.obs_names.copy()
-    result.obsm["spatial"] = np.asarray(section.obsm["spatial"], dtype=np.float64)
-    result.uns["section_id"] = section_id
-    result.uns["encoder"] = {**encoder.settings(), **patch, "content_key": key}
+    result.obsm[Obsm.SPATIAL] = np.asarray(section.obsm[Obsm.SPATIAL], dtype=np.float64)
+    result.uns[Uns.SECTION_ID] = section_id
+    result.uns[Uns.ENCODER] = {**encoder.settings(), **patch, "content_key": key}
     return result
 
 
@@ -105,7 +106,7 @@ def _embedding_or_cached(
     key = content_key(section, encoder, encoders.weights_identity(encoder, embedding.get("weights_path")), patch)
     if cached is not None:
         previous = load_partition(cached)
-        if previous.uns.get("encoder", {}).get("content_key") == key:
+        if previous.uns.get(Uns.ENCODER, {}).get("content_key") == key:
             logger.info("Section %s: embeddings unchanged, reusing the cached ones", section_id)
             return previous
     return embed_section(section, key, patch, lazy, embedding)

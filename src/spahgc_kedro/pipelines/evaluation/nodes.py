@@ -25,6 +25,7 @@ from spahgc_kedro.metrics import (
     top_genes,
 )
 from spahgc_kedro.partitions import iter_partitions, load_partition
+from spahgc_kedro.schema import Layers, Obsm, Uns
 from spahgc_kedro.tracking import pipeline_run_active
 
 logger = logging.getLogger(__name__)
@@ -43,15 +44,15 @@ def gather_predictions(predictions: dict[str, Callable[[], Any]]) -> dict[str, d
     gathered = {}
     # Keyed by partition, not fold: leave-one-patient-out folds test several sections.
     for key, adata in tqdm(iter_partitions(predictions), total=len(predictions), desc="loading predictions"):
-        measured = adata.layers["measured"]
+        measured = adata.layers[Layers.MEASURED]
         measured = measured.toarray() if hasattr(measured, "toarray") else np.asarray(measured)
         predicted = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
         gathered[key] = {
-            "fold": str(adata.uns.get("fold", key)),
-            "section_id": str(adata.uns.get("section_id", key)),
+            "fold": str(adata.uns.get(Uns.FOLD, key)),
+            "section_id": str(adata.uns.get(Uns.SECTION_ID, key)),
             "genes": [str(g) for g in adata.var_names],
             "spot_ids": [str(s) for s in adata.obs_names],
-            "spatial": np.asarray(adata.obsm["spatial"], dtype=np.float64),
+            "spatial": np.asarray(adata.obsm[Obsm.SPATIAL], dtype=np.float64),
             "measured": measured.astype(np.float32),
             "predicted": predicted.astype(np.float32),
             "uns": {k: adata.uns[k] for k in adata.uns if isinstance(adata.uns[k], (str, int, float))},

@@ -16,6 +16,7 @@ from spahgc_kedro.graph import (
     retrieval_pairs,
 )
 from spahgc_kedro.partitions import load_partition
+from spahgc_kedro.schema import Obsm, Uns
 from spahgc_kedro.targets import fold_target_scaling, transformed_expression
 
 logger = logging.getLogger(__name__)
@@ -106,14 +107,16 @@ def build_section_graphs(
         graph["block_size"],
         device=graph.get("retrieval_device", "cpu"),
     )
-    radius = {s: float(preset["spatial_radius_spacings"]) * float(a.uns["spot_spacing_px"]) for s, a in loaded.items()}
+    radius = {
+        s: float(preset["spatial_radius_spacings"]) * float(a.uns[Uns.SPOT_SPACING_PX]) for s, a in loaded.items()
+    }
     return fold_graph_builders(
         folds=folds,
         target_scaling=target_scaling,
         embeddings=embeddings,
         expression=lambda s, genes, transform: transformed_expression(loaded[s], genes, transform),
         spot_ids={s: list(a.obs_names) for s, a in loaded.items()},
-        positions={s: np.asarray(a.obsm["spatial"], dtype=np.float64) for s, a in loaded.items()},
+        positions={s: np.asarray(a.obsm[Obsm.SPATIAL], dtype=np.float64) for s, a in loaded.items()},
         spatial_radius=radius,
         neighbours=neighbours,
         params=graph,

@@ -8,9 +8,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from spahgc_kedro.errors import InputDataError
 from spahgc_kedro.partitions import iter_partitions
 from spahgc_kedro.readers import get_reader
-from spahgc_kedro.readers.common import InputDataError
+from spahgc_kedro.schema import Uns
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +81,8 @@ def read_sections(raw_folder: str, preset: dict[str, Any], section_ids: list[str
                     "Section %s: dropped %d spots with fewer than %g counts.", section_id, (~keep).sum(), min_counts
                 )
             adata = adata[keep].copy()
-        adata.uns["patient_id"] = patient_of(section_id, preset["patient"], adata.uns.get("patient_id"))
-        adata.uns["dataset"] = preset["name"]
+        adata.uns[Uns.PATIENT_ID] = patient_of(section_id, preset["patient"], adata.uns.get(Uns.PATIENT_ID))
+        adata.uns[Uns.DATASET] = preset["name"]
         sections[section_id] = adata
     return sections
 
@@ -91,13 +92,13 @@ def describe_sections(sections: dict[str, Any], preset: dict[str, Any]) -> dict[
     rows = [
         {
             "section_id": sid,
-            "patient_id": a.uns["patient_id"],
+            "patient_id": a.uns[Uns.PATIENT_ID],
             "n_spots": int(a.n_obs),
             "n_genes": int(a.n_vars),
-            "image_path": a.uns["image_path"],
-            "image_size": list(map(int, a.uns["image_size"])),
-            "spot_spacing_px": float(a.uns["spot_spacing_px"]),
-            "microns_per_pixel": float(a.uns["microns_per_pixel"]),
+            "image_path": a.uns[Uns.IMAGE_PATH],
+            "image_size": list(map(int, a.uns[Uns.IMAGE_SIZE])),
+            "spot_spacing_px": float(a.uns[Uns.SPOT_SPACING_PX]),
+            "microns_per_pixel": float(a.uns[Uns.MICRONS_PER_PIXEL]),
         }
         for sid, a in iter_partitions(sections)
     ]

@@ -11,6 +11,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from spahgc_kedro.enrichment import ENRICHMENT_COLUMNS, hypergeometric_enrichment, read_gmt
+from spahgc_kedro.images import data_uri, read_thumbnail
 from spahgc_kedro.metrics import pearson_per_gene
 from spahgc_kedro.partitions import load_partition
 from spahgc_kedro.pipelines.evaluation.nodes import (
@@ -20,13 +21,12 @@ from spahgc_kedro.pipelines.evaluation.nodes import (
     with_run_info,
 )
 from spahgc_kedro.report import (
-    image_data_uri,
     log_text_artifact,
-    read_thumbnail,
     render_report,
     spatial_maps_matplotlib,
     spatial_maps_plotly,
 )
+from spahgc_kedro.schema import Uns
 
 logger = logging.getLogger(__name__)
 
@@ -62,12 +62,12 @@ def _section_image(sections: dict[str, Callable[[], Any]], section_id: str, max_
         return {}
     uns = load_partition(sections[section_id]).uns
     try:
-        thumbnail, full_size = read_thumbnail(uns["image_path"], max_side)
+        thumbnail, full_size = read_thumbnail(uns[Uns.IMAGE_PATH], max_side)
     except (KeyError, OSError, ValueError) as error:
         logger.warning("Section '%s': H&E thumbnail unavailable (%s); maps drawn without it.", section_id, error)
         return {}
-    image_size = tuple(int(v) for v in uns.get("image_size", full_size))
-    return {"thumbnail": thumbnail, "thumbnail_uri": image_data_uri(thumbnail), "image_size": image_size}
+    image_size = tuple(int(v) for v in uns.get(Uns.IMAGE_SIZE, full_size))
+    return {"thumbnail": thumbnail, "thumbnail_uri": data_uri(thumbnail), "image_size": image_size}
 
 
 def plot_spatial_maps(

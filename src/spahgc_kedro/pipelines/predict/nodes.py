@@ -24,6 +24,7 @@ from spahgc_kedro.graph import (
 from spahgc_kedro.partitions import load_partition
 from spahgc_kedro.pipelines.embedding.nodes import LazyEncoder, content_key, embed_section, patch_settings
 from spahgc_kedro.pipelines.graph.nodes import graph_preset
+from spahgc_kedro.schema import Layers, Obs, Obsm, Uns
 from spahgc_kedro.targets import minmax_scale, minmax_unscale, transformed_expression
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ def read_new_sections(new_slides: str, predict: dict[str, Any]) -> dict[str, Any
         for section_id in reader.discover_sections(new_slides)
     }
     for section_id, adata in sections.items():
-        logger.info("New section %s: %d spots (%s)", section_id, adata.n_obs, adata.uns["spot_source"])
+        logger.info("New section %s: %d spots (%s)", section_id, adata.n_obs, adata.uns[Uns.SPOT_SOURCE])
     return sections
 
 
@@ -134,7 +135,7 @@ def embed_new_sections(
             f"No patch embeddings of the model's reference sections {missing}: run `kedro run --pipeline=embedding` "
             "with the same --params dataset/encoder as the trained model."
         )
-    reference = {s: dict(load_partition(patch_embeddings[s]).uns["encoder"]) for s in fitting}
+    reference = {s: dict(load_partition(patch_embeddings[s]).uns[Uns.ENCODER]) for s in fitting}
     identity = encoders.weights_identity(encoder, embedding.get("weights_path"))
     lazy = LazyEncoder(encoder, device, embedding)
     embedded = {}
@@ -201,8 +202,8 @@ def build_new_section_graphs(
         graphs[section_id] = assemble_section_graph(
             target_x=(raw - mean) / std,
             target_y=None,
-            target_pos=np.asarray(section.obsm["spatial"], dtype=np.float64),
-            spatial_radius=float(preset["spatial_radius_spacings"]) * float(section.uns["spot_spacing_px"]),
+            target_pos=np.asarray(section.obsm[Obsm.SPATIAL], dtype=np.float64),
+            spatial_radius=float(preset["spatial_radius_spacings"]) * float(section.uns[Uns.SPOT_SPACING_PX]),
             max_spatial_neighbours=graph["max_spatial_neighbours"],
             neighbour_section=ref_section,
             neighbour_spot=ref_spot,
@@ -258,10 +259,10 @@ def predict_new_sections(
         adata = ad.AnnData(X=predicted)
         adata.obs_names = [str(s) for s in graph.spot_ids]
         adata.var_names = list(graph.genes)
-        adata.obs["array_row"] = section.obs["array_row"].to_numpy()
-        adata.obs["array_col"] = section.obs["array_col"].to_numpy()
-        adata.layers["log_expression"] = minmax_unscale(predicted, scaling["min"], scaling["max"])
-        adata.obsm["spatial"] = np.asarray(section.obsm["spatial"], dtype=np.float64)
+        adata.obs[Obs.ARRAY_ROW] = section.obs[Obs.ARRAY_ROW].to_numpy()
+        adata.obs[Obs.ARRAY_COL] = section.obs[Obs.ARRAY_COL].to_numpy()
+        adata.layers[Layers.LOG_EXPRESSION] = minmax_unscale(predicted, scaling["min"], scaling["max"])
+        adata.obsm[Obsm.SPATIAL] = np.asarray(section.obsm[Obsm.SPATIAL], dtype=np.float64)
         adata.uns.update(
             section_id=section_id,
             fold=model_fold,
@@ -271,9 +272,9 @@ def predict_new_sections(
             target_transform=scaling["transform"],
             best_epoch=int(trained["best_epoch"]),
             mlflow_run_id=str(trained.get("mlflow_run_id") or ""),
-            image_path=section.uns["image_path"],
-            image_size=list(section.uns["image_size"]),
-            spot_source=section.uns["spot_source"],
+            image_path=section.uns[Uns.IMAGE_PATH],
+            image_size=list(section.uns[Uns.IMAGE_SIZE]),
+            spot_source=section.uns[Uns.SPOT_SOURCE],
         )
         predictions[section_id] = adata
     return predictions
@@ -285,7 +286,7 @@ def map_genes(adata: Any, requested: list[str], n_top: int) -> list[str]:
     skipped = [g for g in requested if g not in adata.var_names]
     if skipped:
         logger.info("Map genes not in the model's gene panel, not mapped: %s", ", ".join(skipped))
-    variance = np.asarray(adata.layers["log_expression"]).var(axis=0)
+    variance = np.asarray(adata.layers[Layers.LOG_EXPRESSION]).var(axis=0)
     ranked = [adata.var_names[i] for i in np.argsort(-variance, kind="stable")[: int(n_top)]]
     return list(dict.fromkeys([*present, *ranked]))
 
@@ -294,11 +295,11 @@ def prediction_map(adata: Any, genes: list[str], thumbnail_max_side: int) -> Any
     """Predicted expression of the chosen genes over the H&E thumbnail, one gene at a time (dropdown)."""
     import plotly.graph_objects as go
 
-    from spahgc_kedro.report import image_data_uri, read_thumbnail
+    from spahgc_kedro.images import data_uri, read_thumbnail
 
-    thumbnail, _ = read_thumbnail(adata.uns["image_path"], thumbnail_max_side)
-    width, height = (int(v) for v in adata.uns["image_size"])
-    x, y = adata.obsm["spatial"][:, 0], adata.obsm["spatial"][:, 1]
+    thumbnail, _ = read_thumbnail(adata.uns[Uns.IMAGE_PATH], thumbnail_max_side)
+    width, height = (int(v) for v in adata.uns[Uns.IMAGE_SIZE])
+    x, y = adata.obsm[Obsm.SPATIAL][:, 0], adata.obsm[Obsm.SPATIAL][:, 1]
     caption = (
         f"SpaHGC prediction, {adata.uns['target_transform']}(count + 1) scale; model of fold {adata.uns['fold']} "
         f"({adata.uns['dataset']}, {adata.uns['encoder']}), references {', '.join(adata.uns['reference_sections'])}"
@@ -316,7 +317,7 @@ def prediction_map(adata: Any, genes: list[str], thumbnail_max_side: int) -> Any
                 text=list(adata.obs_names),
                 hovertemplate="%{text}: %{marker.color:.3f}<extra></extra>",
                 marker={
-                    "color": adata[:, gene].layers["log_expression"].ravel(),
+                    "color": adata[:, gene].layers[Layers.LOG_EXPRESSION].ravel(),
                     "colorscale": "Viridis",
                     "size": 7,
                     "opacity": 0.85,
@@ -336,7 +337,7 @@ def prediction_map(adata: Any, genes: list[str], thumbnail_max_side: int) -> Any
         title=f"{genes[0]} predicted on {adata.uns['section_id']}<br><sup>{caption}</sup>",
         images=[
             {
-                "source": image_data_uri(thumbnail),
+                "source": data_uri(thumbnail),
                 "xref": "x",
                 "yref": "y",
                 "x": 0,

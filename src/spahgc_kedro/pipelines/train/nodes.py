@@ -8,6 +8,7 @@ from typing import Any
 
 from spahgc_kedro.parallelism import in_worker_process, members, merge_groups, worker_threads
 from spahgc_kedro.partitions import iter_partitions, load_partition
+from spahgc_kedro.schema import Layers, Obsm, Uns
 from spahgc_kedro.tracking import child_run
 
 logger = logging.getLogger(__name__)
@@ -139,8 +140,8 @@ def predict_test_sections(
             adata = ad.AnnData(X=predict(model, graph).astype(np.float32))
             adata.obs_names = [str(s) for s in graph.spot_ids]
             adata.var_names = list(graph.genes)
-            adata.layers["measured"] = graph["target"].y.numpy().astype(np.float32)
-            adata.obsm["spatial"] = graph["target"].pos.numpy().astype(np.float64)
+            adata.layers[Layers.MEASURED] = graph["target"].y.numpy().astype(np.float32)
+            adata.obsm[Obsm.SPATIAL] = graph["target"].pos.numpy().astype(np.float64)
             adata.uns.update(
                 fold=fold,
                 section_id=graph.section_id,
@@ -165,7 +166,7 @@ def log_predictions(predictions: dict[str, Any]) -> None:
 
     client = None  # created only when there is a run: a client alone makes an empty store
     for key, adata in iter_partitions(predictions):
-        run_id = adata.uns.get("mlflow_run_id")
+        run_id = adata.uns.get(Uns.MLFLOW_RUN_ID)
         if not run_id:
             continue
         client = client or MlflowClient()
