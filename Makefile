@@ -32,11 +32,11 @@ mlflow-ui: setup
 # Regenerate every CPU results table (hours on 2 CPU cores), then the README's results
 # section. GPU tables: `bash benchmarks/device_gpu.sh` on a CUDA machine.
 benchmarks: setup
-	$(BIN)/python benchmarks/accuracy.py --out benchmarks/results/accuracy_her2st.md
-	$(BIN)/python benchmarks/accuracy.py --dataset demo --out benchmarks/results/accuracy_demo.md
-	$(BIN)/python benchmarks/scaling.py --tables stages reference-count --out benchmarks/results/scaling.md
-	$(BIN)/python benchmarks/scaling.py --tables fixed-reference --out benchmarks/results/scaling_fixed_reference_cpu.md
-	$(BIN)/python benchmarks/runners.py --out benchmarks/results/runners.md
-	$(BIN)/python benchmarks/embedding_throughput.py
-	$(BIN)/python benchmarks/retrieval_memory.py
-	$(BIN)/python benchmarks/update_readme.py
+	$(BIN)/python -m benchmarks.accuracy --out benchmarks/results/accuracy_her2st.md
+	$(BIN)/python -m benchmarks.accuracy --dataset demo --out benchmarks/results/accuracy_demo.md
+	$(BIN)/python -m benchmarks.scaling --tables stages reference-count --out benchmarks/results/scaling.md
+	$(BIN)/python -m benchmarks.scaling --tables fixed-reference --out benchmarks/results/scaling_fixed_reference_cpu.md
+	$(BIN)/python -m benchmarks.runners --out benchmarks/results/runners.md
+	$(BIN)/python -m benchmarks.embedding_throughput
+	$(BIN)/python -m benchmarks.retrieval_memory
+	$(BIN)/python -m benchmarks.update_readme

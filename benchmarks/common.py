@@ -1,19 +1,21 @@
-"""Shared helpers of the benchmark scripts: project parameters, the pipeline stages as
-plain calls of the project's node functions, and the machine description every table states.
+"""Shared helpers of the benchmarks: run the project's pipelines, measure, describe the machine.
 
-The stages call the nodes of the ingestion, embedding and graph pipelines directly (no
-catalog), so a benchmark never writes into the pipelines' `data/0*` folders; embeddings
-are cached under a benchmark work dir (default `data/benchmarks/`, git-ignored).
+Benchmarks run the registered Kedro pipelines on the project's catalog (`project_catalog`
++ `run_pipelines`: the `benchmark` environment, no MLflow run) with every output under a
+work folder of their own (the `data_root` runtime parameter), so they never touch the
+project's `data/` and what they measure is what `kedro run` runs, node for node.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import platform
 import resource
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,19 +28,54 @@ SHARED = REPO.parent / "shared" / "data"
 HER2ST_RAW = SHARED / "her2st"
 HER2ST_GENES = SHARED / "gene_lists" / "her_hvg_cut_1000.npy"
 WORK_DIR = REPO / "data" / "benchmarks"
+# outputs of the stages before training: shared by every run that trains on the same inputs
+UPSTREAM_LAYERS = ("01_raw", "02_intermediate", "04_feature", "05_model_input")
 
 
-def project_parameters(dataset: str, raw_dir: str | Path) -> dict[str, Any]:
-    """The project's parameters (conf/base) as `kedro run --params dataset:...,raw_dir:...` would see them."""
+def project_catalog(data_root: Path, **runtime_params: Any) -> Any:
+    """The project's catalog (datasets and parameters) as `kedro run --env benchmark --params ...` builds it,
+    with every output under `data_root`."""
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(REPO)
+    params = {"data_root": str(Path(data_root).resolve()), **runtime_params}
+    with KedroSession.create(project_path=REPO, env="benchmark", runtime_params=params) as session:
+        return session.load_context().catalog
+
+
+def run_pipelines(catalog: Any, *names: str) -> None:
+    """Run the project's registered pipelines `names` on `catalog`, as `kedro run --pipelines` does (no hooks)."""
+    from kedro.framework.project import pipelines
+    from kedro.runner import SequentialRunner
+
+    SequentialRunner().run(sum((pipelines[name] for name in names), start=type(pipelines[names[0]])([])), catalog)
+
+
+def project_parameters(**runtime_params: Any) -> dict[str, Any]:
+    """The project's parameters as `kedro run --env benchmark --params ...` sees them."""
     from kedro.config import OmegaConfigLoader
 
     loader = OmegaConfigLoader(
-        conf_source=str(REPO / "conf"),
-        base_env="base",
-        default_run_env="local",
-        runtime_params={"dataset": dataset, "raw_dir": str(raw_dir)},
+        conf_source=str(REPO / "conf"), base_env="base", default_run_env="benchmark", runtime_params=runtime_params
     )
     return loader["parameters"]
+
+
+def digest(value: Any) -> str:
+    """A short stable hash of a JSON-able value (work-folder and cache keys)."""
+    return hashlib.sha1(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def run_folder(root: Path, upstream: Path) -> Path:
+    """A fresh folder for one training run whose upstream layers are links to `upstream`'s."""
+    root.mkdir(parents=True, exist_ok=True)
+    for layer in UPSTREAM_LAYERS:
+        (upstream / layer).mkdir(parents=True, exist_ok=True)
+        link = root / layer
+        if not link.exists():
+            link.symlink_to((upstream / layer).resolve(), target_is_directory=True)
+    return root
 
 
 def cpu_model() -> str:
@@ -128,62 +165,6 @@ def measure(interval: float = 0.02, cuda: bool = False) -> Iterator[StageMeasure
         result.peak_rss_mib = max(result.peak_rss_mib, current_rss_mib())
 
 
-def read_raw_sections(raw_dir: str | Path, preset: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Ingestion stage: the project's readers -> {section_id: standard AnnData} and the manifest."""
-    from spahgc_kedro.pipelines.ingestion.nodes import describe_sections, read_sections, select_sections
-
-    ids = select_sections(str(raw_dir), preset)
-    sections = read_sections(str(raw_dir), preset, ids)
-    return sections, describe_sections(sections, preset)
-
-
-def embed_with_cache(
-    sections: dict[str, Any],
-    encoder: str,
-    device: str,
-    seed: int,
-    embedding: dict[str, Any],
-    cache_dir: Path,
-) -> dict[str, Any]:
-    """Embedding stage: the embedding node with an on-disk cache of h5ad files keyed by content."""
-    import anndata as ad
-
-    from spahgc_kedro.pipelines.embedding.nodes import embed_sections
-
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    cached = {p.stem: (lambda p=p: ad.read_h5ad(p)) for p in cache_dir.glob("*.h5ad")}
-    lazy = embed_sections(sections, cached, encoder, device, seed, embedding)
-    embeddings = {}
-    for section_id, load in lazy.items():
-        adata = load()
-        path = cache_dir / f"{section_id}.h5ad"
-        key = adata.uns["encoder"]["content_key"]
-        if section_id not in cached or cached[section_id]().uns["encoder"]["content_key"] != key:
-            adata.write_h5ad(path)
-        embeddings[section_id] = adata
-    return embeddings
-
-
-def build_graphs(
-    sections: dict[str, Any],
-    embeddings: dict[str, Any],
-    manifest: dict[str, Any],
-    params: dict[str, Any],
-    dataset: str,
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """Graph stage: folds, target scaling and every `<fold>/<section>` HeteroData, built eagerly."""
-    from spahgc_kedro.pipelines.graph.nodes import build_section_graphs, fit_target_scaling, make_fold_plan
-
-    loaders = {sid: (lambda a=a: a) for sid, a in sections.items()}
-    embedding_loaders = {sid: (lambda a=a: a) for sid, a in embeddings.items()}
-    folds = make_fold_plan(manifest, params["graph"])
-    scaling = fit_target_scaling(loaders, manifest, folds, params["datasets"], dataset, params["graph"])
-    builders = build_section_graphs(
-        loaders, embedding_loaders, manifest, folds, scaling, params["datasets"], dataset, params["graph"]
-    )
-    return folds, scaling, {key: build() for key, build in builders.items()}
-
-
 def log_log_slope(sizes: list[float], values: list[float]) -> float:
     """Least-squares slope of log(value) on log(size): the growth exponent (NaN with < 2 usable points)."""
     pairs = [(s, v) for s, v in zip(sizes, values, strict=True) if s > 0 and v > 0 and np.isfinite(v)]
@@ -193,8 +174,10 @@ def log_log_slope(sizes: list[float], values: list[float]) -> float:
     return float(np.polyfit(x, y, 1)[0])
 
 
-def timed(function: Callable[[], Any]) -> tuple[Any, float]:
-    """(result, seconds) of a zero-argument call."""
-    start = time.perf_counter()
-    result = function()
-    return result, time.perf_counter() - start
+def write_table(text: str, out: Path | None, footer: str = "") -> None:
+    """Print a generated table and, with `out`, write it (and a footer) there."""
+    print(text)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + ("\n\n" + footer if footer else "") + "\n")
+        print(f"\nwritten to {out}")

@@ -51,7 +51,7 @@ EOF
 # under a minute: the accuracy benchmark on tiny settings (CUDA paths included); it shares
 # the real run's work dir, so the demo and its embeddings are made once (scaling has its own warm-up)
 step "check: accuracy demo --quick" 45 "$OUT/check.log" \
-    python3 benchmarks/accuracy.py --dataset demo --device cuda --quick --out /tmp/check/accuracy_quick.md
+    python3 -m benchmarks.accuracy --dataset demo --device cuda --quick --out /tmp/check/accuracy_quick.md
 
 # the demo accuracy table: the 5 variants in 5 processes sharing the GPU (small graphs keep
 # one process launch-bound), each saving its (variant, seed) scores as it goes; then one
@@ -60,19 +60,19 @@ step "accuracy demo on GPU: 5 variants x 3 seeds, 5 processes" 150 "$OUT/accurac
 i=0
 for variant in "SpaHGC (EMA teacher, default)" "no contrastive loss" "no reference-reference edges" \
                "no spatial edges" "frozen teacher (reference code)"; do
-    python3 benchmarks/accuracy.py --dataset demo --device cuda --seeds 0 1 2 --variants "$variant" 2>&1 \
+    python3 -m benchmarks.accuracy --dataset demo --device cuda --seeds 0 1 2 --variants "$variant" 2>&1 \
         | grep --line-buffered -E "seed [0-9]+: ACG|Error|error" | sed "s/^/[variant $i] /" &
     i=$((i + 1))
 done
 wait'
 step "accuracy demo on GPU: table" 35 "$OUT/accuracy_demo_gpu.log" \
-    python3 benchmarks/accuracy.py --dataset demo --device cuda --seeds 0 1 2 --cached-only \
+    python3 -m benchmarks.accuracy --dataset demo --device cuda --seeds 0 1 2 --cached-only \
     --out benchmarks/results/accuracy_demo_gpu.md
 cp benchmarks/results/accuracy_demo_gpu.md "$OUT/" 2>/dev/null || echo "no accuracy_demo_gpu.md written"
 
 # scaling rewrites its tables after each table and each size, so a cut-short run keeps them
 step "scaling on GPU" 270 "$OUT/scaling_gpu.log" \
-    python3 benchmarks/scaling.py --gpu --no-her2st --sizes 1000 5000 20000 50000 --out benchmarks/results/scaling_gpu.md
+    python3 -m benchmarks.scaling --gpu --no-her2st --sizes 1000 5000 20000 50000 --out benchmarks/results/scaling_gpu.md
 cp benchmarks/results/scaling_gpu.md "$OUT/" 2>/dev/null || echo "no scaling_gpu.md written"
 
 smoke=$(cd /tmp/check && ls ./*.md 2>/dev/null)

@@ -7,8 +7,8 @@
 3. peak RSS of the process tree while embedding 5,000 spots of a generated
    40,000 x 40,000 px tiled pyramidal TIFF; target < 1.5 GB.
 
-    python benchmarks/embedding_throughput.py --quick
-    python benchmarks/embedding_throughput.py --her2st ../shared/data/her2st --section C2
+    python -m benchmarks.embedding_throughput --quick
+    python -m benchmarks.embedding_throughput --her2st ../shared/data/her2st --section C2
 """
 
 from __future__ import annotations

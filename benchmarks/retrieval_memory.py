@@ -1,7 +1,7 @@
 """Peak memory and time of blocked cross-section retrieval.
 
 Default: 50,000 queries x 200,000 candidates of 64-d features, k = 7 (the 2 GB budget
-of the graph stage). Smaller runs: python benchmarks/retrieval_memory.py 5000 20000
+of the graph stage). Smaller runs: python -m benchmarks.retrieval_memory 5000 20000
 Prints the traced numpy peak (tracemalloc) and the process's max RSS.
 """
 

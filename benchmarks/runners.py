@@ -7,8 +7,8 @@ ParallelRunner with 1 worker and ParallelRunner with 2 workers, each timed end t
 (process start, imports, worker start-up and MLflow logging included). Each command
 also checks the MLflow store: one nested fold run per fold under the pipeline's run.
 
-    python benchmarks/runners.py                 # demo data, 4 folds, 50 epochs
-    python benchmarks/runners.py --epochs 5      # quick look
+    python -m benchmarks.runners                 # demo data, 4 folds, 50 epochs
+    python -m benchmarks.runners --epochs 5      # quick look
 """
 
 from __future__ import annotations
@@ -22,9 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import common  # noqa: E402
+from benchmarks import common
 
 KEDRO = Path(sys.executable).with_name("kedro")
 

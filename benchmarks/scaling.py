@@ -7,22 +7,26 @@ reference (training) sections.
 Generated sections are written in the Space Ranger layout (mtx folder, tissue positions,
 scale factors, a tiled TIFF) on a hexagonal grid, so ingestion runs the project's Visium
 reader. Each size is a set of 4 sections of that many spots and one leave-one-section-out
-fold (test, validation, 2 training sections), built by the graph pipeline's nodes.
-Embeddings of generated sections are random features (`--dim`); with `--encoder NAME`
-the encoder is timed on `--encoder-sample` patches and the full-section time is
-EXTRAPOLATED linearly (labelled so). `--gpu` times UNI's architecture
+fold (test, validation, 2 training sections). Every stage is the project's pipeline
+(`common.project_catalog` + `common.run_pipelines`: the registered pipeline on the
+project's catalog, outputs under the benchmark's work folder); the train stage runs one
+epoch. Embeddings of generated sections are random features (`--dim`) written into the
+catalog's `patch_embeddings`; with `--encoder NAME` the encoder is timed on
+`--encoder-sample` patches and the full-section time is EXTRAPOLATED linearly
+(labelled so). `--gpu` times UNI's architecture
 (timm vit_large_patch16_224, random weights, bf16), retrieves with the torch path on CUDA
 (`graph.retrieval_device: cuda`), trains on CUDA and reports peak GPU memory per stage.
 
 The fixed-reference table builds only the test section's graph (retrieval against the
-training sections + assembly, as the graph pipeline's builders do) for one target section
-of each `--target-sizes` against the same training sections: it should grow linearly.
+training sections + assembly, by `graph.FoldReferences`, the graph pipeline's builder) for
+one target section of each `--target-sizes` against the same training sections: it
+should grow linearly.
 
-    python benchmarks/scaling.py                      # HER2+ + 1k, 5k spots (runs here)
-    python benchmarks/scaling.py --tables fixed-reference   # only the fixed-reference table
-    python benchmarks/scaling.py --sizes 1000 5000 20000 50000 --encoder efficientnet_lite0
-    python benchmarks/scaling.py --gpu --no-her2st --sizes 1000 5000 20000 50000
-    python benchmarks/scaling.py --quick              # smoke run
+    python -m benchmarks.scaling                      # HER2+ + 1k, 5k spots (runs here)
+    python -m benchmarks.scaling --tables fixed-reference   # only the fixed-reference table
+    python -m benchmarks.scaling --sizes 1000 5000 20000 50000 --encoder efficientnet_lite0
+    python -m benchmarks.scaling --gpu --no-her2st --sizes 1000 5000 20000 50000
+    python -m benchmarks.scaling --quick              # smoke run
 """
 
 from __future__ import annotations
@@ -32,7 +36,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import time
 import warnings
 import zlib
@@ -42,11 +45,9 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmarks import common
 
-import common  # noqa: E402
-
-STAGES = ("ingestion", "embedding", "graph", "train epoch", "evaluation")
+STAGES = ("ingestion", "embedding", "graph", "train", "evaluation")
 TABLES = ("stages", "fixed-reference", "reference-count")
 SPACING_PX = 200.0  # Visium: 100 um centre to centre at about 0.5 um / px
 TILE = 512
@@ -70,13 +71,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=None,
         help="patch-decoding workers of the encoder sample (default: embedding.num_workers; min(8, cores) with --gpu)",
-    )
-    parser.add_argument(
-        "--knn-sample",
-        type=int,
-        default=None,
-        help="time the L1 kNN baseline (scipy, one core) on this many test spots and extrapolate "
-        "(default: all spots; 128 with --gpu)",
     )
     parser.add_argument("--tables", nargs="+", choices=TABLES, default=list(TABLES), help="which tables to measure")
     parser.add_argument(
@@ -293,187 +287,102 @@ def time_encoder_sample(
     return m.seconds, len(rows), m.gpu_peak_mib
 
 
-def one_epoch(graphs: dict[str, Any], folds: dict[str, Any], args, device: str) -> float:
-    """fit() for one epoch on the fold's training graphs (+ the validation pass): seconds."""
-    from spahgc_kedro.model.training import TrainConfig, fit
-    from spahgc_kedro.pipelines.train.nodes import graphs_by_role
-
-    fold = next(iter(folds["folds"]))
-    config = TrainConfig(epochs=1, hidden=args.hidden, seed=0, device=device, threads=args.threads)
-    train = graphs_by_role(graphs, folds, fold, "train")
-    validation = graphs_by_role(graphs, folds, fold, "validation")
-    start = time.perf_counter()
-    fit(train, validation, config, progress=False)
-    return time.perf_counter() - start
-
-
-def evaluate(
-    graphs: dict[str, Any], folds: dict[str, Any], params: dict[str, Any], device: str, args
-) -> tuple[float, str | None]:
-    """Predict the test section with an untrained model, score it, and run the evaluation baselines.
-
-    Returns (seconds to add, note). With `args.knn_sample` below the test section's spots the
-    L1 kNN baseline (scipy cdist, one core, whatever the device) runs on that many test spots
-    and the rest of its time is extrapolated: its cost is linear in test spots.
-    """
-    from spahgc_kedro.baselines import predict_baseline
-    from spahgc_kedro.metrics import section_metrics
-    from spahgc_kedro.model.training import TrainConfig, _model_config, build_model, predict
-    from spahgc_kedro.pipelines.evaluation.nodes import predict_baselines, raw_embeddings
-    from spahgc_kedro.pipelines.train.nodes import graphs_by_role
-
-    fold = next(iter(folds["folds"]))
-    test = graphs_by_role(graphs, folds, fold, "test")[0]
-    n_genes, dim = test["target"].y.shape[1], test["target"].x.shape[1]
-    model = build_model(_model_config(TrainConfig(hidden=args.hidden), dim, n_genes))
-    predicted = predict(model, test, device)
-    measured = test["target"].y.numpy()
-    section_metrics(measured, predicted)
-    gathered = {
-        fold: {
-            "fold": fold,
-            "section_id": test.section_id,
-            "genes": list(test.genes),
-            "spot_ids": [str(s) for s in test.spot_ids],
-            "measured": measured,
-        }
-    }
-    baselines = dict(params["evaluation"]["baselines"])
-    n_test, sample = measured.shape[0], args.knn_sample
-    if not sample or sample >= n_test or "knn_l1" not in baselines:
-        predict_baselines(graphs, folds, gathered, params["evaluation"], 0)
-        return 0.0, None
-    knn_options = dict(baselines.pop("knn_l1") or {})
-    predict_baselines(graphs, folds, gathered, {**params["evaluation"], "baselines": baselines}, 0)
-    split = folds["folds"][fold]
-    training = [graphs[f"{fold}/{s}"] for s in split["train"] + split["validation"]]
-    train_x = np.concatenate([raw_embeddings(g) for g in training])
-    train_y = np.concatenate([g["target"].y.numpy() for g in training])
-    rows = np.linspace(0, n_test - 1, sample).astype(int)
-    start = time.perf_counter()
-    predict_baseline("knn_l1", train_x, train_y, raw_embeddings(test)[rows], knn_options, 0)
-    seconds = time.perf_counter() - start
-    note = f"partly EXTRAPOLATED: L1 kNN baseline timed on {sample} of {n_test} test spots ({seconds:.1f} s)"
-    return seconds * (n_test / sample - 1), note
-
-
 def retrieval_device(args) -> str:
     """The graph.retrieval_device the benchmark runs with: the torch path on CUDA with --gpu."""
     return "cuda" if args.gpu else "cpu"
 
 
-def run_stages(
-    raw: Path, preset: dict[str, Any], params: dict[str, Any], args, device: Any, real: bool
-) -> dict[str, Any]:
-    """Measure every stage on one dataset folder; returns {stage: StageMeasure} and sizes."""
-    from spahgc_kedro.encoders import select_device  # noqa: F401 - keeps heavy imports out of timings
+def stage_params(args, dataset: str, raw: Path, gene_list: Path, first_section: str, device: Any) -> dict[str, Any]:
+    """Runtime parameters of a stage run: one fold (tested on the first section), one epoch."""
+    return {
+        "dataset": dataset,
+        "raw_dir": str(raw),
+        "device": str(device),
+        "datasets": {dataset: {"gene_panel": {"rule": "list", "path": str(gene_list)}}},
+        "graph": {"fold": first_section, "retrieval_device": retrieval_device(args)},
+        "train": {"epochs": 1, "threads": args.threads, "model": {"hidden": args.hidden}},
+    }
 
+
+def run_stages(raw: Path, params: dict[str, Any], args, device: Any, real: bool) -> dict[str, Any]:
+    """Measure every stage's pipeline on one dataset folder; returns {stage: StageMeasure} and sizes."""
     cuda = device.type == "cuda"
+    root = args.work_dir / "runs" / common.digest(params)
+    shutil.rmtree(root, ignore_errors=True)  # fresh outputs: no cached embeddings, no earlier graphs
+    catalog = common.project_catalog(root, **params)
     measures: dict[str, common.StageMeasure] = {}
     with common.measure(cuda=cuda) as m:
-        sections, manifest = common.read_raw_sections(raw, preset)
+        common.run_pipelines(catalog, "ingestion")
     measures["ingestion"] = m
-    first = sorted(sections)[0]
-    with common.measure(cuda=cuda) as m:
-        if real:
-            embeddings = common.embed_with_cache(
-                sections,
-                "efficientnet_lite0",
-                str(device),
-                0,
-                params["embedding"],
-                args.work_dir / "her2st_embeddings_fresh",
-            )
-            m.notes.append("efficientnet_lite0, measured on every spot")
-        else:
-            embeddings = random_embeddings(sections, args.dim, 0)
-            m.notes.append(f"random {args.dim}-d features")
+    sections = {s: load() for s, load in catalog.load("sections").items()}
+    if real:
+        with common.measure(cuda=cuda) as m:
+            common.run_pipelines(catalog, "embedding")
+        m.notes.append("efficientnet_lite0, measured on every spot")
+    else:
+        catalog.save("patch_embeddings", random_embeddings(sections, args.dim, 0))
+        m = common.StageMeasure(seconds=float("nan"), notes=[f"random {args.dim}-d features (embedding not run)"])
+        if args.encoder or args.gpu:
+            m = encoder_sample_measure(sections, args, device, catalog.load("params:embedding"))
     measures["embedding"] = m
-    if not real and (args.encoder or args.gpu):
-        name = "uni (vit_large_patch16_224, random weights, bf16)" if args.gpu else args.encoder
-        seconds, n, gpu_peak = time_encoder_sample(
-            sections[first],
-            args.encoder or "uni",
-            device,
-            args.encoder_sample,
-            args.gpu,
-            params["embedding"],
-            args.workers,
-        )
-        workers = params["embedding"]["num_workers"] if args.workers is None else args.workers
-        total = seconds / n * sum(a.n_obs for a in sections.values())
-        measures["embedding"] = common.StageMeasure(
-            seconds=total, rss_before_mib=m.rss_before_mib, peak_rss_mib=m.peak_rss_mib, gpu_peak_mib=gpu_peak
-        )
-        measures["embedding"].notes.append(
-            f"{name}: EXTRAPOLATED from {n} patches ({seconds:.1f} s, batch {params['embedding']['batch_size']}, "
-            f"{workers} patch-decoding workers), RSS not measured" + (", GPU peak of the sample" if cuda else "")
-        )
-    params["graph"]["fold"] = first
-    params["graph"]["retrieval_device"] = retrieval_device(args)
-    with common.measure(cuda=cuda) as m:
-        folds, _, graphs = common.build_graphs(sections, embeddings, manifest, params, preset["name"])
-    measures["graph"] = m
-    with common.measure(cuda=cuda) as m:
-        one_epoch(graphs, folds, args, str(device))
-    measures["train epoch"] = m
-    with common.measure(cuda=cuda) as m:
-        extra, note = evaluate(graphs, folds, params, str(device), args)
-    m.seconds += extra
-    if note:
-        m.notes.append(note)
-    measures["evaluation"] = m
+    for stage in ("graph", "train", "evaluation"):
+        with common.measure(cuda=cuda) as m:
+            common.run_pipelines(catalog, stage)
+        measures[stage] = m
     spots = [a.n_obs for a in sections.values()]
-    return {"measures": measures, "spots_per_section": int(np.median(spots)), "sections": len(spots), "folds": folds}
+    return {"measures": measures, "spots_per_section": int(np.median(spots)), "sections": len(spots)}
+
+
+def encoder_sample_measure(sections: dict[str, Any], args, device: Any, embedding: dict[str, Any]) -> Any:
+    """The embedding stage EXTRAPOLATED from the encoder timed on a patch sample of the first section."""
+    first = sorted(sections)[0]
+    name = "uni (vit_large_patch16_224, random weights, bf16)" if args.gpu else args.encoder
+    seconds, n, gpu_peak = time_encoder_sample(
+        sections[first], args.encoder or "uni", device, args.encoder_sample, args.gpu, embedding, args.workers
+    )
+    workers = embedding["num_workers"] if args.workers is None else args.workers
+    m = common.StageMeasure(seconds=seconds / n * sum(a.n_obs for a in sections.values()), gpu_peak_mib=gpu_peak)
+    m.notes.append(
+        f"{name}: EXTRAPOLATED from {n} patches ({seconds:.1f} s, batch {embedding['batch_size']}, "
+        f"{workers} patch-decoding workers), RSS not measured" + (", GPU peak of the sample" if args.gpu else "")
+    )
+    return m
 
 
 def her2st_rows(args, device: Any) -> dict[str, Any] | None:
-    """Stages on the real HER2+ sections (fresh embeddings, not the accuracy cache); None when absent."""
+    """Stages on the real HER2+ sections (embedded afresh); None when the shared data is absent."""
     if not (common.HER2ST_RAW.exists() and common.HER2ST_GENES.exists()):
         print(f"HER2+ skipped: {common.HER2ST_RAW} or {common.HER2ST_GENES} is absent.")
         return None
-    cache = args.work_dir / "her2st_embeddings_fresh"
-    for old in cache.glob("*.h5ad"):
-        old.unlink()
-    params = common.project_parameters("her2st", common.HER2ST_RAW)
-    preset = {**params["datasets"]["her2st"], "name": "her2st", "raw_dir": str(common.HER2ST_RAW)}
-    preset["gene_panel"] = {"rule": "list", "path": str(common.HER2ST_GENES)}
-    params["datasets"]["her2st"]["gene_panel"] = preset["gene_panel"]
-    return run_stages(common.HER2ST_RAW, preset, params, args, device, real=True)
+    params = stage_params(args, "her2st", common.HER2ST_RAW, common.HER2ST_GENES, "C2", device)
+    return run_stages(common.HER2ST_RAW, params, args, device, real=True)
 
 
 def generated_rows(n_spots: int, n_sections: int, args, device: Any) -> dict[str, Any]:
     """Stages on n_sections generated sections of n_spots each."""
     raw = generated_dataset(args.work_dir / "raw", n_spots, n_sections, args.genes)
-    params = common.project_parameters("visium", raw)
-    preset = {**params["datasets"]["visium"], "name": "visium", "raw_dir": str(raw)}
-    preset["gene_panel"] = {"rule": "list", "path": str(raw / "genes.txt")}
-    params["datasets"]["visium"]["gene_panel"] = preset["gene_panel"]
-    return run_stages(raw, preset, params, args, device, real=False)
+    params = stage_params(args, "visium", raw, raw / "genes.txt", "G0", device)
+    return run_stages(raw, params, args, device, real=False)
 
 
 def reference_sweep(args, device: Any) -> list[tuple[int, float, int]]:
-    """(training sections, one-epoch seconds, reference nodes of a training graph) for each count."""
-    raw = generated_dataset(args.work_dir / "raw", args.ref_size, max(args.ref_counts) + 2, args.genes)
-    params = common.project_parameters("visium", raw)
-    preset = {**params["datasets"]["visium"], "name": "visium", "raw_dir": str(raw)}
-    preset["gene_panel"] = {"rule": "list", "path": str(raw / "genes.txt")}
-    params["datasets"]["visium"]["gene_panel"] = preset["gene_panel"]
-    params["graph"]["retrieval_device"] = retrieval_device(args)
-    sections, manifest = common.read_raw_sections(raw, preset)
-    embeddings = random_embeddings(sections, args.dim, 0)
+    """(training sections, train stage seconds at one epoch, reference nodes of a training graph) per count."""
     rows = []
     for count in args.ref_counts:
-        keep = [s["section_id"] for s in manifest["sections"]][: count + 2]
-        sub_manifest = {**manifest, "sections": [s for s in manifest["sections"] if s["section_id"] in keep]}
-        params["graph"]["fold"] = keep[0]
-        folds, _, graphs = common.build_graphs(
-            {s: sections[s] for s in keep}, {s: embeddings[s] for s in keep}, sub_manifest, params, "visium"
-        )
-        seconds = one_epoch(graphs, folds, args, str(device))
-        fold = folds["folds"][keep[0]]
-        reference_nodes = graphs[f"{keep[0]}/{fold['train'][0]}"]["reference"].x.shape[0]
-        rows.append((len(fold["train"]), seconds, reference_nodes))
+        raw = generated_dataset(args.work_dir / "raw", args.ref_size, count + 2, args.genes)
+        params = stage_params(args, "visium", raw, raw / "genes.txt", "G0", device)
+        root = args.work_dir / "runs" / common.digest(params)
+        shutil.rmtree(root, ignore_errors=True)
+        catalog = common.project_catalog(root, **params)
+        common.run_pipelines(catalog, "ingestion")
+        sections = {s: load() for s, load in catalog.load("sections").items()}
+        catalog.save("patch_embeddings", random_embeddings(sections, args.dim, 0))
+        common.run_pipelines(catalog, "graph")
+        with common.measure(cuda=device.type == "cuda") as m:
+            common.run_pipelines(catalog, "train")
+        fold = catalog.load("folds")["folds"]["G0"]
+        graph = catalog.load("section_graphs")[f"G0/{fold['train'][0]}"]()
+        rows.append((len(fold["train"]), m.seconds, int(graph["reference"].x.shape[0])))
     return rows
 
 
@@ -489,17 +398,18 @@ def graph_mib(data: Any) -> float:
 def fixed_reference_rows(args, device: Any) -> dict[str, Any]:
     """Build one target section's graph for each `--target-sizes` against the same training sections.
 
-    Calls the graph module as the graph pipeline does: `pair_neighbours` over the (target,
-    training section) pairs, then the fold's graph builder for the target section. The
-    validation section only enters the fold's embedding standardisation.
+    With the graph pipeline's builder, `graph.FoldReferences`: fit the fold's references
+    (standardisation, reference features), retrieve the target's neighbours in every
+    training section, assemble its graph. The validation section only enters the fold's
+    embedding standardisation.
     """
     import tracemalloc
 
     from spahgc_kedro.folds import make_folds
-    from spahgc_kedro.graph import fold_graph_builders, pair_neighbours
+    from spahgc_kedro.graph import FoldReferences
     from spahgc_kedro.targets import fold_target_scaling, transformed_expression
 
-    params = common.project_parameters("visium", args.work_dir)
+    params = common.project_parameters(dataset="visium")
     graph = {**params["graph"], "retrieval_device": retrieval_device(args)}
     radius = float(params["datasets"]["visium"]["spatial_radius_spacings"]) * SPACING_PX
     args.work_dir.mkdir(parents=True, exist_ok=True)
@@ -518,34 +428,29 @@ def fixed_reference_rows(args, device: Any) -> dict[str, Any]:
         folds = make_folds([{"section_id": s, "patient_id": s} for s in sections], "leave_one_section_out", "T", "V")
         fold = folds["folds"]["T"]
         rule = {"rule": "list", "path": str(genes_file)}
-        scaling = {"T": fold_target_scaling(sections, fold, rule, graph["target_transform"])}
+        scaling = fold_target_scaling(sections, fold, rule, graph["target_transform"])
+
+        def expression(section_id: str, genes: list[str], transform: str, sections: dict = sections) -> np.ndarray:
+            return transformed_expression(sections[section_id], genes, transform)
+
         tracemalloc.start()
         with common.measure(cuda=device.type == "cuda") as m:
+            references = FoldReferences.fit("T", fold, scaling, embeddings, expression, graph)
             start = time.perf_counter()
-            neighbours = pair_neighbours(
-                embeddings,
-                [("T", c) for c in fold["train"]],
-                graph["k_refer"],
-                graph["metric"],
-                graph["block_size"],
-                device=graph["retrieval_device"],
-            )
+            references.retrieve("T", embeddings["T"])
             retrieval = time.perf_counter() - start
             retrieval_traced = tracemalloc.get_traced_memory()[1]
             tracemalloc.reset_peak()
-            data = fold_graph_builders(
-                folds=folds,
-                target_scaling=scaling,
-                embeddings=embeddings,
-                expression=lambda s, genes, transform, sections=sections: transformed_expression(
-                    sections[s], genes, transform
-                ),
-                spot_ids={s: list(a.obs_names) for s, a in sections.items()},
-                positions={s: np.asarray(a.obsm["spatial"], dtype=np.float64) for s, a in sections.items()},
-                spatial_radius={s: radius for s in sections},
-                neighbours=neighbours,
-                params=graph,
-            )["T/T"]()
+            target = sections["T"]
+            data = references.build(
+                "T",
+                embeddings["T"],
+                target.obsm["spatial"],
+                radius,
+                list(target.obs_names),
+                "test",
+                target_y=references.targets("T"),
+            )
         assembly_traced = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         rows.append(
@@ -562,7 +467,7 @@ def fixed_reference_rows(args, device: Any) -> dict[str, Any]:
                 "gpu_mib": m.gpu_peak_mib,
             }
         )
-        del data, neighbours, sections, embeddings
+        del data, references, sections, embeddings
         print(f"fixed reference: {n} target spots done ({m.seconds:.1f} s)", flush=True)
     return {"rows": rows[1:], "graph": graph}
 
@@ -625,9 +530,10 @@ def fixed_reference_table(result: dict[str, Any], args, device: Any, seconds: fl
             "retrieval time is linear in the width)"
         )
         + ("" if gpu else "; on CPU the default reference set is 2 x 2500 spots (5000 with --gpu) for the same reason"),
-        f"- retrieval = `graph.pair_neighbours` over the {args.fixed_ref_sections} (target, training section) pairs; "
-        "assembly = the fold's graph builder for the target (`graph.fold_graph_builders`: standardisation, targets, "
-        "merge, reference-close-reference kNN among the retrieved reference spots, spatial edges, HeteroData)",
+        f"- retrieval = `FoldReferences.retrieve` over the {args.fixed_ref_sections} (target, training section) pairs; "
+        "assembly = the rest of the graph pipeline's builder (`graph.FoldReferences`: the fold's standardisation and "
+        "reference features, targets, merge, reference-close-reference kNN among the retrieved reference spots, "
+        "spatial edges, HeteroData)",
         f"- graph parameters: k_refer {graph['k_refer']}, k_close {graph['k_close']}, metric {graph['metric']}, "
         f"retrieval on {where}",
         f"- {tile_memory_line(int(graph['block_size']), int(graph['k_refer']), gpu)}",
@@ -666,6 +572,8 @@ def stage_cell(m: common.StageMeasure, gpu: bool) -> str:
     """`seconds (RSS MiB[ / GPU MiB])`, marking extrapolated figures."""
     extrapolated = any("EXTRAPOLATED" in note and not note.startswith("partly") for note in m.notes)
     partly = any(note.startswith("partly EXTRAPOLATED") for note in m.notes)
+    if not np.isfinite(m.seconds):
+        return "n/m"
     memory = "n/m" if extrapolated else f"{m.peak_growth_mib:.0f}"
     if gpu:
         memory += f" / {m.gpu_peak_mib:.0f}"
@@ -742,12 +650,15 @@ def stage_lines(
     return [
         "### Scaling: time and peak memory per stage" + (" (quick smoke run, not a result)" if args.quick else ""),
         "",
-        "- stages: ingestion = project reader (her2st layout / Space Ranger mtx + TIFF); embedding (see notes); graph = "
-        "folds + target scaling + retrieval + every graph of ONE leave-one-section-out fold (4 sections: test, validation, "
-        "2 training); train epoch = `fit` for 1 epoch (2 training graphs + validation pass); evaluation = test prediction "
-        "+ metrics + the 3 baselines",
+        "- stages: each is the project's pipeline run on the project's catalog (outputs under the benchmark's work "
+        "folder): ingestion (her2st layout / Space Ranger mtx + TIFF readers); embedding (see notes); graph = preset, "
+        "folds, target scaling, retrieval and every graph of ONE leave-one-section-out fold (4 sections: test, "
+        "validation, 2 training); train = the train pipeline with 1 epoch (2 training graphs + validation pass, test "
+        "prediction, saving the model and predictions); evaluation = the evaluation pipeline (metrics, the 4 "
+        "baselines, tables, figure)",
         "- generated sections: the 4 sections of one size share one tiled TIFF (hard links; same grid, same image size)",
-        f"- model: hidden {args.hidden}, 4 layers, EMA teacher + contrastive loss, torch threads {args.threads}; device {device}"
+        f"- model: hidden {args.hidden}, 4 layers, EMA teacher + contrastive loss, 1 epoch, torch threads {args.threads}; "
+        f"device {device}"
         + (
             f"; graph.retrieval_device {retrieval_device(args)}"
             + (" (torch float32 tiles)" if gpu else " (scipy float64)")
@@ -767,10 +678,11 @@ def sweep_section(args, device: Any) -> list[str]:
     """Training-epoch time against the number of training sections."""
     sweep = reference_sweep(args, device)
     lines = [
-        f"Training epoch vs number of training (reference) sections, {args.ref_size} spots each, {args.genes} genes, "
-        f"random {args.dim}-d features, device {device}:",
+        f"Train stage (the train pipeline, 1 epoch: training + validation pass + test prediction + saving) vs number of "
+        f"training (reference) sections, {args.ref_size} spots each, {args.genes} genes, random {args.dim}-d features, "
+        f"device {device}:",
         "",
-        "| training sections | one epoch (s) | reference nodes in one training graph |",
+        "| training sections | train stage, 1 epoch (s) | reference nodes in one training graph |",
         "|---|---|---|",
         *[f"| {count} | {seconds:.2f} | {nodes} |" for count, seconds, nodes in sweep],
     ]
@@ -804,8 +716,6 @@ def main(argv: list[str] | None = None) -> str:
     args.encoder_sample = args.encoder_sample or (512 if args.gpu else 128)
     if args.workers is None and args.gpu:
         args.workers = min(8, os.cpu_count() or 1)
-    if args.knn_sample is None:
-        args.knn_sample = 128 if args.gpu else 0
     device = select_device("cuda" if args.gpu else "cpu")
     done: dict[str, list[str]] = {}
 

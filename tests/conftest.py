@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+from tests.helpers.project import PROJECT_ROOT, SHARED_DATA
+from tests.helpers.synthetic_folds import make_run
+from tests.helpers.tiny_sections import graph_params as tiny_graph_params
+from tests.helpers.tiny_sections import tiny_dataset
 
 
 @pytest.fixture(autouse=True)
@@ -17,9 +19,15 @@ def isolated_mlflow_store(tmp_path_factory, monkeypatch) -> str:
     """Every test's MLflow calls go to a store of its own, never to mlflow.db in the repository."""
     uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     if "mlflow" in sys.modules:
-        # an earlier test's set_tracking_uri would win over the environment variable
-        sys.modules["mlflow"].set_tracking_uri(uri)
+        import mlflow
+
+        # an earlier test's set_tracking_uri / set_experiment (kedro-mlflow's session hooks) would
+        # win over the environment variable and point at an experiment this store does not have
+        mlflow.set_tracking_uri(uri)
+        monkeypatch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)
     return uri
 
 
@@ -59,3 +67,21 @@ def project_copy(tmp_path) -> Path:
     (tmp_path / "data").mkdir()
     shutil.copytree(PROJECT_ROOT / "src", tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     return tmp_path
+
+
+@pytest.fixture
+def tiny():
+    """Five tiny sections (patients A, A, B, B, C), their embeddings and manifest; S5's counts are all >= 1000."""
+    return tiny_dataset()
+
+
+@pytest.fixture
+def graph_params():
+    """The graph parameters with small blocks."""
+    return tiny_graph_params()
+
+
+@pytest.fixture(scope="session")
+def synthetic_run():
+    """Tiny folds (3 sections of 36 spots, genes G0-G9) with section graphs and noisy predictions."""
+    return make_run()

@@ -7,9 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-TINY_MODEL = "train.epochs:2,train.hidden:32,train.heads:2,train.n_layers:1"
+TINY_MODEL = "train.epochs:2,train.model.hidden:32,train.model.heads:2,train.model.n_layers:1"
 
 
 def _kedro(project: Path, *args: str) -> subprocess.CompletedProcess:
@@ -47,6 +48,13 @@ def test_full_run_logs_comparable_runs_and_builds_viz(project_copy: Path):
     history = client.get_metric_history(folds.iloc[0]["run_id"], "train_loss")
     assert [m.step for m in history] == [1, 2]
     assert folds["metrics.test_pcc_acg"].notna().sum() == 4  # the evaluation ran after the first run only
+    assert folds["metrics.test_pcc_gene_specific"].notna().sum() == 4
+    # the full run's parent: overall metrics through the catalog's MLflow dataset, the report through the hook
+    full = runs[runs["params.train.teacher"] == "ema"]
+    parent = full[full["tags.mlflow.parentRunId"].isna()].iloc[0]
+    assert np.isfinite(parent["metrics.overall.spahgc/pcc_acg"])
+    assert np.isfinite(parent["metrics.overall.depth_rank1/pcc_gene_specific"])
+    assert "spahgc_report.html" in [a.path for a in client.list_artifacts(parent["run_id"])]
 
     _kedro(project_copy, "viz", "build")
     assert (project_copy / "build" / "index.html").is_file()

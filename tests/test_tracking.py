@@ -7,7 +7,7 @@ import sys
 from types import SimpleNamespace
 
 from spahgc_kedro.hooks import WorkerTrackingHooks
-from spahgc_kedro.tracking import child_run
+from spahgc_kedro.tracking import fold_run
 
 
 def test_hook_publishes_the_active_run_and_restores_the_environment(monkeypatch):
@@ -26,22 +26,27 @@ def test_hook_publishes_the_active_run_and_restores_the_environment(monkeypatch)
     assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:///users.db"
 
 
-def test_child_run_nests_even_when_the_run_is_published(tmp_path, monkeypatch):
+def test_fold_run_nests_even_when_the_run_is_published(monkeypatch):
     import mlflow
 
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    try:
-        with mlflow.start_run(run_name="pipeline") as parent:
-            # what WorkerTrackingHooks publishes; MLflow would otherwise resume this run
-            monkeypatch.setenv("MLFLOW_RUN_ID", parent.info.run_id)
-            with child_run("fold-A1", {"device": "cpu"}, {"fold": "A1"}) as child_id:
-                assert child_id != parent.info.run_id
-            assert mlflow.active_run().info.run_id == parent.info.run_id
-        client = mlflow.MlflowClient()
-        child = client.get_run(child_id)
-        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
-        assert child.data.params["device"] == "cpu"
-        assert client.get_run(parent.info.run_id).info.run_name == "pipeline"
-    finally:
-        mlflow.set_tracking_uri(previous)
+    with mlflow.start_run(run_name="pipeline") as parent:
+        # what WorkerTrackingHooks publishes; MLflow would otherwise resume this run
+        monkeypatch.setenv("MLFLOW_RUN_ID", parent.info.run_id)
+        with fold_run("fold-A1", {"device": "cpu", "model": {"hidden": 8}}, {"fold": "A1"}) as run:
+            assert run.run_id != parent.info.run_id
+            run.log_epoch(1, {"epoch": 1, "train_loss": 0.5, "val_pcc": float("nan")})
+        assert mlflow.active_run().info.run_id == parent.info.run_id
+    client = mlflow.MlflowClient()
+    child = client.get_run(run.run_id)
+    assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert child.data.params == {"device": "cpu", "model.hidden": "8"}
+    assert child.data.metrics == {"train_loss": 0.5}  # NaN validation (no validation section) not logged
+    assert client.get_run(parent.info.run_id).info.run_name == "pipeline"
+
+
+def test_without_an_active_run_nothing_is_logged():
+    import mlflow
+
+    with fold_run("fold-A1", {"device": "cpu"}, {"fold": "A1"}) as run:
+        assert run is None
+    assert mlflow.active_run() is None

@@ -18,6 +18,25 @@ from typing import Any
 
 import numpy as np
 
+from spahgc_kedro.hints import AnnData, HeteroData
+
+__all__ = [
+    "FoldReferences",
+    "aligned_embedding",
+    "assemble_section_graph",
+    "fold_graph_builders",
+    "graph_preset",
+    "merge_section_neighbours",
+    "nearest_neighbours",
+    "nearest_neighbours_torch",
+    "pair_neighbours",
+    "raw_embeddings",
+    "resolve_retrieval_device",
+    "retrieval_pairs",
+    "spatial_edges",
+    "standardisation",
+]
+
 METRICS = ("l1", "cosine")
 RETRIEVAL_DEVICES = ("cpu", "cuda", "auto")
 
@@ -243,7 +262,7 @@ def assemble_section_graph(
     block_size: int,
     attributes: dict[str, Any],
     retrieval_device: str = "cpu",
-) -> Any:
+) -> HeteroData:
     """One section's `HeteroData` from arrays (design.md §3), validated.
 
     `neighbour_section`/`neighbour_spot` `[N, k]` name each target spot's retrieved spots
@@ -294,7 +313,27 @@ def assemble_section_graph(
     return data
 
 
-def aligned_embedding(section: Any, embedding: Any, section_id: str) -> np.ndarray:
+def graph_preset(section_manifest: dict[str, Any], datasets: dict[str, Any], dataset: str) -> dict[str, Any]:
+    """Gene panel and spatial radius: the run's `datasets.<dataset>` overrides the manifest's."""
+    preset = dict(section_manifest.get("preset", {}))
+    live = datasets.get(dataset, {}) if dataset == section_manifest.get("dataset") else {}
+    for key in ("gene_panel", "spatial_radius_spacings"):
+        if key in live:
+            preset[key] = live[key]
+        if key not in preset:
+            raise ValueError(
+                f"No '{key}' for dataset '{section_manifest.get('dataset')}' in the section "
+                "manifest or in parameters datasets: re-run the ingestion pipeline."
+            )
+    return preset
+
+
+def raw_embeddings(graph: HeteroData) -> np.ndarray:
+    """A graph's target embeddings before the fold's standardisation (what retrieval and the baselines use)."""
+    return graph["target"].x.numpy() * graph.embedding_std.numpy() + graph.embedding_mean.numpy()
+
+
+def aligned_embedding(section: AnnData, embedding: AnnData, section_id: str) -> np.ndarray:
     """The section's embeddings `[n_spots, dim]` in its spot order, matched by spot id."""
     spots, embedded = section.obs_names, embedding.obs_names
     if not spots.equals(embedded):
@@ -345,6 +384,133 @@ def pair_neighbours(
     }
 
 
+class FoldReferences:
+    """One fold's reference set and how a section's graph is built against it (design.md §3).
+
+    Made once per fold from its training sections (the only references) and the
+    standardisation of its training + validation embeddings; `build` then turns any
+    section's raw embeddings into its graph: a training, validation or test section in the
+    graph pipeline, a new section without ST in the predict pipeline. Retrieval runs on
+    `params['retrieval_device']`; `neighbours` caches `(query, candidate)` results, so the
+    graph pipeline retrieves each section pair once for all folds.
+    """
+
+    def __init__(
+        self,
+        fold: str,
+        sections: list[str],
+        raw: dict[str, np.ndarray],
+        standardised_mean: np.ndarray,
+        standardised_std: np.ndarray,
+        scaling: dict[str, Any],
+        expression: Callable[[str, list[str], str], np.ndarray],
+        params: dict[str, Any],
+        neighbours: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] | None = None,
+    ) -> None:
+        self.fold, self.sections, self.raw = fold, list(sections), raw
+        self.mean, self.std = standardised_mean, standardised_std
+        self.scaling, self.expression, self.params = scaling, expression, params
+        self.neighbours = {} if neighbours is None else neighbours
+        self.features = {s: np.hstack([self.standardise(raw[s]), self.targets(s)]) for s in self.sections}
+
+    @classmethod
+    def fit(
+        cls,
+        name: str,
+        fold: dict[str, list[str]],
+        scaling: dict[str, Any],
+        embeddings: dict[str, np.ndarray],
+        expression: Callable[[str, list[str], str], np.ndarray],
+        params: dict[str, Any],
+        neighbours: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] | None = None,
+    ) -> FoldReferences:
+        """References of fold `name`: its training sections, standardised with train + validation statistics.
+
+        `expression(section_id, genes, transform)` gives transformed, unscaled targets.
+        """
+        mean, std = standardisation([embeddings[s] for s in fold["train"] + fold["validation"]])
+        raw = {s: embeddings[s] for s in fold["train"]}
+        return cls(name, fold["train"], raw, mean, std, scaling, expression, params, neighbours)
+
+    @property
+    def genes(self) -> list[str]:
+        """The fold's gene panel."""
+        return list(self.scaling["genes"])
+
+    def standardise(self, raw: np.ndarray) -> np.ndarray:
+        """Embeddings standardised with the fold's statistics."""
+        return (raw - self.mean) / self.std
+
+    def targets(self, section_id: str) -> np.ndarray:
+        """A section's targets on the fold's genes, min-max scaled with the fold's statistics."""
+        from .targets import minmax_scale
+
+        values = self.expression(section_id, self.genes, self.scaling["transform"])
+        return minmax_scale(values, self.scaling["min"], self.scaling["max"])
+
+    def retrieve(self, query_id: str, query_raw: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """(candidate sections, `[N, k]` section index into them, spot index): the query's k nearest references.
+
+        A training section never retrieves from itself.
+        """
+        candidates = [s for s in self.sections if s != query_id]
+        k = self.params["k_refer"]
+        for candidate in candidates:
+            if (query_id, candidate) not in self.neighbours:
+                self.neighbours[(query_id, candidate)] = nearest_neighbours(
+                    query_raw,
+                    self.raw[candidate],
+                    min(k, self.raw[candidate].shape[0]),
+                    self.params["metric"],
+                    self.params["block_size"],
+                    device=self.params.get("retrieval_device", "cpu"),
+                )
+        _, section, spot = merge_section_neighbours([self.neighbours[(query_id, c)] for c in candidates], k)
+        return candidates, section, spot
+
+    def build(
+        self,
+        query_id: str,
+        query_raw: np.ndarray,
+        positions: np.ndarray,
+        spatial_radius: float,
+        spot_ids: list[str],
+        role: str,
+        target_y: np.ndarray | None = None,
+    ) -> HeteroData:
+        """The section's HeteroData against this fold's references (no `target.y` when `target_y` is None)."""
+        import torch
+
+        candidates, ref_section, ref_spot = self.retrieve(query_id, query_raw)
+        standardised = self.standardise(query_raw)
+        return assemble_section_graph(
+            target_x=standardised,
+            target_y=target_y,
+            target_pos=positions,
+            spatial_radius=spatial_radius,
+            max_spatial_neighbours=self.params["max_spatial_neighbours"],
+            neighbour_section=ref_section,
+            neighbour_spot=ref_spot,
+            reference_x=[self.features[c] for c in candidates],
+            k_close=self.params["k_close"],
+            metric=self.params["metric"],
+            block_size=self.params["block_size"],
+            retrieval_device=self.params.get("retrieval_device", "cpu"),
+            attributes={
+                "section_id": query_id,
+                "fold": self.fold,
+                "role": role,
+                "genes": self.genes,
+                "spot_ids": list(spot_ids),
+                "reference_sections": candidates,
+                "embedding_dim": int(standardised.shape[1]),
+                # lets baselines work on the raw embeddings SpaHGC retrieves with
+                "embedding_mean": torch.from_numpy(self.mean),
+                "embedding_std": torch.from_numpy(self.std),
+            },
+        )
+
+
 def fold_graph_builders(
     folds: dict[str, Any],
     target_scaling: dict[str, Any],
@@ -355,75 +521,35 @@ def fold_graph_builders(
     spatial_radius: dict[str, float],
     neighbours: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]],
     params: dict[str, Any],
-) -> dict[str, Any]:
+) -> dict[str, Callable[[], HeteroData]]:
     """`{"<fold>/<section>": builder}`: zero-argument callables returning each graph.
 
-    Graphs are built lazily, one at a time, as the partitioned dataset saves them.
-    `expression(section_id, genes, transform)` gives transformed, unscaled targets.
-    Each fold's normalised features are cached for one fold at a time.
+    Graphs are built lazily, one at a time, as the partitioned dataset saves them; each
+    fold's references are kept for one fold at a time.
     """
     from functools import lru_cache, partial
 
-    from .targets import minmax_scale
-
     @lru_cache(maxsize=1)
-    def fold_features(name: str) -> tuple[Any, ...]:
-        fold, scaling = folds["folds"][name], target_scaling[name]
-        fit = fold["train"] + fold["validation"]
-        mean, std = standardisation([embeddings[s] for s in fit])
-        sections = fit + fold["test"]
-        standardised = {s: (embeddings[s] - mean) / std for s in sections}
-        targets = {
-            s: minmax_scale(
-                expression(s, scaling["genes"], scaling["transform"]),
-                scaling["min"],
-                scaling["max"],
-            )
-            for s in sections
-        }
-        references = {s: np.hstack([standardised[s], targets[s]]) for s in fold["train"]}
-        return standardised, targets, references, (mean, std)
-
-    def build(name: str, section_id: str, role: str) -> Any:
-        import torch
-
-        fold = folds["folds"][name]
-        standardised, targets, references, (mean, std) = fold_features(name)
-        # Only training sections are references: validation and test expression never is.
-        candidates = [s for s in fold["train"] if s != section_id]
-        _, ref_section, ref_spot = merge_section_neighbours(
-            [neighbours[(section_id, c)] for c in candidates], params["k_refer"]
-        )
-        return assemble_section_graph(
-            target_x=standardised[section_id],
-            target_y=targets[section_id],
-            target_pos=positions[section_id],
-            spatial_radius=spatial_radius[section_id],
-            max_spatial_neighbours=params["max_spatial_neighbours"],
-            neighbour_section=ref_section,
-            neighbour_spot=ref_spot,
-            reference_x=[references[c] for c in candidates],
-            k_close=params["k_close"],
-            metric=params["metric"],
-            block_size=params["block_size"],
-            retrieval_device=params.get("retrieval_device", "cpu"),
-            attributes={
-                "section_id": section_id,
-                "fold": name,
-                "role": role,
-                "genes": list(target_scaling[name]["genes"]),
-                "spot_ids": list(spot_ids[section_id]),
-                "reference_sections": candidates,
-                "embedding_dim": int(standardised[section_id].shape[1]),
-                # lets baselines work on the raw embeddings SpaHGC retrieves with
-                "embedding_mean": torch.from_numpy(mean),
-                "embedding_std": torch.from_numpy(std),
-            },
+    def references(name: str) -> FoldReferences:
+        return FoldReferences.fit(
+            name, folds["folds"][name], target_scaling[name], embeddings, expression, params, neighbours
         )
 
-    builders = {}
-    for name, fold in folds["folds"].items():
-        for role in ("train", "validation", "test"):
-            for section_id in fold[role]:
-                builders[f"{name}/{section_id}"] = partial(build, name, section_id, role)
-    return builders
+    def build(name: str, section_id: str, role: str) -> HeteroData:
+        fold_references = references(name)
+        return fold_references.build(
+            section_id,
+            embeddings[section_id],
+            positions[section_id],
+            spatial_radius[section_id],
+            spot_ids[section_id],
+            role,
+            target_y=fold_references.targets(section_id),
+        )
+
+    return {
+        f"{name}/{section_id}": partial(build, name, section_id, role)
+        for name, fold in folds["folds"].items()
+        for role in ("train", "validation", "test")
+        for section_id in fold[role]
+    }

@@ -14,7 +14,7 @@ logger = logging.getLogger(__name__)
 
 
 class DemoDataHooks:
-    """Generates `data/01_raw/demo` before a run that reads it, when it is absent."""
+    """Generates `<data_root>/01_raw/demo` (data/ by default) before a run that reads it, when it is absent."""
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
@@ -22,7 +22,7 @@ class DemoDataHooks:
         runtime = run_params.get("runtime_params") or {}
         if runtime.get("dataset", "demo") != "demo" or "raw_slides" not in pipeline.inputs():
             return
-        raw_dir = Path(runtime.get("raw_dir", "data/01_raw/demo"))
+        raw_dir = Path(runtime.get("raw_dir") or Path(runtime.get("data_root") or "data") / "01_raw" / "demo")
         if not raw_dir.is_absolute():
             raw_dir = Path(run_params.get("project_path") or ".") / raw_dir
         if raw_dir.exists():
@@ -68,6 +68,24 @@ def _exists(catalog: Any, name: str) -> bool:
         return bool(catalog.exists(name))
     except Exception:  # noqa: BLE001 - any failure to find data means it is not usable
         return False
+
+
+class ReportTrackingHooks:
+    """Attaches saved reports to the pipeline's MLflow run, so the report module knows nothing of MLflow.
+
+    A hook rather than kedro-mlflow's MlflowArtifactDataset: that wrapper gives a versioned
+    dataset a save version of its own, which Kedro 1.7's catalog refuses.
+    """
+
+    ARTIFACTS = {"report": "spahgc_report.html"}
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str, data: Any, node: Any) -> None:
+        """Log a report dataset's text as an artifact of the active run."""
+        if dataset_name in self.ARTIFACTS:
+            from spahgc_kedro.tracking import log_pipeline_artifact
+
+            log_pipeline_artifact(data, self.ARTIFACTS[dataset_name])
 
 
 class WorkerTrackingHooks:

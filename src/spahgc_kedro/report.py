@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import html
 import logging
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
-
-from spahgc_kedro.tracking import pipeline_run_active
 
 logger = logging.getLogger(__name__)
 
@@ -198,19 +194,3 @@ def render_report(
         ),
         **figures_html,
     )
-
-
-def log_text_artifact(text: str, filename: str) -> None:
-    """Log a text file to the active MLflow run; skipped quietly when no run is active."""
-    try:
-        import mlflow
-    except ImportError:
-        logger.debug("mlflow is not installed: %s not logged.", filename)
-        return
-    if not pipeline_run_active():
-        logger.debug("No active MLflow run: %s not logged.", filename)
-        return
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / filename
-        path.write_text(text)
-        mlflow.log_artifact(str(path))

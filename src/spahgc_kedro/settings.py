@@ -15,6 +15,11 @@ CONFIG_LOADER_ARGS = {
     "config_patterns": {"mlflow": ["mlflow*", "mlflow*/**", "**/mlflow*"]},
 }
 
-from spahgc_kedro.hooks import DemoDataHooks, MissingInputsHooks, WorkerTrackingHooks  # noqa: E402
+from spahgc_kedro.hooks import (  # noqa: E402
+    DemoDataHooks,
+    MissingInputsHooks,
+    ReportTrackingHooks,
+    WorkerTrackingHooks,
+)
 
-HOOKS = (DemoDataHooks(), MissingInputsHooks(), WorkerTrackingHooks())
+HOOKS = (DemoDataHooks(), MissingInputsHooks(), WorkerTrackingHooks(), ReportTrackingHooks())

@@ -1,29 +1,51 @@
-"""MLflow logging that follows kedro-mlflow: child runs under the pipeline's run, or nothing."""
+"""MLflow logging that follows kedro-mlflow: fold runs nested under the pipeline's run, or nothing.
+
+kedro-mlflow opens the pipeline's run and logs the parameters; the catalog logs the report
+and the overall metrics (kedro-mlflow datasets). What no catalog dataset can do lives here:
+one nested run per fold, with its epochs, best model, test-section predictions and, after
+the evaluation, its test metrics.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from spahgc_kedro.model.training import FitResult
+
+__all__ = [
+    "FoldRun",
+    "log_pipeline_artifact",
+    "flatten",
+    "fold_run",
+    "log_fold_predictions",
+    "log_fold_test_metrics",
+    "resume_pipeline_run",
+]
 
 logger = logging.getLogger(__name__)
 
 
-def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested dict -> {"a.b": value} with values MLflow can store."""
     flat: dict[str, Any] = {}
     for key, value in params.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict):
+        if isinstance(value, Mapping):
             flat.update(flatten(value, f"{name}."))
         else:
-            flat[name] = value if isinstance(value, (int, float, bool, str)) or value is None else str(value)
+            flat[name] = value if isinstance(value, int | float | bool | str) or value is None else str(value)
     return flat
 
 
-def pipeline_run_active() -> bool:
+def resume_pipeline_run() -> bool:
     """Whether kedro-mlflow's run is active here, resuming it first in a worker process."""
     import mlflow
 
@@ -33,12 +55,56 @@ def pipeline_run_active() -> bool:
     return mlflow.active_run() is not None
 
 
-@contextmanager
-def child_run(run_name: str, params: dict[str, Any], tags: dict[str, str]) -> Iterator[str | None]:
-    """A nested MLflow run under kedro-mlflow's active run; yields its id, or None when tracking is off."""
+def log_pipeline_artifact(text: str, filename: str) -> None:
+    """A text file (the HTML report) attached to kedro-mlflow's run; nothing when tracking is off."""
     import mlflow
 
-    if not pipeline_run_active():
+    if resume_pipeline_run():
+        mlflow.log_text(text, filename)
+
+
+class FoldRun:
+    """A fold's nested MLflow run: per-epoch metrics and the best model."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+
+    def log_epoch(self, epoch: int, row: dict[str, float]) -> None:
+        """The epoch's training and validation figures as metric histories (NaN ones skipped)."""
+        import mlflow
+
+        mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "epoch" and not math.isnan(v)}, step=epoch)
+
+    def log_model(self, result: FitResult) -> None:
+        """The best epoch, the model config and the best weights as an MLflow PyTorch model."""
+        import mlflow
+        import torch
+        import torch_geometric
+
+        from spahgc_kedro.model.training import load_model
+
+        checkpoint = result.to_checkpoint(self.run_id)
+        mlflow.log_dict(checkpoint["model_config"], "model_config.json")
+        mlflow.log_metric("best_epoch", result.best_epoch)
+        # explicit requirements: inferring them would import-scan and may reach the network;
+        # pickle format: a graph model has no tensor input example for the pt2 tracer
+        mlflow.pytorch.log_model(
+            load_model(checkpoint),
+            name="model",
+            serialization_format="pickle",
+            pip_requirements=[
+                f"torch=={torch.__version__.split('+')[0]}",
+                f"torch-geometric=={torch_geometric.__version__}",
+            ],
+        )
+
+
+@contextmanager
+def fold_run(run_name: str, params: Mapping[str, Any], tags: dict[str, str]) -> Iterator[FoldRun | None]:
+    """A nested MLflow run under kedro-mlflow's active run; yields None when tracking is off."""
+    import mlflow
+
+    if not resume_pipeline_run():
         logger.debug("No active MLflow run (tracking off for this pipeline): %s not logged.", run_name)
         yield None
         return
@@ -52,4 +118,45 @@ def child_run(run_name: str, params: dict[str, Any], tags: dict[str, str]) -> It
     with started as run:
         mlflow.log_params({k: str(v)[:250] for k, v in flatten(params).items()})
         mlflow.set_tags(tags)
-        yield run.info.run_id
+        yield FoldRun(run.info.run_id)
+
+
+def log_fold_predictions(predictions: Mapping[str, Any]) -> None:
+    """Attach each test section's prediction (h5ad) to the run of the fold that made it."""
+    import tempfile
+    from pathlib import Path
+
+    from mlflow.tracking import MlflowClient
+
+    from spahgc_kedro.partitions import iter_partitions
+    from spahgc_kedro.schema import Uns
+
+    client = None  # created only when there is a run: a client alone makes an empty store
+    for key, adata in iter_partitions(predictions):
+        run_id = adata.uns.get(Uns.MLFLOW_RUN_ID)
+        if not run_id:
+            continue
+        client = client or MlflowClient()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"predictions_{key}.h5ad"
+            adata.write_h5ad(path)
+            client.log_artifact(run_id, str(path), artifact_path="predictions")
+
+
+def log_fold_test_metrics(fold_metrics: pd.DataFrame, method: str, metrics: tuple[str, ...]) -> None:
+    """Each fold's test metrics of `method` as `test_<metric>` in the fold's own run (when it has one)."""
+    from mlflow.tracking import MlflowClient
+
+    rows = fold_metrics[(fold_metrics["method"] == method) & (fold_metrics["mlflow_run_id"] != "")]
+    if rows.empty:
+        return
+    client = MlflowClient()
+    for _, row in rows.iterrows():
+        try:
+            for metric in metrics:
+                if math.isfinite(row[metric]):
+                    client.log_metric(row["mlflow_run_id"], f"test_{metric}", float(row[metric]))
+        except Exception as error:  # noqa: BLE001 - a deleted run or moved store must not fail the evaluation
+            logger.warning(
+                "Fold '%s': test metrics not logged to run %s (%s).", row["fold"], row["mlflow_run_id"], error
+            )

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from embedding_fixtures import make_section, tissue_like_image
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from kedro_datasets.partitions import IncrementalDataset, PartitionedDataset
@@ -14,9 +13,14 @@ from PIL import Image
 
 from spahgc_kedro import encoders
 from spahgc_kedro.pipelines.embedding import create_pipeline
+from tests.helpers.images import image_section, tissue_like_image
+from tests.helpers.partitions import as_partitions
 
 HER2ST = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "her2st"
 EMBEDDING = {
+    "encoder": "efficientnet_lite0",
+    "device": "cpu",
+    "seed": 0,
     "patch_size_px": 64,
     "patch_size_um": None,
     "pad_value": 255,
@@ -34,9 +38,6 @@ def _catalog(sections: dict, folder: Path, embedding: dict) -> DataCatalog:
             "sections": MemoryDataset(sections, copy_mode="assign"),
             "embedding_cache": IncrementalDataset(**partitions),
             "patch_embeddings": PartitionedDataset(**partitions),
-            "params:encoder": MemoryDataset("efficientnet_lite0"),
-            "params:device": MemoryDataset("cpu"),
-            "params:seed": MemoryDataset(0),
             "params:embedding": MemoryDataset(embedding),
         }
     )
@@ -55,44 +56,44 @@ def _run(sections: dict, folder: Path, embedding: dict = EMBEDDING) -> dict:
 
 
 @pytest.fixture
-def tiny_section(tmp_path):
+def small_section(tmp_path):
     image = tmp_path / "tiny.png"
     Image.fromarray(tissue_like_image(200, 160)).save(image)
     # the last spot sits on the corner: its patch is three quarters padding
     centres = np.array([[100.0, 80.0], [40.0, 40.0], [160.0, 120.0], [0.0, 0.0]])
-    return make_section(image, centres)
+    return image_section(image, centres)
 
 
-def test_pipeline_embeds_a_tiny_section_in_spot_order(tmp_path, tiny_section):
+def test_pipeline_embeds_a_tiny_section_in_spot_order(tmp_path, small_section):
     import torch
 
     torch.set_num_threads(1)
-    out = _run({"S1": tiny_section}, tmp_path / "features")["S1"]
+    out = _run({"S1": small_section}, tmp_path / "features")["S1"]
     assert out.shape == (4, 1280) and out.X.dtype == np.float32
-    assert list(out.obs_names) == list(tiny_section.obs_names)
+    assert list(out.obs_names) == list(small_section.obs_names)
     settings = out.uns["encoder"]
     assert settings["name"] == "efficientnet_lite0" and settings["patch_px"] == 64 and settings["dim"] == 1280
     assert len(settings["content_key"]) == 64
     assert len({tuple(row) for row in np.round(out.X, 4)}) == 4
 
 
-def test_cache_hit_skips_the_encoder_and_a_changed_setting_misses(tmp_path, tiny_section, monkeypatch):
+def test_cache_hit_skips_the_encoder_and_a_changed_setting_misses(tmp_path, small_section, monkeypatch):
     import torch
 
     torch.set_num_threads(1)
     folder = tmp_path / "features"
-    first = _run({"S1": tiny_section}, folder)["S1"]
+    first = _run({"S1": small_section}, folder)["S1"]
 
     def no_encoder(*args, **kwargs):
         raise AssertionError("the encoder was built although the cache is valid")
 
     monkeypatch.setattr(encoders, "build_encoder", no_encoder)
-    again = _run({"S1": tiny_section}, folder)["S1"]
+    again = _run({"S1": small_section}, folder)["S1"]
     np.testing.assert_array_equal(again.X, first.X)
     assert again.uns["encoder"]["content_key"] == first.uns["encoder"]["content_key"]
 
     with pytest.raises(Exception, match="the encoder was built"):
-        _run({"S1": tiny_section}, folder, {**EMBEDDING, "patch_size_px": 96})
+        _run({"S1": small_section}, folder, {**EMBEDDING, "patch_size_px": 96})
 
 
 def test_pipeline_is_discovered_by_the_registry():
@@ -119,11 +120,11 @@ def test_real_her2st_section_gives_one_row_per_spot(tmp_path):
     assert np.isfinite(out.X).all() and out.X.std(axis=0).mean() > 0.01
 
 
-def test_section_groups_split_sections_and_merge_in_order(tmp_path, tiny_section):
+def test_section_groups_split_sections_and_merge_in_order(tmp_path, small_section):
     from spahgc_kedro.pipelines.embedding.nodes import embed_section_group, merge_section_embeddings
 
-    sections = {"S2": tiny_section, "S1": tiny_section, "S3": tiny_section}
-    groups = [embed_section_group(sections, {}, "efficientnet_lite0", "cpu", 0, EMBEDDING, g, 2) for g in range(2)]
+    sections = {"S2": small_section, "S1": small_section, "S3": small_section}
+    groups = [embed_section_group(as_partitions(sections), {}, EMBEDDING, g, 2) for g in range(2)]
     assert [list(g) for g in groups] == [["S1", "S3"], ["S2"]]
     merged = merge_section_embeddings(*groups)
     assert list(merged) == ["S1", "S2", "S3"]

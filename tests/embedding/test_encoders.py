@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from embedding_fixtures import tissue_like_image
 
 from spahgc_kedro import encoders
+from tests.helpers.images import tissue_like_image
 
 torch = pytest.importorskip("torch")
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from embedding_fixtures import coordinate_image, write_tiled_tiff
 from PIL import Image
 
 from spahgc_kedro.errors import InputDataError
 from spahgc_kedro.images import TiffImage, open_image
 from spahgc_kedro.patches import SpotPatches, patch_size_px, read_patch
+from tests.helpers.images import coordinate_image, write_tiled_tiff
 
 WIDTH, HEIGHT = 600, 450
 

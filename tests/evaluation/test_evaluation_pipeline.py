@@ -6,9 +6,11 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
 from spahgc_kedro.pipelines.evaluation import create_pipeline
-from spahgc_kedro.pipelines.evaluation.nodes import log_metrics_to_mlflow
+from spahgc_kedro.pipelines.evaluation.nodes import log_fold_metrics
+from tests.helpers.synthetic_folds import make_run
 
 PARAMS = {
+    "seed": 0,
     "n_top_genes": 5,
     "baselines": {
         "ridge_pca": {"alpha": 1.0, "n_components": 256},
@@ -30,7 +32,6 @@ def run_evaluation(synthetic_run, tmp_path):
             "section_graphs": MemoryDataset(synthetic_run["section_graphs"], copy_mode="assign"),
             "folds": MemoryDataset(synthetic_run["folds"]),
             "params:evaluation": MemoryDataset(PARAMS),
-            "params:seed": MemoryDataset(0),
             "comparison_table": ParquetDataset(filepath=str(tmp_path / "comparison.parquet")),
             "per_gene_pcc": ParquetDataset(filepath=str(tmp_path / "per_gene.parquet")),
             "overall_metrics": PlainJSONDataset(filepath=str(tmp_path / "overall.json")),
@@ -65,75 +66,46 @@ def test_pipeline_scores_spahgc_beside_every_baseline(synthetic_run, tmp_path):
     figure = catalog.load("comparison_figure")
     assert len(figure.data) == 5 and "synthetic" in figure.layout.title.text
     assert "oracle depth" in figure.layout.annotations[0].text
+    mlflow_metrics = catalog.load("overall_mlflow_metrics")
+    assert mlflow_metrics["spahgc/pcc_acg"]["value"] == pytest.approx(comparison.loc["spahgc", "pcc_acg"])
+    assert "train_mean/pcc_acg" not in mlflow_metrics  # NaN: not a metric MLflow can hold
 
 
-def test_fold_metrics_go_to_the_fold_run_and_overall_to_the_active_run(tmp_path, monkeypatch):
+def test_fold_metrics_go_to_the_fold_run_and_overall_to_the_active_run(tmp_path):
     import mlflow
     import pandas as pd
+    from kedro_mlflow.io.metrics import MlflowMetricsHistoryDataset
 
-    # The environment variable, not set_tracking_uri, so monkeypatch restores the tracking store.
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     with mlflow.start_run() as fold_run:
         pass
+    row = {"method": "spahgc", "pcc_acg": 0.4, "pcc_gene_specific": 0.1, "mse": 0.1, "pcc_heg50": 0.5}
+    row.update({"pcc_hvg50": 0.5, "mae": 0.2, "n_genes": 3, "n_constant": 0, "n_pcc_gt_0_3": 1, "n_pcc_gt_0_5": 0})
     fold_metrics = pd.DataFrame(
-        [
-            {
-                "method": "spahgc",
-                "fold": "f0",
-                "mlflow_run_id": fold_run.info.run_id,
-                "pcc_acg": 0.4,
-                "mse": 0.1,
-                "pcc_heg50": 0.5,
-                "pcc_hvg50": 0.5,
-                "mae": 0.2,
-                "n_genes": 3,
-                "n_constant": 0,
-                "n_pcc_gt_0_3": 1,
-                "n_pcc_gt_0_5": 0,
-            },
-            {
-                "method": "spahgc",
-                "fold": "f1",
-                "mlflow_run_id": "",
-                "pcc_acg": 0.1,
-                "mse": 0.1,
-                "pcc_heg50": 0.5,
-                "pcc_hvg50": 0.5,
-                "mae": 0.2,
-                "n_genes": 3,
-                "n_constant": 0,
-                "n_pcc_gt_0_3": 1,
-                "n_pcc_gt_0_5": 0,
-            },
-        ]
+        [{**row, "fold": "f0", "mlflow_run_id": fold_run.info.run_id}, {**row, "fold": "f1", "mlflow_run_id": ""}]
     )
     with mlflow.start_run() as active:
-        log_metrics_to_mlflow(fold_metrics, {"methods": {"spahgc": {"pcc_acg": 0.25, "pcc_pooled": float("nan")}}})
+        log_fold_metrics(fold_metrics)
+        # the catalog's kedro-mlflow dataset for the overall metrics, as conf/base/catalog_evaluation.yml declares it
+        MlflowMetricsHistoryDataset().save({"spahgc/pcc_acg": {"value": 0.25, "step": 0}})
     client = mlflow.tracking.MlflowClient()
     assert client.get_run(fold_run.info.run_id).data.metrics["test_pcc_acg"] == pytest.approx(0.4)
+    assert client.get_run(fold_run.info.run_id).data.metrics["test_pcc_gene_specific"] == pytest.approx(0.1)
     assert client.get_run(active.info.run_id).data.metrics == {"spahgc/pcc_acg": 0.25}
 
 
 def test_folds_with_several_test_sections_score_each_section():
-    from synthetic_folds import make_run
-
-    from spahgc_kedro.pipelines.evaluation.nodes import (
-        compute_fold_metrics,
-        describe_run,
-        gather_predictions,
-        predict_baselines,
-        summarise_metrics,
-    )
+    from spahgc_kedro.pipelines.evaluation.nodes import compute_fold_metrics, predict_baselines, summarise_metrics
+    from spahgc_kedro.predictions import describe_run, gather_predictions
 
     run = make_run(n_sections=4, tests_per_fold=2)
     gathered = gather_predictions(run["predictions"])
     run_info = describe_run(gathered, run["folds"])
     assert run_info["n_folds"] == 2 and run_info["folds"] == {"fold_0": ["S0", "S1"], "fold_1": ["S2", "S3"]}
     baselines, oracle = predict_baselines(
-        run["section_graphs"], run["folds"], gathered, {"baselines": {"knn_l1": {"k": 1}}}, 0
+        run["section_graphs"], run["folds"], gathered, {"seed": 0, "baselines": {"knn_l1": {"k": 1}}}
     )
     fold_metrics, _ = compute_fold_metrics(gathered, baselines, run_info, {"n_top_genes": 5})
     assert sorted(fold_metrics.loc[fold_metrics["method"] == "knn_l1", "section_id"]) == ["S0", "S1", "S2", "S3"]
-    _, comparison = summarise_metrics(fold_metrics, gathered, baselines, oracle, run_info)
+    _, comparison, _ = summarise_metrics(fold_metrics, gathered, baselines, oracle, run_info)
     assert list(comparison["n_test_sections"]) == [4, 4]
     assert set(comparison["fold_scheme"]) == {"leave_one_patient_out"}

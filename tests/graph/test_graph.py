@@ -7,23 +7,12 @@ import tracemalloc
 import numpy as np
 import pytest
 import torch
-from scipy.spatial.distance import cdist
 
 from spahgc_kedro.graph import merge_section_neighbours, nearest_neighbours, spatial_edges
 from spahgc_kedro.pipelines.graph.nodes import build_section_graphs, fit_target_scaling, make_fold_plan
-
-from .conftest import DIM, GRID, SECTIONS, loaders
-
-
-def brute_force(queries, candidates, k, metric):
-    """Full distance matrix, sorted by (distance, index)."""
-    if metric == "l1":
-        distances = cdist(queries, candidates, metric="cityblock")
-    else:
-        distances = cdist(queries.astype(np.float64), candidates.astype(np.float64), metric="cosine")
-    ids = np.broadcast_to(np.arange(candidates.shape[0]), distances.shape)
-    order = np.lexsort((ids, distances), axis=1)[:, :k]
-    return np.take_along_axis(distances, order, axis=1), order
+from tests.helpers.partitions import as_partitions
+from tests.helpers.retrieval import brute_force, built_graphs
+from tests.helpers.tiny_sections import DIM, GRID, SECTIONS
 
 
 @pytest.mark.parametrize("metric", ["l1", "cosine"])
@@ -89,20 +78,8 @@ def test_spatial_edges_on_a_square_grid():
     assert only_sides.shape[1] == 2 * 2 * 5 * 4  # 2 directions x 40 grid links
 
 
-def build(tiny, graph_params, **overrides):
-    """Folds, scaling and all graphs of the tiny dataset, built eagerly."""
-    sections, embeddings, manifest = tiny
-    params = {**graph_params, **overrides}
-    folds = make_fold_plan(manifest, params)
-    scaling = fit_target_scaling(loaders(sections), manifest, folds, {}, "tiny", params)
-    builders = build_section_graphs(
-        loaders(sections), loaders(embeddings), manifest, folds, scaling, {}, "tiny", params
-    )
-    return folds, scaling, {key: make() for key, make in builders.items()}
-
-
 def test_section_graphs(tiny, graph_params):
-    folds, scaling, graphs = build(tiny, graph_params, fold="S5")
+    folds, scaling, graphs = built_graphs(tiny, graph_params, fold="S5")
     fold = folds["folds"]["S5"]
     assert fold == {"test": ["S5"], "validation": ["S1"], "train": ["S2", "S3", "S4"]}
     assert sorted(graphs) == [f"S5/{s}" for s, _ in SECTIONS]
@@ -142,7 +119,7 @@ def test_section_graphs(tiny, graph_params):
 
 def test_reference_features_are_the_training_spots(tiny, graph_params):
     sections, embeddings, _ = tiny
-    _, scaling, graphs = build(tiny, graph_params, fold="S5")
+    _, scaling, graphs = built_graphs(tiny, graph_params, fold="S5")
     data = graphs["S5/S5"]
     genes = scaling["S5"]["genes"]
     for row, (s, spot) in enumerate(zip(data["reference"].section_index, data["reference"].spot_index, strict=True)):
@@ -162,8 +139,8 @@ def test_reference_features_are_the_training_spots(tiny, graph_params):
 
 
 def test_graphs_are_deterministic(tiny, graph_params):
-    _, _, first = build(tiny, graph_params, fold="S2", metric="cosine")
-    _, _, second = build(tiny, graph_params, fold="S2", metric="cosine", block_size=5)
+    _, _, first = built_graphs(tiny, graph_params, fold="S2", metric="cosine")
+    _, _, second = built_graphs(tiny, graph_params, fold="S2", metric="cosine", block_size=5)
     for key in first:
         a, b = first[key].to_dict(), second[key].to_dict()
         assert a.keys() == b.keys()
@@ -176,8 +153,8 @@ def test_graphs_are_deterministic(tiny, graph_params):
                 assert a[name] == b[name]
 
 
-def test_patient_folds_build(tiny, graph_params):
-    folds, _, graphs = build(tiny, graph_params, fold_scheme="leave_one_patient_out", fold="A")
+def test_patient_folds_built_graphs(tiny, graph_params):
+    folds, _, graphs = built_graphs(tiny, graph_params, fold_scheme="leave_one_patient_out", fold="A")
     assert folds["folds"]["A"]["test"] == ["S1", "S2"]
     assert graphs["A/S1"].role == graphs["A/S2"].role == "test"
     assert graphs["A/S1"].reference_sections == folds["folds"]["A"]["train"]
@@ -188,25 +165,38 @@ def test_misaligned_embeddings_fail_clearly(tiny, graph_params):
     shuffled = embeddings["S3"][::-1].copy()
     stale = embeddings["S4"][:-1].copy()
     folds = make_fold_plan(manifest, {**graph_params, "fold": "S5"})
-    scaling = fit_target_scaling(loaders(sections), manifest, folds, {}, "tiny", graph_params)
+    preset = manifest["preset"]
+    scaling = fit_target_scaling(as_partitions(sections), manifest, folds, preset, graph_params)
     # Reordered embeddings are realigned by spot id, giving the same graphs.
     reordered = build_section_graphs(
-        loaders(sections), loaders(dict(embeddings, S3=shuffled)), manifest, folds, scaling, {}, "tiny", graph_params
+        as_partitions(sections),
+        as_partitions(dict(embeddings, S3=shuffled)),
+        manifest,
+        folds,
+        scaling,
+        preset,
+        graph_params,
     )
     original = build_section_graphs(
-        loaders(sections), loaders(embeddings), manifest, folds, scaling, {}, "tiny", graph_params
+        as_partitions(sections), as_partitions(embeddings), manifest, folds, scaling, preset, graph_params
     )
     assert torch.equal(reordered["S5/S3"]()["target"].x, original["S5/S3"]()["target"].x)
     with pytest.raises(ValueError, match="re-run the embedding pipeline"):
         build_section_graphs(
-            loaders(sections), loaders(dict(embeddings, S4=stale)), manifest, folds, scaling, {}, "tiny", graph_params
+            as_partitions(sections),
+            as_partitions(dict(embeddings, S4=stale)),
+            manifest,
+            folds,
+            scaling,
+            preset,
+            graph_params,
         )
 
 
 def test_graph_round_trips_through_the_dataset(tmp_path, tiny, graph_params):
     from spahgc_kedro.datasets import HeteroDataDataset
 
-    _, _, graphs = build(tiny, graph_params, fold="S5")
+    _, _, graphs = built_graphs(tiny, graph_params, fold="S5")
     original = graphs["S5/S5"]
     dataset = HeteroDataDataset(filepath=str(tmp_path / "S5" / "S5.pt"))
     dataset.save(original)

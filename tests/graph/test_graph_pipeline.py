@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-import yaml
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
 from spahgc_kedro.pipelines.graph import create_pipeline
-
-from .conftest import SECTIONS
-
-CONF = Path(__file__).resolve().parents[2] / "conf" / "base"
-
-
-def partitioned(path: Path, objects: dict | None = None, suffix: str = ".h5ad", dataset: str = "AnnDataDataset"):
-    """A partitioned dataset under `path`, optionally filled with `objects`."""
-    from kedro_datasets.partitions import PartitionedDataset
-
-    store = PartitionedDataset(path=str(path), dataset=f"spahgc_kedro.datasets.{dataset}", filename_suffix=suffix)
-    if objects:
-        store.save(objects)
-    return store
+from tests.helpers.partitions import partitioned
+from tests.helpers.project import project_parameters
+from tests.helpers.tiny_sections import SECTIONS
 
 
 @pytest.mark.parametrize("scheme", ["leave_one_section_out", "leave_one_patient_out"])
@@ -32,7 +18,7 @@ def test_graph_pipeline_runs_on_tiny_sections(tmp_path, tiny, scheme):
     from kedro_datasets.json import JSONDataset
 
     sections, embeddings, manifest = tiny
-    params = yaml.safe_load((CONF / "parameters_graph.yml").read_text())["graph"]
+    params = project_parameters()["graph"]
     params["fold_scheme"] = scheme
     catalog = DataCatalog(
         {
@@ -73,14 +59,15 @@ def test_graph_pipeline_runs_on_tiny_sections(tmp_path, tiny, scheme):
                 data.validate()
 
 
-def test_catalog_and_parameters_are_wired():
-    catalog = yaml.safe_load((CONF / "catalog_graph.yml").read_text())
-    assert set(catalog) == {"folds", "target_scaling", "section_graphs"}
-    for entry in catalog.values():
-        assert entry["metadata"]["kedro-viz"]["layer"] == "model_input"
-        path = entry.get("filepath", entry.get("path"))
-        assert "${runtime_params:dataset, demo}" in path and "${runtime_params:encoder, efficientnet_lite0}" in path
-    assert catalog["section_graphs"]["dataset"] == "spahgc_kedro.datasets.HeteroDataDataset"
+def test_pipeline_reads_and_writes_what_the_catalog_holds():
+    from tests.helpers.project import project_catalog
+
+    catalog = project_catalog(dataset="her2st", encoder="uni")
     pipeline = create_pipeline()
-    assert set(pipeline.all_outputs()) == {"folds", "target_scaling", "section_graphs"}
+    assert set(pipeline.all_outputs()) == {"graph_preset", "folds", "target_scaling", "section_graphs"}
+    for name in ("folds", "target_scaling", "section_graphs"):
+        path = catalog[name].get("filepath", catalog[name].get("path"))
+        assert path.startswith("data/05_model_input/her2st/uni/"), path
+        assert catalog[name]["metadata"]["kedro-viz"]["layer"] == "model_input"
+    assert catalog["section_graphs"]["dataset"] == "spahgc_kedro.datasets.HeteroDataDataset"
     assert {"sections", "patch_embeddings", "section_manifest", "params:graph"} <= set(pipeline.inputs())

@@ -9,8 +9,7 @@ import torch
 
 from spahgc_kedro import graph
 from spahgc_kedro.graph import nearest_neighbours, nearest_neighbours_torch, resolve_retrieval_device
-
-from .test_graph import brute_force, build
+from tests.helpers.retrieval import brute_force, built_graphs
 
 
 @pytest.mark.parametrize("metric", ["l1", "cosine"])
@@ -66,7 +65,7 @@ def test_retrieval_device_names(monkeypatch):
 def test_node_fails_clearly_when_cuda_is_requested_without_a_gpu(tiny, graph_params, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="retrieval_device=cpu"):
-        build(tiny, graph_params, fold="S5", retrieval_device="cuda")
+        built_graphs(tiny, graph_params, fold="S5", retrieval_device="cuda")
 
 
 def test_cuda_setting_sends_every_knn_to_the_torch_path(tiny, graph_params, monkeypatch):
@@ -77,10 +76,10 @@ def test_cuda_setting_sends_every_knn_to_the_torch_path(tiny, graph_params, monk
         calls.append((device, exclude_self))
         return nearest_neighbours_torch(queries, candidates, k, metric, block_size, exclude_self, "cpu")
 
-    _, _, expected = build(tiny, graph_params, fold="S5")
+    _, _, expected = built_graphs(tiny, graph_params, fold="S5")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(graph, "nearest_neighbours_torch", torch_on_cpu)
-    _, _, graphs = build(tiny, graph_params, fold="S5", retrieval_device="auto")
+    _, _, graphs = built_graphs(tiny, graph_params, fold="S5", retrieval_device="auto")
     assert {device for device, _ in calls} == {"cuda"}
     assert {exclude for _, exclude in calls} == {False, True}  # cross-section retrieval and close kNN
     for key, data in graphs.items():

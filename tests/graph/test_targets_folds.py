@@ -13,8 +13,7 @@ from spahgc_kedro.targets import (
     select_panel,
     transformed_expression,
 )
-
-from .conftest import SECTIONS, TEST_HVGS, TRAIN_HVGS, make_section
+from tests.helpers.tiny_sections import SECTIONS, TEST_HVGS, TRAIN_HVGS, tiny_section
 
 MANIFEST_SECTIONS = [{"section_id": s, "patient_id": p} for s, p in SECTIONS]
 
@@ -71,7 +70,7 @@ def test_hvg_panel_ignores_the_test_section(tiny):
     # S5's own HVGs (G10-G14) never enter while it is tested; they would if it were fitted.
     with_s5 = select_panel(rule, sections, ["S1", "S2", "S3", "S5"])
     assert with_s5 == [f"G{g}" for g in sorted(set(TRAIN_HVGS) & set(TEST_HVGS))]
-    changed = dict(sections, S5=make_section("S5", "C", seed=99, variable_genes=[20, 21, 22]))
+    changed = dict(sections, S5=tiny_section("S5", "C", seed=99, variable_genes=[20, 21, 22]))
     assert select_panel(rule, changed, ["S1", "S2", "S3", "S4"]) == panel
 
 

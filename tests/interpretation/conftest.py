@@ -1,21 +1,11 @@
-"""Fixtures of the interpretation tests: the evaluation tests' tiny folds plus H&E images."""
+"""Fixtures of the interpretation tests: H&E images for the shared tiny folds (`synthetic_run`)."""
 
-import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-# The generated folds are shared with the evaluation tests, which live in a sibling folder.
-sys.path.insert(0, str(Path(__file__).parents[1] / "evaluation"))
-from synthetic_folds import make_run  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def synthetic_run() -> dict[str, Any]:
-    """Tiny folds (3 sections of 36 spots, genes G0-G9)."""
-    return make_run()
+from tests.helpers.partitions import as_partitions
 
 
 @pytest.fixture
@@ -30,5 +20,5 @@ def sections_with_images(synthetic_run, tmp_path) -> dict[str, Any]:
         Image.fromarray(np.full((620, 640, 3), 200, dtype=np.uint8)).save(path)
         adata = ad.AnnData(X=np.zeros((len(section["spots"]), 1), dtype=np.float32))
         adata.uns.update(image_path=str(path), image_size=[640, 620], section_id=name)
-        sections[name] = lambda a=adata: a
-    return sections
+        sections[name] = adata
+    return as_partitions(sections)

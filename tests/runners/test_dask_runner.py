@@ -13,12 +13,10 @@ from kedro.runner import SequentialRunner
 
 from spahgc_kedro.pipelines.graph import create_pipeline as graph_pipeline
 from spahgc_kedro.pipelines.train import create_pipeline as train_pipeline
-from tests.graph.test_graph_pipeline import partitioned
-from tests.train.test_train_pipeline import _train_params
+from tests.helpers.partitions import partitioned
+from tests.helpers.project import train_params
 
 pytest.importorskip("distributed")
-
-pytest_plugins = ["tests.graph.conftest"]
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +55,7 @@ def _catalog(root, run, tiny, graph_params):
             ),
             "params:dataset": MemoryDataset("tiny"),
             "params:encoder": MemoryDataset("random"),
-            "params:train": MemoryDataset(_train_params(epochs=2, threads=1)),
-            "params:seed": MemoryDataset(0),
-            "params:device": MemoryDataset("cpu"),
+            "params:train": MemoryDataset(train_params(epochs=2, threads=1)),
             "folds": JSONDataset(filepath=str(root / "folds.json")),
             "target_scaling": JSONDataset(filepath=str(root / "target_scaling.json")),
             "section_graphs": partitioned(root / "graphs", suffix=".pt", dataset="HeteroDataDataset"),

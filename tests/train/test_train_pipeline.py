@@ -6,34 +6,20 @@ import os
 
 import numpy as np
 import pytest
-import yaml
 from kedro.io import DataCatalog, MemoryDataset, SharedMemoryDataCatalog
 from kedro.runner import ParallelRunner, SequentialRunner
 
 from spahgc_kedro.parallelism import members
-from spahgc_kedro.pipelines.graph.nodes import build_section_graphs, fit_target_scaling, make_fold_plan
 from spahgc_kedro.pipelines.train import create_pipeline
 from spahgc_kedro.pipelines.train.nodes import graphs_by_role, merge_trained_models
-from tests.conftest import PROJECT_ROOT
-from tests.graph.conftest import GRID, SECTIONS  # noqa: F401 - fixtures below come from there too
-
-pytest_plugins = ["tests.graph.conftest"]
+from tests.helpers.project import train_params
+from tests.helpers.tiny_sections import tiny_graphs as build_tiny_graphs
 
 
 @pytest.fixture
 def tiny_graphs(tiny, graph_params):
     """Folds, target scaling and section graphs of the five tiny sections."""
-    sections, embeddings, manifest = tiny
-    datasets = {"tiny": {"spatial_radius_spacings": 1.5, "gene_panel": {"rule": "hvg_intersection", "n_top": 10}}}
-    folds = make_fold_plan(manifest, graph_params)
-    scaling = fit_target_scaling(sections, manifest, folds, datasets, "tiny", graph_params)
-    graphs = build_section_graphs(sections, embeddings, manifest, folds, scaling, datasets, "tiny", graph_params)
-    return folds, scaling, graphs
-
-
-def _train_params(**overrides):
-    params = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_train.yml").read_text())["train"]
-    return {**params, "epochs": 3, "hidden": 16, "heads": 2, "n_layers": 1, **overrides}
+    return build_tiny_graphs(tiny, graph_params)
 
 
 def _run(tmp_path, folds, scaling, graphs, runner=None, fold_groups=None, **overrides):
@@ -47,9 +33,7 @@ def _run(tmp_path, folds, scaling, graphs, runner=None, fold_groups=None, **over
             "section_graphs": MemoryDataset(graphs, copy_mode="assign"),
             "folds": MemoryDataset(folds),
             "target_scaling": MemoryDataset(scaling),
-            "params:train": MemoryDataset(_train_params(**overrides)),
-            "params:seed": MemoryDataset(0),
-            "params:device": MemoryDataset("cpu"),
+            "params:train": MemoryDataset(train_params(**overrides)),
             "params:dataset": MemoryDataset("tiny"),
             "params:encoder": MemoryDataset("random"),
             "trained_models": TorchObjectDataset(filepath=str(tmp_path / "models.pt")),

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .spahgc import SpaHGC
+from .spahgc import EdgeType, SpaHGC
 
 TEACHER_MODES = ("ema", "frozen", "shared")
 
@@ -64,11 +64,11 @@ class Teacher:
             self.model.requires_grad_(False)
 
     @torch.no_grad()
-    def encode(self, data, x_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+    def encode(self, x_dict: dict[str, Tensor], edge_index_dict: dict[EdgeType, Tensor]) -> dict[str, Tensor]:
         """Teacher node states for a view; dropout follows the online model's train/eval mode."""
         if self.model is not self.online:
             self.model.train(self.online.training)
-        return self.model.encode(data, x_dict)
+        return self.model.encode(x_dict, edge_index_dict)
 
     @torch.no_grad()
     def update(self) -> None:

@@ -1,6 +1,12 @@
-"""The SpaHGC network: input projections, heterogeneous CNDA/SAGE encoder layers, CNAP decoder."""
+"""The SpaHGC network: input projections, heterogeneous CNDA/SAGE encoder layers, CNAP decoder.
+
+PyG's hetero interface: `forward(x_dict, edge_index_dict)` with node types `target` and
+`reference` and the edge types below (a missing edge type is an empty edge set).
+"""
 
 from __future__ import annotations
+
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -13,11 +19,27 @@ REFERENCE_EDGES = ("reference", "refer", "target")
 REFERENCE_NEIGHBOUR_EDGES = ("reference", "close", "reference")
 
 
-def edge_index_of(data, edge_type: tuple[str, str, str]) -> Tensor:
-    """The graph's edge index for `edge_type`, or an empty one when the section has none."""
-    if edge_type in data.edge_types:
-        return data[edge_type].edge_index
-    return torch.empty(2, 0, dtype=torch.long, device=data["target"].x.device)
+EdgeType = tuple[str, str, str]
+
+
+def edges(edge_index_dict: dict[EdgeType, Tensor], edge_type: EdgeType, device: torch.device) -> Tensor:
+    """The edge index of `edge_type`, or an empty one when the section has none."""
+    if edge_type in edge_index_dict:
+        return edge_index_dict[edge_type]
+    return torch.empty(2, 0, dtype=torch.long, device=device)
+
+
+@dataclass
+class ModelConfig:
+    """The architecture: SpaHGC's constructor arguments besides the data's dimensions (method.md step 6)."""
+
+    hidden: int = 256
+    n_layers: int = 4
+    heads: int = 4
+    dropout: float = 0.2
+    attention_dropout: float = 0.1
+    use_spatial_edges: bool = True
+    use_reference_edges: bool = True
 
 
 def edge_attention(
@@ -118,18 +140,21 @@ class HeterogeneousLayer(nn.Module):
         self.spatial = SAGEConv(hidden, hidden) if use_spatial_edges else None
         self.reference_neighbours = SAGEConv(hidden, hidden) if use_reference_edges else None
 
-    def forward(self, data, target: Tensor, reference: Tensor, reference_y: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, target: Tensor, reference: Tensor, reference_y: Tensor, edge_index_dict: dict[EdgeType, Tensor]
+    ) -> tuple[Tensor, Tensor]:
         """New (target, reference) states: mean over the relations arriving at each node type."""
+        device = target.device
         target_from_reference, reference_from_target = self.cross_attention(
-            target, reference, reference_y, edge_index_of(data, REFERENCE_EDGES)
+            target, reference, reference_y, edges(edge_index_dict, REFERENCE_EDGES, device)
         )
         target_messages = [target_from_reference]
         reference_messages = [reference_from_target]
         if self.spatial is not None:
-            target_messages.append(self.spatial(target, edge_index_of(data, SPATIAL_EDGES)))
+            target_messages.append(self.spatial(target, edges(edge_index_dict, SPATIAL_EDGES, device)))
         if self.reference_neighbours is not None:
             reference_messages.append(
-                self.reference_neighbours(reference, edge_index_of(data, REFERENCE_NEIGHBOUR_EDGES))
+                self.reference_neighbours(reference, edges(edge_index_dict, REFERENCE_NEIGHBOUR_EDGES, device))
             )
         return torch.stack(target_messages).mean(dim=0), torch.stack(reference_messages).mean(dim=0)
 
@@ -189,25 +214,30 @@ class SpaHGC(nn.Module):
         self.pool = CrossNodeAttentionPooling(hidden, heads)
         self.out = nn.Linear(hidden, n_genes)
 
-    def encode(self, data, x_dict: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
-        """Node states {'target': [N, h], 'reference': [M, h]}; `x_dict` replaces the graph's features (masked views)."""
-        x_target = data["target"].x if x_dict is None else x_dict["target"]
-        x_reference = data["reference"].x if x_dict is None else x_dict["reference"]
+    @classmethod
+    def from_config(cls, target_dim: int, n_genes: int, config: ModelConfig) -> SpaHGC:
+        """A model for `target_dim`-d embeddings and `n_genes` genes with the configured architecture."""
+        return cls(target_dim, n_genes, **asdict(config))
+
+    def encode(self, x_dict: dict[str, Tensor], edge_index_dict: dict[EdgeType, Tensor]) -> dict[str, Tensor]:
+        """Node states {'target': [N, h], 'reference': [M, h]} (masked views are just other x_dicts)."""
+        x_target, x_reference = x_dict["target"], x_dict["reference"]
         # the expression part keeps its own projection, fed unchanged to every CNDA layer
         reference_y = self.reference_y_in(x_reference[:, -self.n_genes :])
         target = self.shared_in(self.target_in(x_target))
         reference = self.shared_in(self.reference_in(x_reference))
         for layer in self.layers:
-            target, reference = layer(data, target, reference, reference_y)
+            target, reference = layer(target, reference, reference_y, edge_index_dict)
             # the reference code applies the activation after every layer, the last included
             target, reference = F.leaky_relu(target, 0.2), F.leaky_relu(reference, 0.2)
         return {"target": target, "reference": reference}
 
-    def decode(self, data, h_dict: dict[str, Tensor]) -> Tensor:
+    def decode(self, h_dict: dict[str, Tensor], edge_index_dict: dict[EdgeType, Tensor]) -> Tensor:
         """Predicted expression [N, G] from node states (CNAP, then a linear read-out, no activation)."""
-        pooled = self.pool(h_dict["target"], h_dict["reference"], edge_index_of(data, REFERENCE_EDGES))
+        target = h_dict["target"]
+        pooled = self.pool(target, h_dict["reference"], edges(edge_index_dict, REFERENCE_EDGES, target.device))
         return self.out(pooled)
 
-    def forward(self, data, x_dict: dict[str, Tensor] | None = None) -> Tensor:
+    def forward(self, x_dict: dict[str, Tensor], edge_index_dict: dict[EdgeType, Tensor]) -> Tensor:
         """Predicted expression [N, G] for the graph's target spots."""
-        return self.decode(data, self.encode(data, x_dict))
+        return self.decode(self.encode(x_dict, edge_index_dict), edge_index_dict)

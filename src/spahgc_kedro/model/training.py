@@ -6,7 +6,8 @@ import copy
 import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -14,22 +15,20 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
+from spahgc_kedro.hints import HeteroData
+
 from .contrastive import Predictor, Teacher, complementary_masks, contrastive_loss
-from .spahgc import SpaHGC
+from .spahgc import ModelConfig, SpaHGC
 
 
 @dataclass
 class TrainConfig:
-    """Optimisation, architecture and contrastive settings (defaults: method.md / reference code)."""
+    """Optimisation and contrastive settings around a `ModelConfig` (defaults: method.md / reference code)."""
 
+    model: ModelConfig = field(default_factory=ModelConfig)
     epochs: int = 200
     lr: float = 1e-4
     weight_decay: float = 1e-4
-    hidden: int = 256
-    n_layers: int = 4
-    heads: int = 4
-    dropout: float = 0.2
-    attention_dropout: float = 0.1
     mask_target: float = 0.1
     mask_reference: float = 0.9
     teacher: str = "ema"
@@ -40,22 +39,48 @@ class TrainConfig:
     w_pcc: float = 0.5
     w_target: float = 0.2
     w_reference: float = 0.1
-    use_spatial_edges: bool = True
-    use_reference_edges: bool = True
     seed: int = 0
     device: str = "cpu"
     # torch intra-op threads during fit (0: leave torch's setting); on busy shared cores 1 can be much faster
     threads: int = 0
 
+    @classmethod
+    def from_params(cls, params: dict[str, Any], **overrides: Any) -> TrainConfig:
+        """From the `train` parameters (architecture under `model`), with `overrides` on top."""
+        values = {**params, **overrides}
+        unknown = sorted(set(values) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"Unknown train parameters {unknown}: the architecture goes under train.model.")
+        return cls(**{**values, "model": ModelConfig(**dict(values.get("model") or {}))})
+
 
 @dataclass
 class FitResult:
-    """The best epoch's online-model weights (CPU), the config that rebuilds it, and per-epoch history."""
+    """The best epoch's online-model weights (CPU), the dimensions and config that rebuild it, per-epoch history."""
 
     state_dict: dict
-    model_config: dict
+    target_dim: int
+    n_genes: int
+    model: ModelConfig
     history: list[dict] = field(default_factory=list)
     best_epoch: int = 0
+
+    def to_checkpoint(self, mlflow_run_id: str = "") -> dict[str, Any]:
+        """The checkpoint as plain types and tensors (so `torch.load(weights_only=True)` reads it back)."""
+        return {
+            "state_dict": self.state_dict,
+            "model_config": {"target_dim": self.target_dim, "n_genes": self.n_genes, **asdict(self.model)},
+            "history": self.history,
+            "best_epoch": self.best_epoch,
+            "mlflow_run_id": mlflow_run_id,
+        }
+
+
+def load_model(checkpoint: dict[str, Any]) -> SpaHGC:
+    """The trained SpaHGC of a checkpoint (`FitResult.to_checkpoint`), in eval mode."""
+    model = SpaHGC(**checkpoint["model_config"])
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval()
 
 
 def set_seed(seed: int) -> None:
@@ -64,11 +89,6 @@ def set_seed(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def build_model(model_config: dict) -> SpaHGC:
-    """A fresh SpaHGC from a `FitResult.model_config`."""
-    return SpaHGC(**model_config)
 
 
 def pcc_per_gene(pred: Tensor, target: Tensor) -> Tensor:
@@ -92,26 +112,11 @@ def _mean_pcc(pred: Tensor, target: Tensor) -> Tensor:
     return pcc[defined].mean()
 
 
-def _model_config(config: TrainConfig, target_dim: int, n_genes: int) -> dict:
-    """The SpaHGC constructor arguments for this run."""
-    return {
-        "target_dim": target_dim,
-        "n_genes": n_genes,
-        "hidden": config.hidden,
-        "n_layers": config.n_layers,
-        "heads": config.heads,
-        "dropout": config.dropout,
-        "attention_dropout": config.attention_dropout,
-        "use_spatial_edges": config.use_spatial_edges,
-        "use_reference_edges": config.use_reference_edges,
-    }
-
-
-def _describe(graph) -> str:
+def _describe(graph: HeteroData) -> str:
     return f"section {getattr(graph, 'section_id', '?')!r} (fold {getattr(graph, 'fold', '?')!r})"
 
 
-def _check_graph(graph, target_dim: int, n_genes: int, need_y: bool) -> None:
+def _check_graph(graph: HeteroData, target_dim: int, n_genes: int, need_y: bool) -> None:
     """Fail early, naming the section, when a graph does not match the first training graph's shapes."""
     x_target = graph["target"].x
     if x_target.dim() != 2 or x_target.shape[1] != target_dim:
@@ -131,7 +136,7 @@ def _check_graph(graph, target_dim: int, n_genes: int, need_y: bool) -> None:
 
 def _train_step(
     model: SpaHGC,
-    graph,
+    graph: HeteroData,
     config: TrainConfig,
     teacher: Teacher | None,
     predictor: Predictor | None,
@@ -139,8 +144,9 @@ def _train_step(
 ) -> dict[str, Tensor]:
     """Loss terms for one section: supervised on view 1 (or unmasked), contrastive view 1 vs teacher view 2."""
     y = graph["target"].y
+    edge_index_dict = graph.edge_index_dict
     if teacher is None:
-        h_online = model.encode(graph)
+        h_online = model.encode(graph.x_dict, edge_index_dict)
         contrastive = {"target": y.new_zeros(()), "reference": y.new_zeros(())}
     else:
         views: tuple[dict[str, Tensor], dict[str, Tensor]] = ({}, {})
@@ -149,11 +155,11 @@ def _train_step(
             keep1, keep2 = complementary_masks(tuple(x.shape), p, generator)
             views[0][node_type] = x * keep1
             views[1][node_type] = x * keep2
-        h_online = model.encode(graph, views[0])
-        h_teacher = teacher.encode(graph, views[1])
+        h_online = model.encode(views[0], edge_index_dict)
+        h_teacher = teacher.encode(views[1], edge_index_dict)
         online = predictor(h_online) if predictor is not None else h_online
         contrastive = {key: contrastive_loss(online[key], h_teacher[key]) for key in ("target", "reference")}
-    pred = model.decode(graph, h_online)
+    pred = model.decode(h_online, edge_index_dict)
     mse = F.mse_loss(pred, y)
     pcc_loss = 1 - _mean_pcc(pred, y)
     loss = (
@@ -172,14 +178,14 @@ def _train_step(
 
 
 @torch.inference_mode()
-def _validate(model: SpaHGC, graphs: list) -> tuple[float, float]:
+def _validate(model: SpaHGC, graphs: list[HeteroData]) -> tuple[float, float]:
     """(mean MSE, mean per-section mean per-gene PCC) over unmasked validation graphs; NaN when there are none."""
     if not graphs:
         return math.nan, math.nan
     model.eval()
     mses, pccs = [], []
     for graph in graphs:
-        pred = model(graph)
+        pred = model(graph.x_dict, graph.edge_index_dict)
         y = graph["target"].y
         mses.append(F.mse_loss(pred, y).item())
         pcc = pcc_per_gene(pred, y)
@@ -189,8 +195,8 @@ def _validate(model: SpaHGC, graphs: list) -> tuple[float, float]:
 
 
 def fit(
-    train_graphs: list,
-    validation_graphs: list,
+    train_graphs: list[HeteroData],
+    validation_graphs: list[HeteroData],
     config: TrainConfig,
     on_epoch: Callable[[int, dict], None] | None = None,
     progress: bool = True,
@@ -218,8 +224,8 @@ def fit(
 
 
 def _fit(
-    train_graphs: list,
-    validation_graphs: list,
+    train_graphs: list[HeteroData],
+    validation_graphs: list[HeteroData],
     config: TrainConfig,
     on_epoch: Callable[[int, dict], None] | None,
     progress: bool,
@@ -229,13 +235,12 @@ def _fit(
     """The seeded training loop behind `fit`."""
     set_seed(config.seed)
     device = torch.device(config.device)
-    model_config = _model_config(config, target_dim, n_genes)
-    model = build_model(model_config).to(device)
+    model = SpaHGC.from_config(target_dim, n_genes, config.model).to(device)
     # PyG's .to() moves a graph in place: copies keep the caller's graphs where they were
     train_graphs = [copy.copy(graph).to(device) for graph in train_graphs]
     validation_graphs = [copy.copy(graph).to(device) for graph in validation_graphs]
     teacher = Teacher(model, config.teacher, config.ema_decay) if config.use_contrastive else None
-    predictor = Predictor(config.hidden).to(device) if config.use_contrastive and config.use_predictor else None
+    predictor = Predictor(config.model.hidden).to(device) if config.use_contrastive and config.use_predictor else None
     parameters = list(model.parameters()) + (list(predictor.parameters()) if predictor is not None else [])
     optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
     order_generator = torch.Generator().manual_seed(config.seed)
@@ -270,15 +275,23 @@ def _fit(
         epochs.set_postfix(train_loss=f"{row['train_loss']:.4f}", val_pcc=f"{val_pcc:.4f}", best=best_epoch)
         if on_epoch is not None:
             on_epoch(epoch, row)
-    return FitResult(state_dict=best_state, model_config=model_config, history=history, best_epoch=best_epoch)
+    return FitResult(
+        state_dict=best_state,
+        target_dim=target_dim,
+        n_genes=n_genes,
+        model=config.model,
+        history=history,
+        best_epoch=best_epoch,
+    )
 
 
-def predict(model: SpaHGC, graph, device: str = "cpu") -> np.ndarray:
+def predict(model: SpaHGC, graph: HeteroData, device: str = "cpu") -> np.ndarray:
     """Predicted normalised expression [N, G] from the unmasked graph, in eval mode."""
     was_training = model.training
     model.to(device).eval()
     try:
         with torch.inference_mode():
-            return model(copy.copy(graph).to(device)).float().cpu().numpy()
+            graph = copy.copy(graph).to(device)
+            return model(graph.x_dict, graph.edge_index_dict).float().cpu().numpy()
     finally:
         model.train(was_training)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from spahgc_kedro.hints import AnnData
+
 from .common import InputDataError, require_file
 from .visium import assemble_visium, read_mtx_folder, read_tissue_positions
 
@@ -30,7 +32,7 @@ def discover_sections(raw_dir: str | Path) -> list[str]:
     return found
 
 
-def read_section(raw_dir: str | Path, section_id: str) -> anndata.AnnData:  # noqa: F821
+def read_section(raw_dir: str | Path, section_id: str) -> AnnData:
     """Read one Alex sample into the standard AnnData."""
     sample = require_file(Path(raw_dir) / section_id, f"folder of sample {section_id}", ALEX_LAYOUT)
     matrix_dir = require_file(sample / "filtered_count_matrix", f"count matrix folder of {section_id}", ALEX_LAYOUT)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from spahgc_kedro.hints import AnnData
 from spahgc_kedro.schema import Obsm, Uns
 
 from .common import InputDataError, build_section, check_unique, require_file, spot_spacing
@@ -52,7 +53,7 @@ def _platform(technology: str | None) -> str:
     return PLATFORMS.get(name, name.replace(" ", "_"))
 
 
-def read_section(raw_dir: str | Path, section_id: str) -> anndata.AnnData:  # noqa: F821
+def read_section(raw_dir: str | Path, section_id: str) -> AnnData:
     """Read one HEST sample into the standard AnnData."""
     import anndata as ad
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from spahgc_kedro.hints import AnnData
 from spahgc_kedro.schema import Uns
 
 from ..images import IMAGE_SUFFIXES, image_size, is_image, read_thumbnail
@@ -174,7 +175,7 @@ def read_section(
     tissue_only: bool = True,
     min_tissue_fraction: float = 0.5,
     microns_per_pixel: float | None = None,
-) -> anndata.AnnData:  # noqa: F821
+) -> AnnData:
     """Read one new section (image + spot table or tile grid) into the standard AnnData with zero genes."""
     raw_dir = Path(raw_dir)
     image = section_image(raw_dir, section_id)

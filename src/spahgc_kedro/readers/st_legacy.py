@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from spahgc_kedro.hints import AnnData
 from spahgc_kedro.schema import Uns
 
 from ..images import IMAGE_SUFFIXES, is_image
@@ -89,7 +90,7 @@ def _cscc_files(raw_dir: Path, section_id: str) -> tuple[Path, Path, Path]:
     return counts, spots, image
 
 
-def read_section(raw_dir: str | Path, section_id: str) -> anndata.AnnData:  # noqa: F821
+def read_section(raw_dir: str | Path, section_id: str) -> AnnData:
     """Read one legacy ST section into the standard AnnData."""
     raw_dir = Path(raw_dir)
     root = _her2st_root(raw_dir)

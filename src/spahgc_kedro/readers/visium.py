@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from spahgc_kedro.hints import AnnData
 from spahgc_kedro.schema import Uns
 
 from ..images import is_image
@@ -164,7 +165,7 @@ def _image(raw_dir: Path, section_id: str) -> Path:
     return images[0]
 
 
-def read_section(raw_dir: str | Path, section_id: str) -> anndata.AnnData:  # noqa: F821
+def read_section(raw_dir: str | Path, section_id: str) -> AnnData:
     """Read one Space Ranger section into the standard AnnData."""
     raw_dir = Path(raw_dir)
     outs = _outs(raw_dir, section_id)

@@ -10,7 +10,7 @@ from .nodes import embed_section_group, merge_section_embeddings
 def create_pipeline(**kwargs) -> Pipeline:
     """Sections (+ previous embeddings as a cache) -> patch embeddings, in work groups of sections."""
     groups = kwargs.get("section_groups") or group_count("section_groups")
-    inputs = ["sections", "embedding_cache", "params:encoder", "params:device", "params:seed", "params:embedding"]
+    inputs = ["sections", "embedding_cache", "params:embedding"]
     return pipeline(
         [
             *group_nodes(embed_section_group, inputs, "patch_embeddings", "embed_section_group", groups),

@@ -15,6 +15,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from spahgc_kedro.baselines import oracle_depth_predict, predict_baseline
+from spahgc_kedro.graph import raw_embeddings
+from spahgc_kedro.hints import HeteroData
 from spahgc_kedro.metrics import (
     SECTION_METRICS,
     finite_mean,
@@ -24,9 +26,9 @@ from spahgc_kedro.metrics import (
     section_metrics,
     top_genes,
 )
-from spahgc_kedro.partitions import iter_partitions, load_partition
-from spahgc_kedro.schema import Layers, Obsm, Uns
-from spahgc_kedro.tracking import pipeline_run_active
+from spahgc_kedro.partitions import load_partition
+from spahgc_kedro.predictions import SectionPrediction, describe_run_text, with_run_info
+from spahgc_kedro.tracking import log_fold_test_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -34,68 +36,24 @@ MODEL = "spahgc"
 MEAN_METRICS = ("pcc_acg", "pcc_gene_specific", "pcc_heg50", "pcc_hvg50", "mse", "mae")
 # reference lines use the test section's measurements: shown beside the methods, never as one
 ORACLE_DEPTH = "oracle_depth"
-RUN_INFO_COLUMNS = ("dataset", "n_genes_panel", "target_transform", "fold_scheme", "encoder")
-
-
-def gather_predictions(predictions: dict[str, Callable[[], Any]]) -> dict[str, dict[str, Any]]:
-    """Load each test section's prediction AnnData into plain arrays, keyed by partition."""
-    if not predictions:
-        raise ValueError("No predictions found: run the train pipeline first (`kedro run --pipeline=train`).")
-    gathered = {}
-    # Keyed by partition, not fold: leave-one-patient-out folds test several sections.
-    for key, adata in tqdm(iter_partitions(predictions), total=len(predictions), desc="loading predictions"):
-        measured = adata.layers[Layers.MEASURED]
-        measured = measured.toarray() if hasattr(measured, "toarray") else np.asarray(measured)
-        predicted = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
-        gathered[key] = {
-            "fold": str(adata.uns.get(Uns.FOLD, key)),
-            "section_id": str(adata.uns.get(Uns.SECTION_ID, key)),
-            "genes": [str(g) for g in adata.var_names],
-            "spot_ids": [str(s) for s in adata.obs_names],
-            "spatial": np.asarray(adata.obsm[Obsm.SPATIAL], dtype=np.float64),
-            "measured": measured.astype(np.float32),
-            "predicted": predicted.astype(np.float32),
-            "uns": {k: adata.uns[k] for k in adata.uns if isinstance(adata.uns[k], (str, int, float))},
-        }
-    return gathered
-
-
-def describe_run(gathered: dict[str, dict[str, Any]], folds: dict[str, Any]) -> dict[str, Any]:
-    """The run description every table and figure states: data, panel, transform, folds, encoder."""
-    first = next(iter(gathered.values()))["uns"]
-    panel_sizes = sorted({len(info["genes"]) for info in gathered.values()})
-    test_sections: dict[str, list[str]] = {}
-    for info in gathered.values():
-        test_sections.setdefault(info["fold"], []).append(info["section_id"])
-    return {
-        "dataset": str(first.get("dataset", "unknown")),
-        "encoder": str(first.get("encoder", "unknown")),
-        "fold_scheme": str(first.get("fold_scheme", folds.get("scheme", "unknown"))),
-        "target_transform": str(first.get("target_transform", "unknown")),
-        # Panels are computed per fold from training sections, so sizes may differ.
-        "n_genes_panel": panel_sizes[0] if len(panel_sizes) == 1 else f"{panel_sizes[0]}-{panel_sizes[-1]}",
-        "n_folds": len(test_sections),
-        "folds": test_sections,
-    }
-
-
-def describe_run_text(run_info: dict[str, Any]) -> str:
-    """One-line caption of the run description for figure titles."""
-    return (
-        f"data {run_info['dataset']}, {run_info['n_genes_panel']} genes, target {run_info['target_transform']}, "
-        f"folds {run_info['fold_scheme']} ({run_info['n_folds']}), encoder {run_info['encoder']}"
-    )
-
-
-def with_run_info(table: pd.DataFrame, run_info: dict[str, Any]) -> pd.DataFrame:
-    """Append the run description as constant columns."""
-    return table.assign(**{column: str(run_info[column]) for column in RUN_INFO_COLUMNS})
+CONVENTIONS = {
+    "pcc_acg": "per gene Pearson over the test section's spots, mean over genes, then mean over test sections",
+    "pcc_heg50/pcc_hvg50": "same over the 50 most expressed / most variable genes of the test section's measured values",
+    "pcc_pooled": "per gene Pearson over all test spots of all folds concatenated (genes shared by all folds), mean over genes",
+    "constant_genes": "genes constant in measured or predicted values are excluded from PCC means and counted (n_constant)",
+    "pcc_gene_specific": "per gene, partial correlation of predicted and measured given the measured spot depth (mean "
+    "normalised target over the panel), mean over genes, then mean over test sections (docs/metrics.md); 0 for any "
+    "prediction that only follows the measured depth",
+    "mse/mae": "on the normalised targets",
+    ORACLE_DEPTH: "reference line, not a method: the test section's MEASURED spot depth mapped to every gene by the "
+    "training spots' least-squares lines (the best a depth-only prediction can do)",
+}
 
 
 def _fold_training_data(
-    section_graphs: dict[str, Callable[[], Any]], fold: str, sections: list[str]
+    section_graphs: dict[str, Callable[[], HeteroData]], fold: str, sections: list[str]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Concatenated target embeddings and normalised targets of a fold's sections."""
+    """Concatenated raw embeddings and normalised targets of a fold's sections."""
     xs, ys = [], []
     for section in sections:
         key = f"{fold}/{section}"
@@ -107,51 +65,46 @@ def _fold_training_data(
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def raw_embeddings(graph: Any) -> np.ndarray:
-    """The section's patch embeddings before the fold's standardisation (what SpaHGC retrieves on)."""
-    return graph["target"].x.numpy() * graph.embedding_std.numpy() + graph.embedding_mean.numpy()
-
-
 def predict_baselines(
-    section_graphs: dict[str, Callable[[], Any]],
+    section_graphs: dict[str, Callable[[], HeteroData]],
     folds: dict[str, Any],
-    gathered: dict[str, dict[str, Any]],
-    params: dict[str, Any],
-    seed: int,
+    gathered: dict[str, SectionPrediction],
+    evaluation_params: dict[str, Any],
 ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
     """Baseline predictions of each test section from its fold's train+validation section graphs,
     and the oracle-depth reference line (the test section's measured depth through the training gene lines)."""
+    seed = int(evaluation_params["seed"])
     baselines: dict[str, dict[str, np.ndarray]] = {}
     oracle: dict[str, np.ndarray] = {}
     training: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for key, info in tqdm(sorted(gathered.items()), desc="baselines"):
-        fold = info["fold"]
+    for key, prediction in tqdm(sorted(gathered.items()), desc="baselines"):
+        fold = prediction.fold
         if fold not in training:
             split = folds["folds"][fold]
             training[fold] = _fold_training_data(section_graphs, fold, [*split["train"], *split["validation"]])
         train_x, train_y = training[fold]
-        test_graph = load_partition(section_graphs[f"{fold}/{info['section_id']}"])
-        # Align the graph's spot order to the prediction's, so every method is scored on the same rows.
+        test_graph = load_partition(section_graphs[f"{fold}/{prediction.section_id}"])
+        # align the graph's spot order to the prediction's, so every method is scored on the same rows
         order = {str(spot): i for i, spot in enumerate(test_graph.spot_ids)}
-        rows = np.array([order[spot] for spot in info["spot_ids"]])
+        rows = np.array([order[spot] for spot in prediction.spot_ids])
         test_x = raw_embeddings(test_graph)[rows]
-        if list(test_graph.genes) != info["genes"]:
+        if list(test_graph.genes) != prediction.genes:
             raise ValueError(f"Fold '{fold}': the section graph's genes differ from the prediction's genes.")
-        if not np.allclose(test_graph["target"].y.numpy()[rows], info["measured"], atol=1e-4):
+        if not np.allclose(test_graph["target"].y.numpy()[rows], prediction.measured, atol=1e-4):
             logger.warning("Fold '%s': the test graph's targets differ from the prediction's measured layer.", fold)
         baselines[key] = {
             name: predict_baseline(name, train_x, train_y, test_x, dict(options or {}), seed)
-            for name, options in params["baselines"].items()
+            for name, options in evaluation_params["baselines"].items()
         }
-        oracle[key] = oracle_depth_predict(train_y, info["measured"])
+        oracle[key] = oracle_depth_predict(train_y, prediction.measured)
     return baselines, oracle
 
 
 def _method_predictions(
-    gathered: dict[str, dict[str, Any]], baselines: dict[str, dict[str, np.ndarray]]
+    gathered: dict[str, SectionPrediction], baselines: dict[str, dict[str, np.ndarray]]
 ) -> dict[str, dict[str, np.ndarray]]:
     """{method: {partition: predicted}} with SpaHGC first."""
-    methods = {MODEL: {key: info["predicted"] for key, info in gathered.items()}}
+    methods = {MODEL: {key: prediction.predicted for key, prediction in gathered.items()}}
     for key, by_method in baselines.items():
         for name, predicted in by_method.items():
             methods.setdefault(name, {})[key] = predicted
@@ -159,39 +112,39 @@ def _method_predictions(
 
 
 def compute_fold_metrics(
-    gathered: dict[str, dict[str, Any]],
+    gathered: dict[str, SectionPrediction],
     baselines: dict[str, dict[str, np.ndarray]],
     run_info: dict[str, Any],
-    params: dict[str, Any],
+    evaluation_params: dict[str, Any],
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-test-section metrics and per-gene PCC of SpaHGC and every baseline."""
-    n_top = int(params["n_top_genes"])
+    n_top = int(evaluation_params["n_top_genes"])
     fold_rows, gene_tables = [], []
     for method, by_section in _method_predictions(gathered, baselines).items():
         for key, predicted in by_section.items():
-            info = gathered[key]
-            measured = info["measured"]
+            prediction = gathered[key]
+            measured = prediction.measured
             fold_rows.append(
                 {
                     "method": method,
-                    "fold": info["fold"],
-                    "section_id": info["section_id"],
+                    "fold": prediction.fold,
+                    "section_id": prediction.section_id,
                     "n_spots": measured.shape[0],
                     **section_metrics(measured, predicted, n_top),
-                    "mlflow_run_id": str(info["uns"].get("mlflow_run_id", "")) if method == MODEL else "",
+                    "mlflow_run_id": str(prediction.uns.get("mlflow_run_id", "")) if method == MODEL else "",
                 }
             )
-            heg = np.zeros(len(info["genes"]), dtype=bool)
+            heg = np.zeros(len(prediction.genes), dtype=bool)
             heg[top_genes(measured, n_top, "mean")] = True
-            hvg = np.zeros(len(info["genes"]), dtype=bool)
+            hvg = np.zeros(len(prediction.genes), dtype=bool)
             hvg[top_genes(measured, n_top, "variance")] = True
             gene_tables.append(
                 pd.DataFrame(
                     {
                         "method": method,
-                        "fold": info["fold"],
-                        "section_id": info["section_id"],
-                        "gene": info["genes"],
+                        "fold": prediction.fold,
+                        "section_id": prediction.section_id,
+                        "gene": prediction.genes,
                         "pcc": pearson_per_gene(measured, predicted),
                         "pcc_gene_specific": gene_specific_pcc(measured, predicted),
                         "measured_mean": measured.mean(axis=0),
@@ -208,17 +161,17 @@ def compute_fold_metrics(
 
 def summarise_metrics(
     fold_metrics: pd.DataFrame,
-    gathered: dict[str, dict[str, Any]],
+    gathered: dict[str, SectionPrediction],
     baselines: dict[str, dict[str, np.ndarray]],
     oracle_depth: dict[str, np.ndarray],
     run_info: dict[str, Any],
-) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Overall metrics per method (fold means, pooled PCC) as JSON and as a comparison table,
-    with the oracle-depth reference line in the JSON only."""
-    # Pooled PCC needs one gene panel: use the genes every fold shares.
-    common = sorted(set.intersection(*(set(info["genes"]) for info in gathered.values())))
-    columns = {key: [info["genes"].index(g) for g in common] for key, info in gathered.items()}
-    measured = [gathered[key]["measured"][:, columns[key]] for key in sorted(gathered)]
+) -> tuple[dict[str, Any], pd.DataFrame, dict[str, dict[str, float]]]:
+    """Overall metrics per method (fold means, pooled PCC) as JSON, as a comparison table and as MLflow
+    metrics `overall.<method>/<metric>` (kedro-mlflow's `{value, step}` items); the oracle-depth line in the JSON only."""
+    # pooled PCC needs one gene panel: use the genes every fold shares
+    common = sorted(set.intersection(*(set(p.genes) for p in gathered.values())))
+    columns = {key: [p.genes.index(g) for g in common] for key, p in gathered.items()}
+    measured = [gathered[key].measured[:, columns[key]] for key in sorted(gathered)]
     rows = []
     for method, by_section in _method_predictions(gathered, baselines).items():
         table = fold_metrics[fold_metrics["method"] == method]
@@ -238,22 +191,12 @@ def summarise_metrics(
             }
         )
     comparison = with_run_info(pd.DataFrame(rows), run_info)
-    oracle_sections = [section_metrics(gathered[key]["measured"], predicted) for key, predicted in oracle_depth.items()]
+    oracle_sections = [section_metrics(gathered[key].measured, predicted) for key, predicted in oracle_depth.items()]
+    methods = {row["method"]: {k: v for k, v in row.items() if k != "method"} for row in rows}
     overall = {
         "run": run_info,
-        "conventions": {
-            "pcc_acg": "per gene Pearson over the test section's spots, mean over genes, then mean over test sections",
-            "pcc_heg50/pcc_hvg50": "same over the 50 most expressed / most variable genes of the test section's measured values",
-            "pcc_pooled": "per gene Pearson over all test spots of all folds concatenated (genes shared by all folds), mean over genes",
-            "constant_genes": "genes constant in measured or predicted values are excluded from PCC means and counted (n_constant)",
-            "pcc_gene_specific": "per gene, partial correlation of predicted and measured given the measured spot "
-            "depth (mean normalised target over the panel), mean over genes, then mean over test sections "
-            "(docs/metrics.md); 0 for any prediction that only follows the measured depth",
-            "mse/mae": "on the normalised targets",
-            ORACLE_DEPTH: "reference line, not a method: the test section's MEASURED spot depth mapped to every "
-            "gene by the training spots' least-squares lines (the best a depth-only prediction can do)",
-        },
-        "methods": {row["method"]: {k: v for k, v in row.items() if k != "method"} for row in rows},
+        "conventions": CONVENTIONS,
+        "methods": methods,
         "reference_lines": {
             ORACLE_DEPTH: {
                 metric: finite_mean([values[metric] for values in oracle_sections])
@@ -261,7 +204,13 @@ def summarise_metrics(
             }
         },
     }
-    return overall, comparison
+    mlflow_metrics = {
+        f"{method}/{name}": {"value": float(value), "step": 0}
+        for method, values in methods.items()
+        for name, value in values.items()
+        if isinstance(value, int | float) and np.isfinite(value)
+    }
+    return overall, comparison, mlflow_metrics
 
 
 def plot_comparison(comparison: pd.DataFrame, overall: dict[str, Any], run_info: dict[str, Any]) -> Any:
@@ -291,27 +240,6 @@ def plot_comparison(comparison: pd.DataFrame, overall: dict[str, Any], run_info:
     return figure
 
 
-def log_metrics_to_mlflow(fold_metrics: pd.DataFrame, overall: dict[str, Any]) -> None:
-    """Log each fold's metrics to its training run and the overall metrics to the active run."""
-    try:
-        import mlflow
-        from mlflow.tracking import MlflowClient
-    except ImportError:
-        logger.debug("mlflow is not installed: metrics not logged.")
-        return
-    model_rows = fold_metrics[(fold_metrics["method"] == MODEL) & (fold_metrics["mlflow_run_id"] != "")]
-    for _, row in model_rows.iterrows():
-        try:
-            client = MlflowClient()
-            for metric in SECTION_METRICS:
-                if np.isfinite(row[metric]):
-                    client.log_metric(row["mlflow_run_id"], f"test_{metric}", float(row[metric]))
-        except Exception as error:  # noqa: BLE001 - a missing run or tracking store must not fail the evaluation
-            logger.debug("Fold '%s': metrics not logged to run %s (%s).", row["fold"], row["mlflow_run_id"], error)
-    if not pipeline_run_active():
-        logger.debug("No active MLflow run: overall metrics not logged.")
-        return
-    for method, values in overall["methods"].items():
-        mlflow.log_metrics(
-            {f"{method}/{k}": float(v) for k, v in values.items() if isinstance(v, (int, float)) and np.isfinite(v)}
-        )
+def log_fold_metrics(fold_metrics: pd.DataFrame) -> None:
+    """Each fold's SpaHGC test metrics, logged to the fold's own MLflow run."""
+    log_fold_test_metrics(fold_metrics, MODEL, SECTION_METRICS)

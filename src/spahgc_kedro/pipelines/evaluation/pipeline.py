@@ -2,26 +2,20 @@
 
 from kedro.pipeline import Pipeline, node, pipeline
 
-from .nodes import (
-    compute_fold_metrics,
-    describe_run,
-    gather_predictions,
-    log_metrics_to_mlflow,
-    plot_comparison,
-    predict_baselines,
-    summarise_metrics,
-)
+from spahgc_kedro.predictions import describe_run, gather_predictions
+
+from .nodes import compute_fold_metrics, log_fold_metrics, plot_comparison, predict_baselines, summarise_metrics
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """Wire prediction loading, baselines, metrics, the comparison figure and MLflow logging."""
+    """Wire prediction loading, baselines, metrics, the comparison figure and the fold runs' test metrics."""
     return pipeline(
         [
             node(gather_predictions, "predictions", "test_predictions", name="gather_predictions"),
             node(describe_run, ["test_predictions", "folds"], "evaluation_run_info", name="describe_run"),
             node(
                 predict_baselines,
-                ["section_graphs", "folds", "test_predictions", "params:evaluation", "params:seed"],
+                ["section_graphs", "folds", "test_predictions", "params:evaluation"],
                 ["baseline_predictions", "oracle_depth_predictions"],
                 name="predict_baselines",
             ),
@@ -40,7 +34,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "oracle_depth_predictions",
                     "evaluation_run_info",
                 ],
-                ["overall_metrics", "comparison_table"],
+                ["overall_metrics", "comparison_table", "overall_mlflow_metrics"],
                 name="summarise_metrics",
             ),
             node(
@@ -49,6 +43,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                 "comparison_figure",
                 name="plot_comparison",
             ),
-            node(log_metrics_to_mlflow, ["fold_metrics", "overall_metrics"], None, name="log_metrics_to_mlflow"),
+            node(log_fold_metrics, "fold_metrics", None, name="log_fold_metrics"),
         ]
     )

@@ -9,12 +9,8 @@ from typing import Any
 import numpy as np
 
 from spahgc_kedro.folds import make_folds
-from spahgc_kedro.graph import (
-    aligned_embedding,
-    fold_graph_builders,
-    pair_neighbours,
-    retrieval_pairs,
-)
+from spahgc_kedro.graph import aligned_embedding, fold_graph_builders, graph_preset, pair_neighbours, retrieval_pairs
+from spahgc_kedro.hints import AnnData, HeteroData
 from spahgc_kedro.partitions import load_partition
 from spahgc_kedro.schema import Obsm, Uns
 from spahgc_kedro.targets import fold_target_scaling, transformed_expression
@@ -22,22 +18,12 @@ from spahgc_kedro.targets import fold_target_scaling, transformed_expression
 logger = logging.getLogger(__name__)
 
 
-def graph_preset(section_manifest: dict[str, Any], datasets: dict[str, Any], dataset: str) -> dict[str, Any]:
-    """Gene panel and spatial radius: the run's `datasets.<dataset>` overrides the manifest's."""
-    preset = dict(section_manifest.get("preset", {}))
-    live = datasets.get(dataset, {}) if dataset == section_manifest.get("dataset") else {}
-    for key in ("gene_panel", "spatial_radius_spacings"):
-        if key in live:
-            preset[key] = live[key]
-        if key not in preset:
-            raise ValueError(
-                f"No '{key}' for dataset '{section_manifest.get('dataset')}' in the section "
-                "manifest or in parameters datasets: re-run the ingestion pipeline."
-            )
-    return preset
+def resolve_graph_preset(section_manifest: dict[str, Any], datasets: dict[str, Any], dataset: str) -> dict[str, Any]:
+    """The dataset's gene-panel rule and spatial radius, the run's parameters over the ingested manifest."""
+    return graph_preset(section_manifest, datasets, dataset)
 
 
-def _load_sections(sections: dict[str, Callable[[], Any]], section_ids: list[str]) -> dict[str, Any]:
+def _load_sections(sections: dict[str, Callable[[], AnnData]], section_ids: list[str]) -> dict[str, AnnData]:
     """Load the manifest's sections from their partitions, failing on a missing one."""
     missing = [s for s in section_ids if s not in sections]
     if missing:
@@ -48,48 +34,44 @@ def _load_sections(sections: dict[str, Callable[[], Any]], section_ids: list[str
     return {s: load_partition(sections[s]) for s in section_ids}
 
 
-def make_fold_plan(section_manifest: dict[str, Any], graph: dict[str, Any]) -> dict[str, Any]:
+def make_fold_plan(section_manifest: dict[str, Any], graph_params: dict[str, Any]) -> dict[str, Any]:
     """Folds of the chosen scheme, each with test, validation and training sections."""
     return make_folds(
         section_manifest["sections"],
-        graph["fold_scheme"],
-        str(graph["fold"]),
-        str(graph["validation"]),
+        graph_params["fold_scheme"],
+        str(graph_params["fold"]),
+        str(graph_params["validation"]),
     )
 
 
 def fit_target_scaling(
-    sections: dict[str, Callable[[], Any]],
+    sections: dict[str, Callable[[], AnnData]],
     section_manifest: dict[str, Any],
     folds: dict[str, Any],
-    datasets: dict[str, Any],
-    dataset: str,
-    graph: dict[str, Any],
+    graph_preset: dict[str, Any],
+    graph_params: dict[str, Any],
 ) -> dict[str, Any]:
     """Per fold: gene panel and per-gene min-max of the training and validation sections."""
     from tqdm.auto import tqdm
 
-    preset = graph_preset(section_manifest, datasets, dataset)
     loaded = _load_sections(sections, [s["section_id"] for s in section_manifest["sections"]])
     hvg_cache: dict[str, set[str]] = {}
     return {
-        name: fold_target_scaling(loaded, fold, preset["gene_panel"], graph["target_transform"], hvg_cache)
+        name: fold_target_scaling(loaded, fold, graph_preset["gene_panel"], graph_params["target_transform"], hvg_cache)
         for name, fold in tqdm(folds["folds"].items(), desc="target scaling", unit="fold")
     }
 
 
 def build_section_graphs(
-    sections: dict[str, Callable[[], Any]],
-    patch_embeddings: dict[str, Callable[[], Any]],
+    sections: dict[str, Callable[[], AnnData]],
+    patch_embeddings: dict[str, Callable[[], AnnData]],
     section_manifest: dict[str, Any],
     folds: dict[str, Any],
     target_scaling: dict[str, Any],
-    datasets: dict[str, Any],
-    dataset: str,
-    graph: dict[str, Any],
-) -> dict[str, Callable[[], Any]]:
+    graph_preset: dict[str, Any],
+    graph_params: dict[str, Any],
+) -> dict[str, Callable[[], HeteroData]]:
     """One graph per section per fold, as lazily built partitions `<fold>/<section>`."""
-    preset = graph_preset(section_manifest, datasets, dataset)
     section_ids = [s["section_id"] for s in section_manifest["sections"]]
     loaded = _load_sections(sections, section_ids)
     missing = [s for s in section_ids if s not in patch_embeddings]
@@ -102,13 +84,13 @@ def build_section_graphs(
     neighbours = pair_neighbours(
         embeddings,
         retrieval_pairs(folds),
-        graph["k_refer"],
-        graph["metric"],
-        graph["block_size"],
-        device=graph.get("retrieval_device", "cpu"),
+        graph_params["k_refer"],
+        graph_params["metric"],
+        graph_params["block_size"],
+        device=graph_params.get("retrieval_device", "cpu"),
     )
     radius = {
-        s: float(preset["spatial_radius_spacings"]) * float(a.uns[Uns.SPOT_SPACING_PX]) for s, a in loaded.items()
+        s: float(graph_preset["spatial_radius_spacings"]) * float(a.uns[Uns.SPOT_SPACING_PX]) for s, a in loaded.items()
     }
     return fold_graph_builders(
         folds=folds,
@@ -119,5 +101,5 @@ def build_section_graphs(
         positions={s: np.asarray(a.obsm[Obsm.SPATIAL], dtype=np.float64) for s, a in loaded.items()},
         spatial_radius=radius,
         neighbours=neighbours,
-        params=graph,
+        params=graph_params,
     )

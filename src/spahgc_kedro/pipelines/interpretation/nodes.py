@@ -14,18 +14,8 @@ from spahgc_kedro.enrichment import ENRICHMENT_COLUMNS, hypergeometric_enrichmen
 from spahgc_kedro.images import data_uri, read_thumbnail
 from spahgc_kedro.metrics import pearson_per_gene
 from spahgc_kedro.partitions import load_partition
-from spahgc_kedro.pipelines.evaluation.nodes import (
-    MODEL,
-    describe_run_text,
-    gather_predictions,
-    with_run_info,
-)
-from spahgc_kedro.report import (
-    log_text_artifact,
-    render_report,
-    spatial_maps_matplotlib,
-    spatial_maps_plotly,
-)
+from spahgc_kedro.predictions import SectionPrediction, describe_run_text, with_run_info
+from spahgc_kedro.report import render_report, spatial_maps_matplotlib, spatial_maps_plotly
 from spahgc_kedro.schema import Uns
 
 logger = logging.getLogger(__name__)
@@ -40,6 +30,8 @@ AGREEMENT_COLUMNS = [
     "ari_measured",
     "nmi_measured",
 ]
+# the method whose predictions are mapped and interpreted (the evaluation's name for SpaHGC)
+MODEL = "spahgc"
 SCORE_COLUMNS = ["fold", "section_id", "label", "n_spots", "predicted_marker_score", "measured_marker_score", "markers"]
 
 
@@ -71,7 +63,7 @@ def _section_image(sections: dict[str, Callable[[], Any]], section_id: str, max_
 
 
 def plot_spatial_maps(
-    predictions: dict[str, Callable[[], Any]],
+    section_predictions: dict[str, SectionPrediction],
     sections: dict[str, Callable[[], Any]],
     map_genes: dict[str, list[str]],
     run_info: dict[str, Any],
@@ -81,20 +73,20 @@ def plot_spatial_maps(
     caption = describe_run_text(run_info)
     genes = list(dict.fromkeys([*map_genes["best"], *map_genes["markers"]]))
     all_panels, pngs = [], {}
-    for info in tqdm(gather_predictions(predictions).values(), desc="spatial maps"):
-        image = _section_image(sections, info["section_id"], int(params["thumbnail_max_side"]))
-        present = [g for g in genes if g in info["genes"]]
-        columns = [info["genes"].index(g) for g in present]
-        pcc = pearson_per_gene(info["measured"][:, columns], info["predicted"][:, columns])
+    for prediction in tqdm(section_predictions.values(), desc="spatial maps"):
+        image = _section_image(sections, prediction.section_id, int(params["thumbnail_max_side"]))
+        present = [g for g in genes if g in prediction.genes]
+        columns = [prediction.genes.index(g) for g in present]
+        pcc = pearson_per_gene(prediction.measured[:, columns], prediction.predicted[:, columns])
         panels = [
             {
-                "fold": info["fold"],
-                "section_id": info["section_id"],
+                "fold": prediction.fold,
+                "section_id": prediction.section_id,
                 "gene": gene,
-                "spatial": info["spatial"],
-                "spot_ids": info["spot_ids"],
-                "measured": info["measured"][:, c],
-                "predicted": info["predicted"][:, c],
+                "spatial": prediction.spatial,
+                "spot_ids": prediction.spot_ids,
+                "measured": prediction.measured[:, c],
+                "predicted": prediction.predicted[:, c],
                 "pcc": float(p),
                 **image,
             }
@@ -102,34 +94,33 @@ def plot_spatial_maps(
         ]
         if panels:
             all_panels.extend(panels)
-            pngs[f"{info['fold']}_{info['section_id']}.png"] = spatial_maps_matplotlib(panels, caption)
+            pngs[f"{prediction.fold}_{prediction.section_id}.png"] = spatial_maps_matplotlib(panels, caption)
     if not all_panels:
         raise ValueError("No gene to map: the predictions share no gene with the selected genes.")
     return spatial_maps_plotly(all_panels, caption), pngs
 
 
-def _match_labels(info: dict[str, Any], labels: pd.DataFrame) -> np.ndarray:
+def _match_labels(prediction: SectionPrediction, labels: pd.DataFrame) -> np.ndarray:
     """Region label per predicted spot: by spot id, else the nearest labelled pixel within half a spot spacing."""
     from scipy.spatial import cKDTree
 
     by_id = dict(zip(labels["spot_id"], labels["label"], strict=True))
-    matched = np.array([by_id.get(spot) for spot in info["spot_ids"]], dtype=object)
+    matched = np.array([by_id.get(spot) for spot in prediction.spot_ids], dtype=object)
     with_pixels = labels.dropna(subset=["pixel_x", "pixel_y"])
     unmatched = np.flatnonzero(pd.isna(matched))
-    if unmatched.size and not with_pixels.empty and len(info["spatial"]) > 1:
-        spacing = np.median(cKDTree(info["spatial"]).query(info["spatial"], k=2)[0][:, 1])
-        distance, nearest = cKDTree(with_pixels[["pixel_x", "pixel_y"]].to_numpy()).query(info["spatial"][unmatched])
+    if unmatched.size and not with_pixels.empty and len(prediction.spatial) > 1:
+        spacing = np.median(cKDTree(prediction.spatial).query(prediction.spatial, k=2)[0][:, 1])
+        distance, nearest = cKDTree(with_pixels[["pixel_x", "pixel_y"]].to_numpy()).query(prediction.spatial[unmatched])
         close = distance <= spacing / 2
         matched[unmatched[close]] = with_pixels["label"].to_numpy()[nearest[close]]
     return matched
 
 
 def region_agreement(
-    predictions: dict[str, Callable[[], Any]],
+    section_predictions: dict[str, SectionPrediction],
     region_labels: pd.DataFrame,
     run_info: dict[str, Any],
     params: dict[str, Any],
-    seed: int,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """KMeans clusters of predicted (and measured) expression vs annotated regions, and marker scores by region."""
     from sklearn.cluster import KMeans
@@ -139,13 +130,14 @@ def region_agreement(
     labelled = set(region_labels["section"].astype(str))
     if not labelled:
         logger.info("No region labels: tumour-region agreement skipped.")
-    gathered = gather_predictions(predictions) if labelled else {}
-    for info in gathered.values():
-        fold = info["fold"]
-        if info["section_id"] not in labelled:
-            logger.info("Fold '%s': section '%s' has no region labels, skipped.", fold, info["section_id"])
+    for prediction in section_predictions.values() if labelled else []:
+        fold = prediction.fold
+        if prediction.section_id not in labelled:
+            logger.info("Fold '%s': section '%s' has no region labels, skipped.", fold, prediction.section_id)
             continue
-        spot_labels = _match_labels(info, region_labels[region_labels["section"].astype(str) == info["section_id"]])
+        spot_labels = _match_labels(
+            prediction, region_labels[region_labels["section"].astype(str) == prediction.section_id]
+        )
         keep = ~pd.isna(spot_labels)
         regions = spot_labels[keep].astype(str)
         n_regions = len(set(regions))
@@ -154,30 +146,32 @@ def region_agreement(
             continue
         row = {
             "fold": fold,
-            "section_id": info["section_id"],
+            "section_id": prediction.section_id,
             "n_spots_labelled": int(keep.sum()),
             "n_regions": n_regions,
         }
         for kind in ("predicted", "measured"):
-            clusters = KMeans(n_clusters=n_regions, n_init=10, random_state=seed).fit_predict(info[kind][keep])
+            clusters = KMeans(n_clusters=n_regions, n_init=10, random_state=int(params["seed"])).fit_predict(
+                getattr(prediction, kind)[keep]
+            )
             row[f"ari_{kind}"] = float(adjusted_rand_score(regions, clusters))
             row[f"nmi_{kind}"] = float(normalized_mutual_info_score(regions, clusters))
         agreement.append(row)
-        markers = [g for g in params["tumour_markers"] if g in info["genes"]]
+        markers = [g for g in params["tumour_markers"] if g in prediction.genes]
         if not markers:
             logger.info("Fold '%s': no tumour marker in the gene panel, marker scores skipped.", fold)
             continue
-        columns = [info["genes"].index(g) for g in markers]
+        columns = [prediction.genes.index(g) for g in markers]
         for region in sorted(set(regions)):
             in_region = regions == region
             scores.append(
                 {
                     "fold": fold,
-                    "section_id": info["section_id"],
+                    "section_id": prediction.section_id,
                     "label": region,
                     "n_spots": int(in_region.sum()),
-                    "predicted_marker_score": float(info["predicted"][keep][in_region][:, columns].mean()),
-                    "measured_marker_score": float(info["measured"][keep][in_region][:, columns].mean()),
+                    "predicted_marker_score": float(prediction.predicted[keep][in_region][:, columns].mean()),
+                    "measured_marker_score": float(prediction.measured[keep][in_region][:, columns].mean()),
                     "markers": ",".join(markers),
                 }
             )
@@ -239,8 +233,3 @@ def build_report(
         agreement,
         marker_scores,
     )
-
-
-def log_report_to_mlflow(report: str) -> None:
-    """Attach the HTML report to the active MLflow run, if any."""
-    log_text_artifact(report, "spahgc_report.html")

@@ -2,30 +2,26 @@
 
 from kedro.pipeline import Pipeline, node, pipeline
 
-from .nodes import (
-    build_report,
-    enrich_well_predicted_genes,
-    log_report_to_mlflow,
-    plot_spatial_maps,
-    region_agreement,
-    select_map_genes,
-)
+from spahgc_kedro.predictions import gather_predictions
+
+from .nodes import build_report, enrich_well_predicted_genes, plot_spatial_maps, region_agreement, select_map_genes
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     """Wire the downstream analyses of the paper and the report that gathers them."""
     return pipeline(
         [
+            node(gather_predictions, "predictions", "section_predictions", name="load_section_predictions"),
             node(select_map_genes, ["per_gene_pcc", "params:interpretation"], "map_genes", name="select_map_genes"),
             node(
                 plot_spatial_maps,
-                ["predictions", "sections", "map_genes", "evaluation_run_info", "params:interpretation"],
+                ["section_predictions", "sections", "map_genes", "evaluation_run_info", "params:interpretation"],
                 ["spatial_maps", "spatial_maps_png"],
                 name="plot_spatial_maps",
             ),
             node(
                 region_agreement,
-                ["predictions", "region_labels", "evaluation_run_info", "params:interpretation", "params:seed"],
+                ["section_predictions", "region_labels", "evaluation_run_info", "params:interpretation"],
                 ["region_agreement", "region_marker_scores"],
                 name="region_agreement",
             ),
@@ -50,6 +46,5 @@ def create_pipeline(**kwargs) -> Pipeline:
                 "report",
                 name="build_report",
             ),
-            node(log_report_to_mlflow, "report", None, name="log_report_to_mlflow"),
         ]
     )

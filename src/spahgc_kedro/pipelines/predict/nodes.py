@@ -1,9 +1,9 @@
 """Nodes that predict expression on new sections (H&E + spots, no ST) with a trained fold model.
 
-A new section is treated exactly like a fold's test section (graph.py): its raw
-embeddings retrieve k spots from the fold's training sections, its embeddings are
-standardised with the fold's training + validation statistics, and the model predicts
-from the unmasked graph.
+A new section is built exactly like a fold's test section, by the same `graph.FoldReferences`:
+its raw embeddings retrieve k spots from the fold's training sections, its embeddings are
+standardised with the fold's training + validation statistics, and the model predicts from
+the unmasked graph.
 """
 
 from __future__ import annotations
@@ -14,25 +14,19 @@ from typing import Any
 
 import numpy as np
 
-from spahgc_kedro.graph import (
-    aligned_embedding,
-    assemble_section_graph,
-    merge_section_neighbours,
-    nearest_neighbours,
-    standardisation,
-)
+from spahgc_kedro.embedding import LazyEncoder, content_key, embed_section, patch_settings
+from spahgc_kedro.graph import FoldReferences, aligned_embedding
+from spahgc_kedro.hints import AnnData, HeteroData
 from spahgc_kedro.partitions import load_partition
-from spahgc_kedro.pipelines.embedding.nodes import LazyEncoder, content_key, embed_section, patch_settings
-from spahgc_kedro.pipelines.graph.nodes import graph_preset
 from spahgc_kedro.schema import Layers, Obs, Obsm, Uns
-from spahgc_kedro.targets import minmax_scale, minmax_unscale, transformed_expression
+from spahgc_kedro.targets import transformed_expression
 
 logger = logging.getLogger(__name__)
 
 NO_MODEL_HINT = "run `kedro run --pipeline=train` first (with the same --params dataset/encoder)"
 
 
-def read_new_sections(new_slides: str, predict: dict[str, Any]) -> dict[str, Any]:
+def read_new_sections(new_slides: str, predict: dict[str, Any]) -> dict[str, AnnData]:
     """Every new section of the folder as a standard AnnData with zero genes."""
     from spahgc_kedro.readers import get_reader
 
@@ -71,12 +65,6 @@ def choose_model_fold(trained_models: dict[str, Any], folds: dict[str, Any], pre
     return wanted
 
 
-def _reference_sections(folds: dict[str, Any], model_fold: str) -> tuple[list[str], list[str]]:
-    """(training sections = retrieval candidates, training + validation = standardisation set)."""
-    fold = folds["folds"][model_fold]
-    return list(fold["train"]), list(fold["train"]) + list(fold["validation"])
-
-
 def _compared_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """The encoder and patch settings that must match for embeddings to be comparable."""
     # with patch_size_um the pixel side legitimately differs between sections of different scale
@@ -112,23 +100,22 @@ def check_embedding_settings(section_id: str, new: dict[str, Any], reference: di
 
 
 def embed_new_sections(
-    new_sections: dict[str, Any],
-    patch_embeddings: dict[str, Callable[[], Any]],
+    new_sections: dict[str, AnnData],
+    patch_embeddings: dict[str, Callable[[], AnnData]],
     folds: dict[str, Any],
     model_fold: str,
-    encoder: str,
-    device: str,
-    seed: int,
-    embedding: dict[str, Any],
-) -> dict[str, Any]:
+    embedding_params: dict[str, Any],
+) -> dict[str, AnnData]:
     """Embed the new sections' patches with the encoder and patch settings of the reference embeddings."""
     import torch
 
     from spahgc_kedro import encoders
 
-    torch.manual_seed(seed)
+    torch.manual_seed(int(embedding_params["seed"]))
+    encoder = embedding_params["encoder"]
     encoders.check_encoder_name(encoder)
-    _, fitting = _reference_sections(folds, model_fold)
+    fold = folds["folds"][model_fold]
+    fitting = [*fold["train"], *fold["validation"]]
     missing = [s for s in fitting if s not in patch_embeddings]
     if missing:
         raise ValueError(
@@ -136,151 +123,113 @@ def embed_new_sections(
             "with the same --params dataset/encoder as the trained model."
         )
     reference = {s: dict(load_partition(patch_embeddings[s]).uns[Uns.ENCODER]) for s in fitting}
-    identity = encoders.weights_identity(encoder, embedding.get("weights_path"))
-    lazy = LazyEncoder(encoder, device, embedding)
+    identity = encoders.weights_identity(encoder, embedding_params.get("weights_path"))
+    lazy = LazyEncoder(embedding_params)
     embedded = {}
     for section_id, section in sorted(new_sections.items()):
-        patch = patch_settings(section.uns, embedding)
+        patch = patch_settings(section.uns, embedding_params)
         check_embedding_settings(section_id, {"name": encoder, "weights_identity": identity, **patch}, reference)
         key = content_key(section, encoder, identity, patch)
-        embedded[section_id] = embed_section(section, key, patch, lazy, embedding)
+        embedded[section_id] = embed_section(section, key, patch, lazy, embedding_params)
     return embedded
 
 
-def reference_features(
-    sections: dict[str, Callable[[], Any]],
-    embeddings: dict[str, np.ndarray],
-    training: list[str],
-    fitting: list[str],
-    scaling: dict[str, Any],
-) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    """(mean, std) of the fitting embeddings and `[embedding || scaled expression]` per training section."""
-    mean, std = standardisation([embeddings[s] for s in fitting])
-    references = []
-    for section_id in training:
-        section = load_partition(sections[section_id])
-        expression = transformed_expression(section, scaling["genes"], scaling["transform"])
-        scaled = minmax_scale(expression, scaling["min"], scaling["max"])
-        references.append(np.hstack([(embeddings[section_id] - mean) / std, scaled]))
-    return mean, std, references
-
-
-def build_new_section_graphs(
-    new_sections: dict[str, Any],
-    new_patch_embeddings: dict[str, Any],
-    sections: dict[str, Callable[[], Any]],
-    patch_embeddings: dict[str, Callable[[], Any]],
-    section_manifest: dict[str, Any],
+def fit_model_references(
+    sections: dict[str, Callable[[], AnnData]],
+    patch_embeddings: dict[str, Callable[[], AnnData]],
     folds: dict[str, Any],
     target_scaling: dict[str, Any],
     model_fold: str,
-    datasets: dict[str, Any],
-    dataset: str,
-    graph: dict[str, Any],
-) -> dict[str, Any]:
-    """One HeteroData per new section (no `y`), built like a test section of the model's fold."""
-    preset = graph_preset(section_manifest, datasets, dataset)
-    training, fitting = _reference_sections(folds, model_fold)
+    graph_params: dict[str, Any],
+) -> FoldReferences:
+    """The model fold's references: its training sections, standardised as when the model was trained."""
+    fold = folds["folds"][model_fold]
+    fitting = [*fold["train"], *fold["validation"]]
     missing = [s for s in fitting if s not in sections]
     if missing:
         raise ValueError(f"Reference sections {missing} are not in `sections`: re-run the ingestion pipeline.")
-    embeddings = {
-        s: aligned_embedding(load_partition(sections[s]), load_partition(patch_embeddings[s]), s) for s in fitting
-    }
-    mean, std, references = reference_features(sections, embeddings, training, fitting, target_scaling[model_fold])
-    graphs = {}
-    for section_id, section in sorted(new_sections.items()):
-        raw = aligned_embedding(section, new_patch_embeddings[section_id], section_id)
-        # retrieval on raw embeddings, per training section then merged, as for a test section
-        per_section = [
-            nearest_neighbours(
-                raw, embeddings[c], min(graph["k_refer"], len(embeddings[c])), graph["metric"], graph["block_size"]
-            )
-            for c in training
-        ]
-        _, ref_section, ref_spot = merge_section_neighbours(per_section, graph["k_refer"])
-        graphs[section_id] = assemble_section_graph(
-            target_x=(raw - mean) / std,
-            target_y=None,
-            target_pos=np.asarray(section.obsm[Obsm.SPATIAL], dtype=np.float64),
-            spatial_radius=float(preset["spatial_radius_spacings"]) * float(section.uns[Uns.SPOT_SPACING_PX]),
-            max_spatial_neighbours=graph["max_spatial_neighbours"],
-            neighbour_section=ref_section,
-            neighbour_spot=ref_spot,
-            reference_x=references,
-            k_close=graph["k_close"],
-            metric=graph["metric"],
-            block_size=graph["block_size"],
-            attributes={
-                "section_id": section_id,
-                "fold": model_fold,
-                "role": "new",
-                "genes": list(target_scaling[model_fold]["genes"]),
-                "spot_ids": list(section.obs_names),
-                "reference_sections": training,
-                "embedding_dim": int(raw.shape[1]),
-            },
+    loaded = {s: load_partition(sections[s]) for s in fitting}
+    embeddings = {s: aligned_embedding(loaded[s], load_partition(patch_embeddings[s]), s) for s in fitting}
+    return FoldReferences.fit(
+        model_fold,
+        fold,
+        target_scaling[model_fold],
+        embeddings,
+        lambda s, genes, transform: transformed_expression(loaded[s], genes, transform),
+        graph_params,
+    )
+
+
+def build_new_section_graphs(
+    new_sections: dict[str, AnnData],
+    new_patch_embeddings: dict[str, AnnData],
+    model_references: FoldReferences,
+    model_graph_preset: dict[str, Any],
+) -> dict[str, HeteroData]:
+    """One HeteroData per new section (no `y`), built like a test section of the model's fold."""
+    return {
+        section_id: model_references.build(
+            section_id,
+            aligned_embedding(section, new_patch_embeddings[section_id], section_id),
+            np.asarray(section.obsm[Obsm.SPATIAL], dtype=np.float64),
+            float(model_graph_preset["spatial_radius_spacings"]) * float(section.uns[Uns.SPOT_SPACING_PX]),
+            list(section.obs_names),
+            role="new",
         )
-    return graphs
+        for section_id, section in sorted(new_sections.items())
+    }
 
 
 def predict_new_sections(
     trained_models: dict[str, Any],
-    new_section_graphs: dict[str, Any],
-    new_sections: dict[str, Any],
-    target_scaling: dict[str, Any],
-    model_fold: str,
+    model_references: FoldReferences,
+    new_section_graphs: dict[str, HeteroData],
+    new_sections: dict[str, AnnData],
+    predict_params: dict[str, Any],
     dataset: str,
     encoder: str,
-    device: str,
-) -> dict[str, Any]:
+) -> dict[str, AnnData]:
     """Predict every new section from its unmasked graph, as one AnnData partition per section."""
-    import anndata as ad
-
     from spahgc_kedro.encoders import select_device
-    from spahgc_kedro.model.training import build_model, predict
+    from spahgc_kedro.model.training import load_model, predict
+    from spahgc_kedro.predictions import prediction_anndata
 
-    trained, scaling = trained_models[model_fold], target_scaling[model_fold]
-    config = trained["config"]
-    model = build_model(config)
-    model.load_state_dict(trained["state_dict"])
-    target = str(select_device(device))
+    fold = model_references.fold
+    checkpoint = trained_models[fold]
+    config = checkpoint["model_config"]
+    model = load_model(checkpoint)
+    device = str(select_device(predict_params["device"]))
     predictions = {}
     for section_id, graph in sorted(new_section_graphs.items()):
         if graph.embedding_dim != config["target_dim"] or len(graph.genes) != config["n_genes"]:
             raise ValueError(
-                f"The fold {model_fold} model expects {config['target_dim']}-d embeddings and {config['n_genes']} "
+                f"The fold {fold} model expects {config['target_dim']}-d embeddings and {config['n_genes']} "
                 f"genes; new section {section_id} has {graph.embedding_dim}-d embeddings and the fold's target "
                 f"scaling {len(graph.genes)} genes: the model and the graph inputs come from different runs. "
                 "Re-run the graph and train pipelines."
             )
-        predicted = predict(model, graph, target).astype(np.float32)
         section = new_sections[section_id]
-        adata = ad.AnnData(X=predicted)
-        adata.obs_names = [str(s) for s in graph.spot_ids]
-        adata.var_names = list(graph.genes)
-        adata.obs[Obs.ARRAY_ROW] = section.obs[Obs.ARRAY_ROW].to_numpy()
-        adata.obs[Obs.ARRAY_COL] = section.obs[Obs.ARRAY_COL].to_numpy()
-        adata.layers[Layers.LOG_EXPRESSION] = minmax_unscale(predicted, scaling["min"], scaling["max"])
-        adata.obsm[Obsm.SPATIAL] = np.asarray(section.obsm[Obsm.SPATIAL], dtype=np.float64)
-        adata.uns.update(
-            section_id=section_id,
-            fold=model_fold,
-            reference_sections=list(graph.reference_sections),
-            dataset=dataset,
-            encoder=encoder,
-            target_transform=scaling["transform"],
-            best_epoch=int(trained["best_epoch"]),
-            mlflow_run_id=str(trained.get("mlflow_run_id") or ""),
-            image_path=section.uns[Uns.IMAGE_PATH],
-            image_size=list(section.uns[Uns.IMAGE_SIZE]),
-            spot_source=section.uns[Uns.SPOT_SOURCE],
+        predictions[section_id] = prediction_anndata(
+            predict(model, graph, device),
+            graph,
+            model_references.scaling,
+            measured=False,
+            obs=section.obs[[Obs.ARRAY_ROW, Obs.ARRAY_COL]],
+            **{
+                Uns.REFERENCE_SECTIONS: list(graph.reference_sections),
+                Uns.DATASET: dataset,
+                Uns.ENCODER: encoder,
+                Uns.BEST_EPOCH: int(checkpoint["best_epoch"]),
+                Uns.MLFLOW_RUN_ID: str(checkpoint.get("mlflow_run_id") or ""),
+                Uns.IMAGE_PATH: section.uns[Uns.IMAGE_PATH],
+                Uns.IMAGE_SIZE: list(section.uns[Uns.IMAGE_SIZE]),
+                Uns.SPOT_SOURCE: section.uns[Uns.SPOT_SOURCE],
+            },
         )
-        predictions[section_id] = adata
     return predictions
 
 
-def map_genes(adata: Any, requested: list[str], n_top: int) -> list[str]:
+def map_genes(adata: AnnData, requested: list[str], n_top: int) -> list[str]:
     """Requested genes present in the panel, then the `n_top` genes whose predictions vary most."""
     present = [g for g in requested if g in adata.var_names]
     skipped = [g for g in requested if g not in adata.var_names]
@@ -291,7 +240,7 @@ def map_genes(adata: Any, requested: list[str], n_top: int) -> list[str]:
     return list(dict.fromkeys([*present, *ranked]))
 
 
-def prediction_map(adata: Any, genes: list[str], thumbnail_max_side: int) -> Any:
+def prediction_map(adata: AnnData, genes: list[str], thumbnail_max_side: int) -> Any:
     """Predicted expression of the chosen genes over the H&E thumbnail, one gene at a time (dropdown)."""
     import plotly.graph_objects as go
 

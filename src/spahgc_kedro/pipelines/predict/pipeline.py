@@ -2,10 +2,13 @@
 
 from kedro.pipeline import Pipeline, node, pipeline
 
+from spahgc_kedro.graph import graph_preset
+
 from .nodes import (
     build_new_section_graphs,
     choose_model_fold,
     embed_new_sections,
+    fit_model_references,
     plot_new_prediction_maps,
     predict_new_sections,
     read_new_sections,
@@ -18,41 +21,29 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(read_new_sections, ["new_slides", "params:predict"], "new_sections", name="read_new_sections"),
             node(
-                choose_model_fold,
-                ["trained_models", "folds", "params:predict"],
-                "model_fold",
-                name="choose_model_fold",
+                choose_model_fold, ["trained_models", "folds", "params:predict"], "model_fold", name="choose_model_fold"
             ),
             node(
                 embed_new_sections,
-                [
-                    "new_sections",
-                    "patch_embeddings",
-                    "folds",
-                    "model_fold",
-                    "params:encoder",
-                    "params:device",
-                    "params:seed",
-                    "params:embedding",
-                ],
+                ["new_sections", "patch_embeddings", "folds", "model_fold", "params:embedding"],
                 "new_patch_embeddings",
                 name="embed_new_sections",
             ),
             node(
+                graph_preset,
+                ["section_manifest", "params:datasets", "params:dataset"],
+                "model_graph_preset",
+                name="resolve_model_graph_preset",
+            ),
+            node(
+                fit_model_references,
+                ["sections", "patch_embeddings", "folds", "target_scaling", "model_fold", "params:graph"],
+                "model_references",
+                name="fit_model_references",
+            ),
+            node(
                 build_new_section_graphs,
-                [
-                    "new_sections",
-                    "new_patch_embeddings",
-                    "sections",
-                    "patch_embeddings",
-                    "section_manifest",
-                    "folds",
-                    "target_scaling",
-                    "model_fold",
-                    "params:datasets",
-                    "params:dataset",
-                    "params:graph",
-                ],
+                ["new_sections", "new_patch_embeddings", "model_references", "model_graph_preset"],
                 "new_section_graphs",
                 name="build_new_section_graphs",
             ),
@@ -60,13 +51,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 predict_new_sections,
                 [
                     "trained_models",
+                    "model_references",
                     "new_section_graphs",
                     "new_sections",
-                    "target_scaling",
-                    "model_fold",
+                    "params:predict",
                     "params:dataset",
                     "params:encoder",
-                    "params:device",
                 ],
                 "new_predictions",
                 name="predict_new_sections",

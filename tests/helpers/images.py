@@ -1,4 +1,4 @@
-"""Tiny generated images and sections for the embedding tests."""
+"""Generated H&E-like images (plain, locatable, tiled pyramidal TIFF) and a section over one."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def write_tiled_tiff(path: Path, pixels: np.ndarray, tile: int = 64) -> Path:
     return path
 
 
-def make_section(image_path: Path, centres: np.ndarray, section_id: str = "S1", microns_per_pixel: float = 0.5):
+def image_section(image_path: Path, centres: np.ndarray, section_id: str = "S1", microns_per_pixel: float = 0.5):
     """A standard section (docs/design.md section 1) with given spot centres and image."""
     import anndata as ad
     import scipy.sparse as sp

@@ -1,9 +1,12 @@
-"""Tiny generated sections and embeddings for the graph pipeline tests."""
+"""Tiny generated sections and embeddings (five 6 x 6 grids of 120 genes) and their graphs."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
-import pytest
+
+from tests.helpers.partitions import as_partitions
 
 GRID = 6  # spots per side
 SPACING = 100.0  # px between neighbouring spot centres
@@ -14,7 +17,7 @@ TRAIN_HVGS = list(range(10))  # strongly variable in S1-S4
 TEST_HVGS = list(range(5, 15))  # S5: shares G5-G9 with the others, adds G10-G14
 
 
-def make_section(section_id: str, patient_id: str, seed: int, variable_genes: list[int], offset: int = 0):
+def tiny_section(section_id: str, patient_id: str, seed: int, variable_genes: list[int], offset: int = 0):
     """A standard section (design.md §1) on a square grid with chosen highly variable genes."""
     import anndata as ad
     import scipy.sparse as sp
@@ -43,7 +46,7 @@ def make_section(section_id: str, patient_id: str, seed: int, variable_genes: li
     return section
 
 
-def make_embedding(section, seed: int):
+def tiny_embedding(section, seed: int):
     """Patch embeddings in the section's spot order."""
     import anndata as ad
 
@@ -53,20 +56,19 @@ def make_embedding(section, seed: int):
     return embedding
 
 
-@pytest.fixture
-def tiny():
+def tiny_dataset() -> tuple[dict, dict, dict]:
     """Five sections (patients A, A, B, B, C); S5's counts are all >= 1000, unlike the others'."""
     sections, embeddings = {}, {}
     for i, (sid, patient) in enumerate(SECTIONS):
         test_like = sid == "S5"
-        sections[sid] = make_section(
+        sections[sid] = tiny_section(
             sid,
             patient,
             seed=i,
             variable_genes=TEST_HVGS if test_like else TRAIN_HVGS,
             offset=1000 if test_like else 0,
         )
-        embeddings[sid] = make_embedding(sections[sid], seed=100 + i)
+        embeddings[sid] = tiny_embedding(sections[sid], seed=100 + i)
     manifest = {
         "dataset": "tiny",
         "format": "generated",
@@ -77,8 +79,7 @@ def tiny():
     return sections, embeddings, manifest
 
 
-@pytest.fixture
-def graph_params():
+def graph_params() -> dict[str, Any]:
     """The graph parameters of conf/base/parameters_graph.yml, with small blocks."""
     return {
         "fold_scheme": "leave_one_section_out",
@@ -93,6 +94,15 @@ def graph_params():
     }
 
 
-def loaders(objects: dict) -> dict:
-    """Partitioned-dataset style: partition id -> loader."""
-    return {key: (lambda value=value: value) for key, value in objects.items()}
+def tiny_graphs(tiny: tuple[dict, dict, dict], params: dict[str, Any], gene_panel: dict | None = None) -> tuple:
+    """Folds, target scaling and lazily built section graphs of the tiny sections, by the graph nodes."""
+    from spahgc_kedro.pipelines.graph.nodes import build_section_graphs, fit_target_scaling, make_fold_plan
+
+    sections, embeddings, manifest = tiny
+    preset = {**manifest["preset"], **({"gene_panel": gene_panel} if gene_panel else {})}
+    folds = make_fold_plan(manifest, params)
+    scaling = fit_target_scaling(as_partitions(sections), manifest, folds, preset, params)
+    graphs = build_section_graphs(
+        as_partitions(sections), as_partitions(embeddings), manifest, folds, scaling, preset, params
+    )
+    return folds, scaling, graphs

@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from tests.helpers.partitions import as_partitions
+
 
 def make_run(
     n_sections: int = 3, side: int = 6, n_genes: int = 10, dim: int = 8, seed: int = 0, tests_per_fold: int = 1
@@ -42,12 +44,18 @@ def make_run(
             data.role = "test" if name in tests else "train"
             # identity standardisation: target.x are the raw embeddings
             data.embedding_mean, data.embedding_std = torch.zeros(dim), torch.ones(dim)
-            graphs[f"{fold}/{name}"] = lambda d=data: d
+            graphs[f"{fold}/{name}"] = data
         for test in tests:
             predictions[fold if tests_per_fold == 1 else f"{fold}-{test}"] = _prediction(
                 sections[test], genes, fold, test, scheme, rng
             )
-    return {"sections": sections, "folds": folds, "section_graphs": graphs, "predictions": predictions, "genes": genes}
+    return {
+        "sections": sections,
+        "folds": folds,
+        "section_graphs": as_partitions(graphs),
+        "predictions": predictions,
+        "genes": genes,
+    }
 
 
 def _prediction(section: dict[str, Any], genes: list[str], fold: str, test: str, scheme: str, rng: Any) -> Any:

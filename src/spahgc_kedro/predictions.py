@@ -1,0 +1,149 @@
+"""Prediction AnnData: one builder, its partition key, and the arrays the evaluation reads back.
+
+A prediction (docs/design.md §4) is an AnnData over one section's spots and one fold's
+genes: `X` = predicted normalised expression (what the model outputs, min-max scaled with
+the fold's statistics), `layers['log_expression']` = the same on the target-transform
+scale (log10(count + 1) by default), `layers['measured']` = the measured normalised
+expression when the section has ST, `obsm['spatial']` = spot centres, and `uns` saying
+which fold, section, dataset, encoder and transform it belongs to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from spahgc_kedro.hints import AnnData, HeteroData
+from spahgc_kedro.partitions import iter_partitions
+from spahgc_kedro.schema import Layers, Obsm, Uns
+from spahgc_kedro.targets import minmax_unscale
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "RUN_INFO_COLUMNS",
+    "SectionPrediction",
+    "describe_run",
+    "describe_run_text",
+    "gather_predictions",
+    "prediction_anndata",
+    "prediction_key",
+    "with_run_info",
+]
+
+RUN_INFO_COLUMNS = ("dataset", "n_genes_panel", "target_transform", "fold_scheme", "encoder")
+
+
+def prediction_key(fold: str, section_id: str) -> str:
+    """Partition key of a section's prediction: `<fold>` when the fold tests that one section, else `<fold>-<section>`."""
+    return fold if section_id == fold else f"{fold}-{section_id}"
+
+
+def prediction_anndata(
+    predicted: np.ndarray,
+    graph: HeteroData,
+    scaling: dict[str, Any],
+    *,
+    measured: bool,
+    obs: pd.DataFrame | None = None,
+    **uns: Any,
+) -> AnnData:
+    """The prediction of the graph's target spots; `measured` keeps the graph's labels as `layers['measured']`."""
+    import anndata as ad
+
+    predicted = np.asarray(predicted, dtype=np.float32)
+    adata = ad.AnnData(X=predicted)
+    adata.obs_names = [str(s) for s in graph.spot_ids]
+    adata.var_names = list(graph.genes)
+    if obs is not None:
+        for column in obs.columns:
+            adata.obs[column] = obs[column].to_numpy()
+    adata.layers[Layers.LOG_EXPRESSION] = minmax_unscale(predicted, scaling["min"], scaling["max"])
+    if measured:
+        adata.layers[Layers.MEASURED] = graph["target"].y.numpy().astype(np.float32)
+    adata.obsm[Obsm.SPATIAL] = graph["target"].pos.numpy().astype(np.float64)
+    adata.uns.update(
+        {Uns.FOLD: str(graph.fold), Uns.SECTION_ID: str(graph.section_id), Uns.TARGET_TRANSFORM: scaling["transform"]}
+    )
+    adata.uns.update(uns)
+    return adata
+
+
+@dataclass
+class SectionPrediction:
+    """One test section's prediction as plain arrays: what metrics, baselines and figures read."""
+
+    fold: str
+    section_id: str
+    genes: list[str]
+    spot_ids: list[str]
+    spatial: np.ndarray
+    measured: np.ndarray
+    predicted: np.ndarray
+    uns: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_anndata(cls, adata: AnnData, key: str) -> SectionPrediction:
+        """Read a prediction AnnData that has measured values (a fold's test section)."""
+        return cls(
+            fold=str(adata.uns.get(Uns.FOLD, key)),
+            section_id=str(adata.uns.get(Uns.SECTION_ID, key)),
+            genes=[str(g) for g in adata.var_names],
+            spot_ids=[str(s) for s in adata.obs_names],
+            spatial=np.asarray(adata.obsm[Obsm.SPATIAL], dtype=np.float64),
+            measured=_dense(adata.layers[Layers.MEASURED]),
+            predicted=_dense(adata.X),
+            uns={k: v for k, v in adata.uns.items() if isinstance(v, str | int | float)},
+        )
+
+
+def _dense(values: Any) -> np.ndarray:
+    return np.asarray(values.toarray() if hasattr(values, "toarray") else values, dtype=np.float32)
+
+
+def gather_predictions(predictions: Mapping[str, Callable[[], AnnData] | AnnData]) -> dict[str, SectionPrediction]:
+    """Every test section's prediction, keyed by partition (a leave-one-patient-out fold tests several)."""
+    from tqdm.auto import tqdm
+
+    if not predictions:
+        raise ValueError("No predictions found: run the train pipeline first (`kedro run --pipeline=train`).")
+    return {
+        key: SectionPrediction.from_anndata(adata, key)
+        for key, adata in tqdm(iter_partitions(predictions), total=len(predictions), desc="loading predictions")
+    }
+
+
+def describe_run(gathered: dict[str, SectionPrediction], folds: dict[str, Any]) -> dict[str, Any]:
+    """The run description every table and figure states: data, panel, transform, folds, encoder."""
+    first = next(iter(gathered.values())).uns
+    panel_sizes = sorted({len(p.genes) for p in gathered.values()})
+    test_sections: dict[str, list[str]] = {}
+    for prediction in gathered.values():
+        test_sections.setdefault(prediction.fold, []).append(prediction.section_id)
+    return {
+        "dataset": str(first.get(Uns.DATASET, "unknown")),
+        "encoder": str(first.get(Uns.ENCODER, "unknown")),
+        "fold_scheme": str(first.get(Uns.FOLD_SCHEME, folds.get("scheme", "unknown"))),
+        "target_transform": str(first.get(Uns.TARGET_TRANSFORM, "unknown")),
+        # panels are computed per fold from training sections, so sizes may differ
+        "n_genes_panel": panel_sizes[0] if len(panel_sizes) == 1 else f"{panel_sizes[0]}-{panel_sizes[-1]}",
+        "n_folds": len(test_sections),
+        "folds": test_sections,
+    }
+
+
+def describe_run_text(run_info: dict[str, Any]) -> str:
+    """One-line caption of the run description for figure titles."""
+    return (
+        f"data {run_info['dataset']}, {run_info['n_genes_panel']} genes, target {run_info['target_transform']}, "
+        f"folds {run_info['fold_scheme']} ({run_info['n_folds']}), encoder {run_info['encoder']}"
+    )
+
+
+def with_run_info(table: pd.DataFrame, run_info: dict[str, Any]) -> pd.DataFrame:
+    """Append the run description as constant columns."""
+    return table.assign(**{column: str(run_info[column]) for column in RUN_INFO_COLUMNS})
