@@ -34,6 +34,17 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no reference-reference edges": {"train": {"model": {"use_reference_edges": False}}},
     "no spatial edges": {"train": {"model": {"use_spatial_edges": False}}},
     "frozen teacher (reference code)": {"train": {"teacher": "frozen"}},
+    # ways to predict genes rather than depth (issue 11; docs/metrics.md)
+    "+ gene-specific loss (w 0.5)": {"train": {"w_gene_specific": 0.5}},
+    "+ factorised decoder + gene-specific loss (w 0.5)": {
+        "train": {"w_gene_specific": 0.5, "model": {"decoder": "factorised"}}
+    },
+    "+ 3x context view": {"embedding": {"context_scale": 3}},
+    "+ 8 flips/rotations per patch": {"embedding": {"views": 8}},
+    "+ 3x context view + gene-specific loss (w 0.5)": {
+        "embedding": {"context_scale": 3},
+        "train": {"w_gene_specific": 0.5},
+    },
 }
 DEFAULT = "SpaHGC (EMA teacher, default)"
 # the method and the ablation the paper leads with: these get every --seeds

@@ -28,10 +28,20 @@ PATCH_CODE_VERSION = 1
 
 
 def patch_settings(section_uns: dict[str, Any], embedding: dict[str, Any]) -> dict[str, Any]:
-    """Patch side in px (and um when set) and the border fill, as recorded with the embeddings."""
+    """Patch side in px (and um when set), border fill, context scale and views, as recorded with the embeddings."""
     settings = {"patch_px": patch_size_px(section_uns, embedding), "pad_value": int(embedding["pad_value"])}
     if embedding.get("patch_size_um") is not None:
         settings["patch_um"] = float(embedding["patch_size_um"])
+    # recorded only when not the default, so embeddings cached by earlier versions keep their key
+    context_scale, views = int(embedding.get("context_scale") or 1), int(embedding.get("views") or 1)
+    if context_scale not in (1, 2, 3, 4, 5) or views not in (1, 8):
+        raise ValueError(
+            f"embedding.context_scale must be 1-5 (got {context_scale}) and embedding.views 1 or 8 (got {views})."
+        )
+    if context_scale > 1:
+        settings["context_scale"] = context_scale
+    if views > 1:
+        settings["views"] = views
     return settings
 
 
@@ -77,30 +87,48 @@ class LazyEncoder:
 def embed_section(
     section: AnnData, key: str, patch: dict[str, Any], lazy: LazyEncoder, embedding: dict[str, Any]
 ) -> AnnData:
-    """Embed every spot patch of one section into an AnnData (X float32 [spots, dim])."""
+    """Embed every spot's patch of one section into an AnnData (X float32 [spots, dim]).
+
+    With `context_scale` s > 1 the spot's embedding is followed by that of an s times larger patch
+    around it, resized to the encoder's input (TRIPLEX-style context: [spot || context], 2 dim);
+    with `views` 8, each patch's embedding is the mean over its 4 rotations x 2 flips.
+    """
     import anndata as ad
 
     encoder, device = lazy.get()
     section_id = str(section.uns.get(Uns.SECTION_ID, "?"))
-    patches = SpotPatches(
-        section.uns[Uns.IMAGE_PATH],
-        section.obsm[Obsm.SPATIAL],
-        patch_px=patch["patch_px"],
-        output_px=encoder.spec.input_px,
-        pad_value=patch["pad_value"],
-        section_id=section_id,
-    )
-    features = encoders.encode_patches(
-        encoder,
-        patches,
-        device,
-        batch_size=int(embedding["batch_size"]),
-        num_workers=int(embedding["num_workers"]),
-        description=f"embed {section_id}",
-    )
+
+    def embedded(patch_px: int, what: str) -> np.ndarray:
+        n_views = int(patch.get("views", 1))
+        views = []
+        for view in range(n_views):
+            patches = SpotPatches(
+                section.uns[Uns.IMAGE_PATH],
+                section.obsm[Obsm.SPATIAL],
+                patch_px=patch_px,
+                output_px=encoder.spec.input_px,
+                pad_value=patch["pad_value"],
+                section_id=section_id,
+                view=view,
+            )
+            views.append(
+                encoders.encode_patches(
+                    encoder,
+                    patches,
+                    device,
+                    batch_size=int(embedding["batch_size"]),
+                    num_workers=int(embedding["num_workers"]),
+                    description=f"embed {section_id}{what}" + (f", view {view + 1}/{n_views}" if n_views > 1 else ""),
+                )
+            )
+        return np.mean(views, axis=0, dtype=np.float64).astype(np.float32) if n_views > 1 else views[0]
+
+    features = embedded(patch["patch_px"], "")
+    if patch.get("context_scale", 1) > 1:
+        features = np.hstack([features, embedded(patch["patch_px"] * patch["context_scale"], " (context)")])
     result = ad.AnnData(X=features)
     result.obs_names = section.obs_names.copy()
     result.obsm[Obsm.SPATIAL] = np.asarray(section.obsm[Obsm.SPATIAL], dtype=np.float64)
     result.uns[Uns.SECTION_ID] = section_id
-    result.uns[Uns.ENCODER] = {**encoder.settings(), **patch, "content_key": key}
+    result.uns[Uns.ENCODER] = {**encoder.settings(), "dim": int(features.shape[1]), **patch, "content_key": key}
     return result

@@ -55,7 +55,8 @@ def patch_size_px(section_uns: dict[str, Any], settings: dict[str, Any]) -> int:
 
 
 class SpotPatches:
-    """Map-style dataset of one section's patches (uint8 HxWx3 at the encoder's input size).
+    """Map-style dataset of one section's patches (uint8 HxWx3 at the encoder's input size), as they are
+    or as one of their 8 flips/rotations (`view`).
 
     TIFFs are opened lazily in each DataLoader worker (file handles do not survive fork/pickle);
     decoded images are decoded here once and shared with the workers.
@@ -70,7 +71,11 @@ class SpotPatches:
         output_px: int,
         pad_value: int = 255,
         section_id: str = "?",
+        view: int = 0,
     ) -> None:
+        if not 0 <= view < 8:
+            raise ValueError(f"view must be one of the 8 flips/rotations 0-7, got {view}")
+        self.view = int(view)
         self.image_path = Path(image_path)
         self.centres = np.asarray(centres, dtype=np.float64)
         self.patch_px, self.output_px, self.pad_value = int(patch_px), int(output_px), int(pad_value)
@@ -92,6 +97,10 @@ class SpotPatches:
             from PIL import Image
 
             patch = np.array(Image.fromarray(patch).resize((self.output_px, self.output_px), Image.Resampling.BILINEAR))
+        if self.view:
+            # the dihedral group of the square: rotation by view % 4 quarter turns, then a mirror for views 4-7
+            patch = np.rot90(patch, self.view % 4)
+            patch = np.ascontiguousarray(patch[:, ::-1] if self.view >= 4 else patch)
         return patch
 
     def __getstate__(self) -> dict[str, Any]:

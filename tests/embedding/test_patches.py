@@ -104,3 +104,54 @@ def test_truncated_tiff_is_named(tmp_path, pixels):
 def test_missing_image_is_named(tmp_path):
     with pytest.raises(InputDataError, match=r"nowhere\.jpg.*ingestion"):
         open_image(tmp_path / "nowhere.jpg")
+
+
+def test_views_are_the_eight_flips_and_rotations_of_the_patch(png, pixels):
+    centre = np.array([[300.0, 200.0]])
+    plain = pixels[200 - 32 : 200 + 32, 300 - 32 : 300 + 32]
+    seen = []
+    for view in range(8):
+        patch = SpotPatches(png, centre, patch_px=64, output_px=64, view=view)[0]
+        expected = np.rot90(plain, view % 4)
+        np.testing.assert_array_equal(patch, expected[:, ::-1] if view >= 4 else expected)
+        seen.append(patch.tobytes())
+    assert len(set(seen)) == 8  # a locatable image has no symmetry: eight different patches
+    with pytest.raises(ValueError, match="view"):
+        SpotPatches(png, centre, patch_px=64, output_px=64, view=8)
+
+
+def test_context_and_views_settings_embed_what_they_say(png, monkeypatch):
+    from spahgc_kedro import encoders
+    from spahgc_kedro.embedding import LazyEncoder, embed_section, patch_settings
+    from tests.helpers.fake_encoder import patch_statistics_encoder
+    from tests.helpers.images import image_section
+
+    monkeypatch.setattr(encoders, "build_encoder", lambda name, **kw: patch_statistics_encoder(name, 32))
+    section = image_section(png, np.array([[300.0, 200.0], [150.0, 120.0]]))
+    base = {"encoder": "efficientnet_lite0", "device": "cpu", "patch_size_px": 32, "pad_value": 255}
+    base |= {"batch_size": 8, "num_workers": 0}
+
+    def embed(**settings):
+        params = {**base, **settings}
+        return embed_section(section, "key", patch_settings(section.uns, params), LazyEncoder(params), params)
+
+    def direct(patch_px, view=0):
+        patches = SpotPatches(png, section.obsm["spatial"], patch_px=patch_px, output_px=32, view=view)
+        return encoders.encode_patches(
+            patch_statistics_encoder("x", 32), patches, encoders.select_device("cpu"), num_workers=0
+        )
+
+    plain = embed()
+    assert plain.X.shape == (2, 8) and "context_scale" not in plain.uns["encoder"]
+    np.testing.assert_allclose(plain.X, direct(32), rtol=1e-6)
+    # [spot || 3x context resized to the input]
+    context = embed(context_scale=3)
+    assert context.X.shape == (2, 16) and context.uns["encoder"]["dim"] == 16
+    np.testing.assert_allclose(context.X[:, :8], direct(32), rtol=1e-6)
+    np.testing.assert_allclose(context.X[:, 8:], direct(96), rtol=1e-6)
+    # the mean over the 8 views
+    views = embed(views=8)
+    np.testing.assert_allclose(views.X, np.mean([direct(32, v) for v in range(8)], axis=0), rtol=1e-5)
+    assert patch_settings(section.uns, {**base, "context_scale": 3, "views": 8})["views"] == 8
+    with pytest.raises(ValueError, match="context_scale"):
+        patch_settings(section.uns, {**base, "context_scale": 0.5})

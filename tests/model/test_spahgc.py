@@ -163,6 +163,7 @@ def test_fit_is_reproducible_and_keeps_best_epoch():
         "train_loss",
         "train_mse",
         "train_pcc_loss",
+        "train_gene_specific_loss",
         "train_contrastive_target",
         "train_contrastive_reference",
         "val_loss",
@@ -279,6 +280,49 @@ def test_train_config_reads_the_nested_parameters_and_names_stray_keys():
     assert config.epochs == 5 and config.seed == 3 and config.model.hidden == 32 and config.model.n_layers == 4
     with pytest.raises(ValueError, match=r"\['hidden'\].*train.model"):
         TrainConfig.from_params({"hidden": 32})
+
+
+def test_gene_specific_loss_is_the_metrics_partial_correlation():
+    from spahgc_kedro.metrics import gene_specific_pcc as metric
+    from spahgc_kedro.model.training import gene_specific_pcc
+
+    rng = np.random.default_rng(0)
+    depth = rng.gamma(4.0, 1.0, 50)
+    measured = np.outer(depth, rng.uniform(0.5, 2, 6)) + rng.normal(size=(50, 6))
+    predicted = measured + rng.normal(size=(50, 6))
+    value = gene_specific_pcc(torch.tensor(predicted), torch.tensor(measured)).item()
+    assert value == pytest.approx(np.nanmean(metric(measured, predicted)), abs=1e-9)
+    # a prediction that only follows the measured depth earns nothing
+    depth_only = torch.tensor(np.outer(measured.mean(axis=1), rng.uniform(0.5, 2, 6)))
+    assert gene_specific_pcc(depth_only, torch.tensor(measured)).abs().item() < 1e-6
+
+
+def test_gene_specific_weight_enters_the_loss_with_its_weight():
+    graph = make_graph(seed=1)
+    without = fit([graph], [], small_config(epochs=1, use_contrastive=False), progress=False).history[0]
+    weighted = fit([graph], [], small_config(epochs=1, use_contrastive=False, w_gene_specific=2.0), progress=False)
+    row = weighted.history[0]
+    assert without["train_gene_specific_loss"] == 0.0 and 0.0 < row["train_gene_specific_loss"] < 2.0
+    # same seed, same first step: the total differs from the unweighted one by exactly the weighted term
+    expected = without["train_loss"] + 2.0 * row["train_gene_specific_loss"]
+    assert row["train_loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_factorised_decoder_splits_depth_from_composition():
+    graph = make_graph()
+    model = SpaHGC(D, G, **SMALL, decoder="factorised").eval()
+    h = model.encode(graph.x_dict, graph.edge_index_dict)
+    with torch.no_grad():
+        composition = model.out(
+            model.pool(h["target"], h["reference"], graph["reference", "refer", "target"].edge_index)
+        )
+        model.gene_slope.fill_(0.0)
+        # without the depth head's lines the prediction is the spot-centred composition plus the offsets
+        centred = run(model, graph) - model.gene_offset
+    torch.testing.assert_close(centred, composition - composition.mean(dim=1, keepdim=True))
+    assert torch.allclose(centred.mean(dim=1), torch.zeros(24), atol=1e-6)
+    with pytest.raises(ValueError, match="decoder"):
+        SpaHGC(D, G, decoder="quadratic")
 
 
 def test_fit_threads_setting_is_restored():

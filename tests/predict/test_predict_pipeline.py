@@ -15,6 +15,7 @@ from kedro_datasets.partitions import PartitionedDataset
 from spahgc_kedro import encoders
 from spahgc_kedro.pipelines.predict import create_pipeline
 from spahgc_kedro.pipelines.predict.nodes import check_embedding_settings, choose_model_fold
+from tests.helpers.fake_encoder import patch_statistics_encoder
 from tests.helpers.partitions import as_partitions
 from tests.helpers.project import project_parameters
 
@@ -23,31 +24,12 @@ NEW_SECTION = "B2"
 PATCH_PX = 96
 
 
+def fake_encoder(name, **kwargs):
+    return patch_statistics_encoder(name, PATCH_PX)
+
+
 def _params(name: str) -> dict:
     return {name: project_parameters(dataset="demo")[name]}
-
-
-class PatchStatistics:
-    """A tiny deterministic stand-in encoder: colour means/spreads and edge strength per patch."""
-
-    def __call__(self, images):
-        import torch
-
-        grey = images.mean(dim=1)
-        edges = (grey[:, 1:, :] - grey[:, :-1, :]).abs().mean(dim=(1, 2))
-        dark = (grey < grey.mean()).float().mean(dim=(1, 2))
-        return torch.cat([images.mean(dim=(2, 3)), images.std(dim=(2, 3)), edges[:, None], dark[:, None]], dim=1)
-
-    def to(self, *args, **kwargs):
-        return self
-
-
-def fake_encoder(name, **kwargs):
-    spec = encoders.EncoderSpec(
-        name=name, architecture="patch-statistics", input_px=PATCH_PX, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), dim=8
-    )
-    identity = encoders.weights_identity(name, None)
-    return encoders.Encoder(spec=spec, model=PatchStatistics(), weights_source="test", weights_identity=identity)
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ REFERENCE_NEIGHBOUR_EDGES = ("reference", "close", "reference")
 
 
 EdgeType = tuple[str, str, str]
+DECODERS = ("linear", "factorised")
 
 
 def edges(edge_index_dict: dict[EdgeType, Tensor], edge_type: EdgeType, device: torch.device) -> Tensor:
@@ -40,6 +41,9 @@ class ModelConfig:
     attention_dropout: float = 0.1
     use_spatial_edges: bool = True
     use_reference_edges: bool = True
+    # linear: Linear(hidden -> G), the paper's; factorised: a per-spot depth head mapped to every gene by
+    # a learnt line, plus a spot-centred composition head (docs/metrics.md)
+    decoder: str = "linear"
 
 
 def edge_attention(
@@ -192,8 +196,12 @@ class SpaHGC(nn.Module):
         attention_dropout: float = 0.1,
         use_spatial_edges: bool = True,
         use_reference_edges: bool = True,
+        decoder: str = "linear",
     ) -> None:
         super().__init__()
+        if decoder not in DECODERS:
+            raise ValueError(f"Unknown train.model.decoder '{decoder}'. Choose one of: {', '.join(DECODERS)}.")
+        self.decoder = decoder
         self.target_dim = target_dim
         self.n_genes = n_genes
         # bias-free input projections, as in the reference code
@@ -213,6 +221,10 @@ class SpaHGC(nn.Module):
         )
         self.pool = CrossNodeAttentionPooling(hidden, heads)
         self.out = nn.Linear(hidden, n_genes)
+        if decoder == "factorised":
+            self.depth_out = nn.Linear(hidden, 1)
+            self.gene_offset = nn.Parameter(torch.zeros(n_genes))
+            self.gene_slope = nn.Parameter(torch.ones(n_genes))
 
     @classmethod
     def from_config(cls, target_dim: int, n_genes: int, config: ModelConfig) -> SpaHGC:
@@ -236,6 +248,10 @@ class SpaHGC(nn.Module):
         """Predicted expression [N, G] from node states (CNAP, then a linear read-out, no activation)."""
         target = h_dict["target"]
         pooled = self.pool(target, h_dict["reference"], edges(edge_index_dict, REFERENCE_EDGES, target.device))
+        if self.decoder == "factorised":
+            composition = self.out(pooled)
+            composition = composition - composition.mean(dim=1, keepdim=True)
+            return self.gene_offset + self.gene_slope * self.depth_out(pooled) + composition
         return self.out(pooled)
 
     def forward(self, x_dict: dict[str, Tensor], edge_index_dict: dict[EdgeType, Tensor]) -> Tensor:

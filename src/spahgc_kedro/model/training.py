@@ -39,6 +39,9 @@ class TrainConfig:
     w_pcc: float = 0.5
     w_target: float = 0.2
     w_reference: float = 0.1
+    # weight of (1 - gene-specific PCC): the PCC loss on what remains after each spot's measured depth is
+    # regressed out of predicted and measured values (docs/metrics.md); 0 = the paper's loss
+    w_gene_specific: float = 0.0
     seed: int = 0
     device: str = "cpu"
     # torch intra-op threads during fit (0: leave torch's setting); on busy shared cores 1 can be much faster
@@ -112,6 +115,19 @@ def _mean_pcc(pred: Tensor, target: Tensor) -> Tensor:
     return pcc[defined].mean()
 
 
+def depth_residuals(values: Tensor, depth: Tensor) -> Tensor:
+    """Each column of `values` minus its least-squares fit on [1, depth] (depth: one number per spot)."""
+    design = torch.stack([torch.ones_like(depth), depth], dim=1)
+    return values - design @ (torch.linalg.pinv(design) @ values)
+
+
+def gene_specific_pcc(pred: Tensor, target: Tensor) -> Tensor:
+    """Mean over genes of the partial correlation of `pred` and `target` given the target's spot depth
+    (the metric `metrics.gene_specific_pcc`, differentiable); 0 when no gene has one."""
+    depth = target.mean(dim=1)
+    return _mean_pcc(depth_residuals(pred, depth), depth_residuals(target, depth))
+
+
 def _describe(graph: HeteroData) -> str:
     return f"section {getattr(graph, 'section_id', '?')!r} (fold {getattr(graph, 'fold', '?')!r})"
 
@@ -162,9 +178,11 @@ def _train_step(
     pred = model.decode(h_online, edge_index_dict)
     mse = F.mse_loss(pred, y)
     pcc_loss = 1 - _mean_pcc(pred, y)
+    gene_specific_loss = 1 - gene_specific_pcc(pred, y) if config.w_gene_specific else y.new_zeros(())
     loss = (
         mse
         + config.w_pcc * pcc_loss
+        + config.w_gene_specific * gene_specific_loss
         + config.w_target * contrastive["target"]
         + config.w_reference * contrastive["reference"]
     )
@@ -172,6 +190,7 @@ def _train_step(
         "loss": loss,
         "mse": mse,
         "pcc_loss": pcc_loss,
+        "gene_specific_loss": gene_specific_loss,
         "contrastive_target": contrastive["target"],
         "contrastive_reference": contrastive["reference"],
     }
@@ -253,7 +272,9 @@ def _fit(
         model.train()
         if predictor is not None:
             predictor.train()
-        sums = dict.fromkeys(("loss", "mse", "pcc_loss", "contrastive_target", "contrastive_reference"), 0.0)
+        sums = dict.fromkeys(
+            ("loss", "mse", "pcc_loss", "gene_specific_loss", "contrastive_target", "contrastive_reference"), 0.0
+        )
         for index in torch.randperm(len(train_graphs), generator=order_generator).tolist():
             terms = _train_step(model, train_graphs[index], config, teacher, predictor, mask_generator)
             optimizer.zero_grad(set_to_none=True)

@@ -76,6 +76,8 @@ def _compared_settings(settings: dict[str, Any]) -> dict[str, Any]:
         "encoder": str(settings["name"]),
         "weights": str(settings["weights_identity"]),
         "pad_value": int(settings["pad_value"]),
+        "context_scale": int(settings.get("context_scale", 1)),
+        "views": int(settings.get("views", 1)),
         **patch,
     }
 
