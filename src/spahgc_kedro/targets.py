@@ -26,7 +26,10 @@ LIBSIZE_TARGET_SUM = 1e4
 
 
 def load_gene_list(path: str | Path) -> list[str]:
-    """Genes from a `.npy` object array or a text file (one gene a line)."""
+    """Genes from a `.npy` array of strings, a `.csv` (first column) or a text file (one gene a line).
+
+    Never with pickle: a gene list is data, and a pickled `.npy` can run code when loaded.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
@@ -37,7 +40,18 @@ def load_gene_list(path: str | Path) -> list[str]:
             "--params datasets.<dataset>.gene_panel.path:/path/to/list.npy"
         )
     if path.suffix == ".npy":
-        genes = np.load(path, allow_pickle=True).ravel().tolist()
+        try:
+            genes = np.load(path, allow_pickle=False).ravel().tolist()
+        except ValueError as error:
+            raise ValueError(
+                f"Gene list '{path}' is a .npy of Python objects, which only loads with pickle, and pickle can run "
+                "code: it is refused. Save the genes as strings (np.save(path, np.asarray(genes, dtype=str))) or "
+                "as a text file with one gene a line."
+            ) from error
+    elif path.suffix == ".csv":
+        import pandas as pd
+
+        genes = pd.read_csv(path).iloc[:, 0].astype(str).tolist()
     else:
         genes = [line.strip() for line in path.read_text().splitlines()]
     genes = [str(g) for g in genes if str(g)]

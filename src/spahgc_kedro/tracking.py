@@ -86,6 +86,7 @@ class FoldRun:
         checkpoint = result.to_checkpoint(self.run_id)
         mlflow.log_dict(checkpoint["model_config"], "model_config.json")
         mlflow.log_metric("best_epoch", result.best_epoch)
+        mlflow.log_metric("epochs_run", len(result.history))
         # explicit requirements: inferring them would import-scan and may reach the network;
         # pickle format: a graph model has no tensor input example for the pt2 tracer
         mlflow.pytorch.log_model(

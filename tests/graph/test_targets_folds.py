@@ -81,13 +81,41 @@ def test_gene_list_panel(tmp_path, tiny, caplog):
     assert select_panel({"rule": "list", "path": str(text)}, sections, ["S1"]) == ["G3", "G1"]
     assert "1 of 3 genes" in caplog.text
     npy = tmp_path / "genes.npy"
-    np.save(npy, np.array(["G7", "G2"], dtype=object))
+    np.save(npy, np.array(["G7", "G2"]))
     assert load_gene_list(npy) == ["G7", "G2"]
+    csv = tmp_path / "genes.csv"
+    csv.write_text("gene\nG4\nG4\nG1\n")
+    assert load_gene_list(csv) == ["G4", "G1"]
     with pytest.raises(FileNotFoundError, match="biomed-AI/Hist2ST"):
         load_gene_list(tmp_path / "missing.npy")
     (tmp_path / "none.txt").write_text("NOPE\n")
     with pytest.raises(ValueError, match="empty"):
         select_panel({"rule": "list", "path": str(tmp_path / "none.txt")}, sections, ["S1"])
+
+
+def test_a_pickled_gene_list_is_refused_without_running_it(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "ran"), "w"))
+
+    npy = tmp_path / "evil.npy"
+    np.save(npy, np.array([Payload()], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="pickle can run code"):
+        load_gene_list(npy)
+    assert not (tmp_path / "ran").exists()
+
+
+def test_no_user_file_is_read_with_pickle():
+    from tests.helpers.project import PROJECT_ROOT
+
+    sources = (PROJECT_ROOT / "src").rglob("*.py")
+    offending = [
+        f"{path.name}: {needle}"
+        for path in sources
+        for needle in ("allow_pickle=True", "pickle.load", "weights_only=False")
+        if needle in path.read_text()
+    ]
+    assert offending == []
 
 
 def test_minmax_statistics_exclude_the_test_section(tiny):
@@ -129,3 +157,9 @@ def test_minmax_unscale_inverts_minmax_scale():
     scaled = minmax_scale(values, low, high)
     np.testing.assert_allclose(scaled, [[0, 0, 0], [1, 1, 0]])
     np.testing.assert_allclose(minmax_unscale(scaled, low, high), values)
+
+
+def test_the_real_her2st_panel_loads_without_pickle(her2st_gene_list):
+    genes = load_gene_list(her2st_gene_list)
+    assert len(genes) == 785 and len(set(genes)) == 785
+    assert genes[:3] == ["HPS6", "TNC", "NR1H2"]  # the file's order is kept

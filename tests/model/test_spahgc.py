@@ -325,6 +325,18 @@ def test_factorised_decoder_splits_depth_from_composition():
         SpaHGC(D, G, decoder="quadratic")
 
 
+def test_patience_stops_after_that_many_epochs_without_a_better_validation_pcc():
+    train, validation = [make_graph(seed=1)], [make_graph(seed=2)]
+    full = fit(train, validation, small_config(epochs=30, lr=5e-2), progress=False)
+    pccs = [row["val_pcc"] for row in full.history]
+    stopped = fit(train, validation, small_config(epochs=30, lr=5e-2, patience=3), progress=False)
+    # the same trajectory, cut 3 epochs after the best so far first stays unbeaten for 3 epochs
+    expected_stop = next(e for e in range(1, 31) if e - (int(np.argmax(pccs[:e])) + 1) >= 3 or e == 30)
+    assert len(stopped.history) == expected_stop < 30
+    assert stopped.history == full.history[:expected_stop]
+    assert stopped.best_epoch == int(np.argmax(pccs[:expected_stop])) + 1
+
+
 def test_fit_threads_setting_is_restored():
     before = torch.get_num_threads()
     fit([make_graph(seed=1)], [make_graph(seed=2)], small_config(epochs=1, threads=2), progress=False)

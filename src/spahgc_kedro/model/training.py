@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import random
 from collections.abc import Callable
@@ -20,6 +21,8 @@ from spahgc_kedro.hints import HeteroData
 from .contrastive import Predictor, Teacher, complementary_masks, contrastive_loss
 from .spahgc import ModelConfig, SpaHGC
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass
 class TrainConfig:
@@ -27,6 +30,8 @@ class TrainConfig:
 
     model: ModelConfig = field(default_factory=ModelConfig)
     epochs: int = 200
+    # stop when the validation PCC has not improved for this many epochs (0: run every epoch)
+    patience: int = 0
     lr: float = 1e-4
     weight_decay: float = 1e-4
     mask_target: float = 0.1
@@ -296,6 +301,9 @@ def _fit(
         epochs.set_postfix(train_loss=f"{row['train_loss']:.4f}", val_pcc=f"{val_pcc:.4f}", best=best_epoch)
         if on_epoch is not None:
             on_epoch(epoch, row)
+        if config.patience and best_pcc > -math.inf and epoch - best_epoch >= config.patience:
+            logger.info("Early stop at epoch %d: no better validation PCC since epoch %d.", epoch, best_epoch)
+            break
     return FitResult(
         state_dict=best_state,
         target_dim=target_dim,
