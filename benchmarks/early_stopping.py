@@ -60,7 +60,9 @@ def main(argv: list[str] | None = None) -> str:
     # runs trained with patience stopped early; only full histories tell what patience would do
     runs = [(name, values) for name, values in histories(args.work_dir, args.dataset) if len(values) == args.epochs]
     if not runs:
-        print(f"SKIPPED: no {args.epochs}-epoch runs under {args.work_dir / args.dataset / 'runs'}: run the accuracy benchmark first.")
+        print(
+            f"SKIPPED: no {args.epochs}-epoch runs under {args.work_dir / args.dataset / 'runs'}: run the accuracy benchmark first."
+        )
         return ""
     lines = [
         f"### Early stopping: what `train.patience` keeps ({args.dataset})",
