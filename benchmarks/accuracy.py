@@ -162,8 +162,9 @@ def code_version() -> str:
 
 
 def score_path(args: argparse.Namespace, params: dict[str, Any]) -> Path:
-    """Where one (variant, seed) score is saved: keyed on every parameter of the run and the code."""
-    key = {"params": params, "code": code_version(), "raw_dir": params["raw_dir"]}
+    """Where one (variant, seed) score is saved: keyed on every resolved parameter of the run and on the code,
+    so a changed default in conf/base or a changed source file never reuses an older score."""
+    key = {"params": common.project_parameters(**params), "code": code_version()}
     return args.work_dir / args.dataset / "scores" / f"seed{params['seed']}-{common.digest(key)}.json"
 
 

@@ -43,20 +43,28 @@ def ridge_pca_predict(
 
 
 def knn_l1_predict(
-    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, k: int = 7, chunk: int = 256
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    k: int = 7,
+    block_size: int = 2048,
+    device: str = "cpu",
 ) -> np.ndarray:
-    """Mean training expression of each test spot's k nearest training spots by L1 distance."""
-    from scipy.spatial.distance import cdist
+    """Mean training expression of each test spot's k nearest training spots by L1 distance.
+
+    Through the graph stage's blocked retrieval (`graph.nearest_neighbours`): linear in the test
+    spots with tile-bounded memory, on `device` (cpu, cuda or auto) as `graph.retrieval_device`.
+    """
+    from .graph import nearest_neighbours
 
     train_x = np.asarray(train_x, dtype=np.float32)
     test_x = np.asarray(test_x, dtype=np.float32)
-    k = min(k, train_x.shape[0])
+    _, nearest = nearest_neighbours(test_x, train_x, min(k, train_x.shape[0]), "l1", block_size, device=device)
+    train_y = np.asarray(train_y, dtype=np.float32)
     out = np.empty((test_x.shape[0], train_y.shape[1]), dtype=np.float32)
-    # Chunks of test spots keep the distance matrix small on large Visium sections.
-    for start in range(0, test_x.shape[0], chunk):
-        dist = cdist(test_x[start : start + chunk], train_x, metric="cityblock")
-        nearest = np.argsort(dist, axis=1, kind="stable")[:, :k]
-        out[start : start + chunk] = train_y[nearest].mean(axis=1)
+    # in row blocks: the gathered [spots, k, genes] array would not fit for large sections
+    for start in range(0, test_x.shape[0], block_size):
+        out[start : start + block_size] = train_y[nearest[start : start + block_size]].mean(axis=1)
     return out
 
 
