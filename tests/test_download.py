@@ -191,6 +191,10 @@ def test_cli_gene_list_and_errors(server, tmp_path, monkeypatch):
     assert result.exit_code != 0 and "--ids" in result.output
     result = CliRunner().invoke(dl.download, ["--dataset", "alex"])
     assert result.exit_code != 0 and "place them by hand" in result.output
+    # a name that would leave data/01_raw is refused before anything is written
+    result = CliRunner().invoke(dl.download, ["--dataset", "hest_../../..", "--ids", "X1"])
+    assert result.exit_code != 0 and "not a dataset name" in result.output
+    assert [p.name for p in (tmp_path / "data" / "01_raw").iterdir()] == ["gene_lists"]
 
 
 def test_hest_unreachable_hub_message(tmp_path):

@@ -279,6 +279,12 @@ def fetch_hest(dest: Path, ids: list[str], token: str | None = None, endpoint: s
 @click.option("--token", default=None, help="Hugging Face token for HEST (default: your login or HF_TOKEN).")
 def download(dataset: str, dest: Path | None, base_url: str | None, ids: str | None, token: str | None) -> None:
     """Download a public dataset's raw files into data/01_raw/<dataset>, resuming and never overwriting."""
+    if not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", dataset):
+        # the name becomes a folder under data/01_raw: no separators, dots or other surprises
+        raise click.UsageError(
+            f"'{dataset}' is not a dataset name: use lower-case letters, digits and underscores "
+            "(her2st, cscc, hest_lymph_node, ...)."
+        )
     dest = dest or Path("data/01_raw") / dataset
     gene_lists = Path("data/01_raw/gene_lists")
     try:

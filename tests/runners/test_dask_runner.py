@@ -202,3 +202,25 @@ def test_single_process_datasets_are_refused_before_any_node(tmp_path):
     with pytest.raises(AttributeError, match=r"\['a'\] work in one process only"):
         DaskRunner(client_args={"address": "tcp://127.0.0.1:1"}).run(pipeline, catalog)
     assert not (tmp_path / "a.json").exists()
+
+
+def test_the_local_cluster_listens_on_loopback_only(monkeypatch):
+    import distributed
+
+    from spahgc_kedro.runners import DaskRunner
+    from spahgc_kedro.runners.dask_runner import SCHEDULER_ADDRESS_ENV
+
+    seen = {}
+
+    class Refused(Exception):
+        pass
+
+    def local_cluster(**kwargs):
+        seen.update(kwargs)
+        raise Refused
+
+    monkeypatch.delenv(SCHEDULER_ADDRESS_ENV, raising=False)
+    monkeypatch.setattr(distributed, "LocalCluster", local_cluster)
+    with pytest.raises(Refused):
+        DaskRunner().run(Pipeline([node(lambda: 1, None, "one")]), DataCatalog())
+    assert seen["host"] == "127.0.0.1" and seen["dashboard_address"] is None

@@ -78,8 +78,11 @@ class DaskRunner(AbstractRunner):
                 )
                 yield client
             return
-        # one thread per worker process: the nodes are CPU-bound Python/torch code
-        with distributed.LocalCluster(threads_per_worker=1, processes=True) as cluster:
+        # one thread per worker process: the nodes are CPU-bound Python/torch code; scheduler and workers
+        # listen on loopback only, and no dashboard is served: a run's own cluster is nobody else's business
+        with distributed.LocalCluster(
+            threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        ) as cluster:
             with distributed.Client(cluster, **args) as client:
                 self._logger.info(
                     "DaskRunner: %s is not set, so a local Dask cluster with %d workers runs this pipeline "
