@@ -41,6 +41,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     },
     "+ 3x context view": {"embedding": {"context_scale": 3}},
     "+ 8 flips/rotations per patch": {"embedding": {"views": 8}},
+    "+ refit on training + validation": {"train": {"refit_on_validation": True}},
     "+ 3x context view + gene-specific loss (w 0.5)": {
         "embedding": {"context_scale": 3},
         "train": {"w_gene_specific": 0.5},

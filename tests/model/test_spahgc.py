@@ -310,6 +310,17 @@ def test_patience_stops_after_that_many_epochs_without_a_better_validation_pcc()
     assert stopped.best_epoch == int(np.argmax(pccs[:expected_stop])) + 1
 
 
+def test_refit_trains_on_validation_too_for_the_chosen_number_of_epochs():
+    train, validation = [make_graph(seed=1)], [make_graph(seed=2)]
+    selected = fit(train, validation, small_config(epochs=6), progress=False)
+    refit = fit(train, validation, small_config(epochs=6, refit_on_validation=True), progress=False)
+    assert refit.history == selected.history and refit.best_epoch == selected.best_epoch
+    # the weights are those of a run on both sections for best_epoch epochs, from the same seed
+    both = fit(train + validation, [], small_config(epochs=selected.best_epoch), progress=False)
+    assert all(torch.equal(refit.state_dict[k], both.state_dict[k]) for k in both.state_dict)
+    assert not all(torch.equal(refit.state_dict[k], selected.state_dict[k]) for k in both.state_dict)
+
+
 def test_fit_threads_setting_is_restored():
     before = torch.get_num_threads()
     fit([make_graph(seed=1)], [make_graph(seed=2)], small_config(epochs=1, threads=2), progress=False)

@@ -7,7 +7,7 @@ import logging
 import math
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -32,6 +32,9 @@ class TrainConfig:
     epochs: int = 200
     # stop when the validation PCC has not improved for this many epochs (0: run every epoch)
     patience: int = 0
+    # after the epoch count is chosen on the validation sections, train again from the same start on the
+    # training + validation sections for that many epochs (the test sections stay unseen)
+    refit_on_validation: bool = False
     lr: float = 1e-4
     weight_decay: float = 1e-4
     mask_target: float = 0.1
@@ -227,7 +230,9 @@ def fit(
 ) -> FitResult:
     """Train SpaHGC on whole-section graphs and keep the epoch with the best validation PCC (1-based epochs).
 
-    Without validation graphs (or when validation PCC is never defined) the last epoch is kept.
+    Without validation graphs (or when validation PCC is never defined) the last epoch is kept. With
+    `refit_on_validation` the returned weights are those of a second run on training + validation
+    graphs for the chosen number of epochs; history and best epoch stay the first run's.
     """
     if not train_graphs:
         raise ValueError("fit needs at least one training section graph")
@@ -242,7 +247,12 @@ def fit(
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     try:
-        return _fit(train_graphs, validation_graphs, config, on_epoch, progress, target_dim, n_genes)
+        result = _fit(train_graphs, validation_graphs, config, on_epoch, progress, target_dim, n_genes)
+        if config.refit_on_validation and validation_graphs:
+            again = replace(config, epochs=result.best_epoch, patience=0, refit_on_validation=False)
+            refit = _fit(train_graphs + validation_graphs, [], again, None, progress, target_dim, n_genes)
+            result = replace(result, state_dict=refit.state_dict)
+        return result
     finally:
         torch.set_num_threads(previous_threads)
 
