@@ -9,12 +9,17 @@ that takes both forms, nested keys included (`train.epochs:5`), and with
 from __future__ import annotations
 
 import copy
+import os
 from typing import Any
 
 import click
 from kedro.framework.cli.project import run as kedro_run
 from kedro.framework.cli.utils import split_string
 from omegaconf import OmegaConf
+
+from spahgc_kedro.errors import find_user_error
+
+TRACEBACK_ENV = "SPAHGC_TRACEBACK"
 
 
 def parse_params(ctx: click.Context | None, param: Any, value: Any) -> dict[str, Any]:
@@ -37,14 +42,66 @@ def parse_params(ctx: click.Context | None, param: Any, value: Any) -> dict[str,
     return OmegaConf.to_container(OmegaConf.from_dotlist(dotlist))
 
 
+# node filters select part of a pipeline: with them, stages are never added
+NODE_FILTERS = ("from_inputs", "to_outputs", "from_nodes", "to_nodes", "node_names", "tags", "namespaces")
+
+
+def with_missing_stages(requested: list[str], kwargs: dict[str, Any]) -> list[str]:
+    """`requested` preceded by the stages whose outputs it reads and that have not been made for these params.
+
+    So `kedro run --pipeline=train` on a fresh clone runs ingestion, embedding and graph first.
+    """
+    from kedro.framework.project import pipelines
+    from kedro.framework.session import KedroSession
+    from kedro.pipeline import Pipeline
+
+    from spahgc_kedro.hooks import missing_inputs
+    from spahgc_kedro.pipeline_registry import STAGES
+
+    if not requested or any(kwargs.get(name) for name in NODE_FILTERS):
+        return requested
+    unknown = [name for name in requested if name not in pipelines]
+    if unknown:
+        return requested  # Kedro names the unknown pipeline itself
+    with KedroSession.create(
+        env=kwargs.get("env"), conf_source=kwargs.get("conf_source"), runtime_params=kwargs.get("params") or {}
+    ) as session:
+        catalog = session.load_context().catalog
+        added: list[str] = []
+        # walk back stage by stage: a stage added may itself read what an earlier one makes
+        while True:
+            chosen = [*added, *requested]
+            missing = missing_inputs(sum((pipelines[name] for name in chosen), start=Pipeline([])), catalog)
+            earlier = sorted({stage for stage in missing.values() if stage in STAGES and stage not in chosen})
+            if not earlier:
+                break
+            first, last = min(STAGES.index(s) for s in earlier), max(STAGES.index(s) for s in earlier)
+            added = sorted({*added, *(s for s in STAGES[first : last + 1] if s not in requested)}, key=STAGES.index)
+    if added:
+        click.secho(
+            f"Their inputs are missing for these parameters, so these run first: {', '.join(added)}.", fg="cyan"
+        )
+    return [*added, *requested]
+
+
 def _run(**kwargs: Any) -> Any:
-    """Forward to Kedro's run, mapping `--pipeline` onto `--pipelines`."""
+    """Forward to Kedro's run, mapping `--pipeline` onto `--pipelines`, running missing upstream stages first;
+    a user error ends in one short message."""
     pipeline = kwargs.pop("pipeline", None)
     if pipeline:
         if kwargs.get("pipelines"):
             raise click.UsageError("Use either --pipeline or --pipelines, not both.")
         kwargs["pipelines"] = [pipeline]
-    return kedro_run.callback(pipeline=None, **kwargs)
+    try:
+        if kwargs.get("pipelines"):
+            kwargs["pipelines"] = with_missing_stages(list(kwargs["pipelines"]), kwargs)
+        return kedro_run.callback(pipeline=None, **kwargs)
+    except Exception as error:
+        user_error = find_user_error(error)
+        if user_error is None or os.environ.get(TRACEBACK_ENV):
+            raise
+        # what the user has to fix, not a traceback through Kedro's internals
+        raise click.ClickException(f"{user_error}\n(set {TRACEBACK_ENV}=1 for the traceback)") from None
 
 
 def _build_run_command() -> click.Command:

@@ -19,12 +19,14 @@ from typing import Any
 
 import numpy as np
 
+from .errors import UserError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 UNI_HUB = "hf-hub:MahmoodLab/UNI"
 
 
-class EncoderSetupError(RuntimeError):
+class EncoderSetupError(UserError, RuntimeError):
     """The encoder cannot be built as asked (weights, device); the message says how to fix it."""
 
 

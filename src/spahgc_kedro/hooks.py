@@ -10,6 +10,8 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
+from spahgc_kedro.errors import MissingInputError
+
 logger = logging.getLogger(__name__)
 
 
@@ -33,30 +35,43 @@ class DemoDataHooks:
         generate_demo(raw_dir)
 
 
+def stage_producers() -> dict[str, str]:
+    """{dataset: the stage pipeline (or predict) that makes it}, built from each pipeline's module."""
+    from importlib import import_module
+
+    from spahgc_kedro.pipeline_registry import STAGES
+
+    producers: dict[str, str] = {}
+    # each stage's own module: a run of one pipeline only registers that one
+    for name in (*STAGES, "predict"):
+        for output in import_module(f"spahgc_kedro.pipelines.{name}").create_pipeline().all_outputs():
+            producers.setdefault(output, name)
+    return producers
+
+
+def missing_inputs(pipeline: Any, catalog: Any) -> dict[str, str]:
+    """{input: stage that makes it} for the pipeline's project-made inputs that have no data yet."""
+    producers = stage_producers()
+    return {
+        name: producers[name]
+        for name in sorted(pipeline.inputs())
+        if name in producers and name in catalog and not _exists(catalog, name)
+    }
+
+
 class MissingInputsHooks:
     """Stops a run before any node when an input another pipeline makes is not there yet."""
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
         """Fail naming the pipeline to run first for every missing project-made input."""
-        from importlib import import_module
-
         from spahgc_kedro.pipeline_registry import STAGES
 
-        # Build each stage from its module: a run of one pipeline only registers that one.
-        producers = {}
-        for name in (*STAGES, "predict"):
-            for output in import_module(f"spahgc_kedro.pipelines.{name}").create_pipeline().all_outputs():
-                producers.setdefault(output, name)
-        missing = {
-            name: producers[name]
-            for name in sorted(pipeline.inputs())
-            if name in producers and name in catalog and not _exists(catalog, name)
-        }
+        missing = missing_inputs(pipeline, catalog)
         if missing:
             listed = ", ".join(f"{name} (made by the `{stage}` pipeline)" for name, stage in missing.items())
-            first = next(stage for stage in STAGES if stage in missing.values())
-            raise FileNotFoundError(
+            first = next(stage for stage in (*STAGES, "predict") if stage in missing.values())
+            raise MissingInputError(
                 f"Not found: {listed}. Run `kedro run --pipeline={first}` first with the same "
                 "--params dataset/encoder (or the whole `kedro run`)."
             )

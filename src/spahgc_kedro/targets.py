@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import MissingInputError
+
 logger = logging.getLogger(__name__)
 
 TRANSFORMS = ("log10", "log10_libsize")
@@ -32,7 +34,7 @@ def load_gene_list(path: str | Path) -> list[str]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"Gene list '{path}' not found (paths are relative to the project root). "
             "The HisToGene/Hist2ST lists (her_hvg_cut_1000.npy, skin_hvg_cut_1000.npy) are in "
             "the data/ folder of github.com/biomed-AI/Hist2ST: put them in "

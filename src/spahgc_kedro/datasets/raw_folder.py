@@ -9,19 +9,17 @@ from kedro.io import AbstractDataset, DatasetError
 
 
 class RawFolderDataset(AbstractDataset[None, str]):
-    """Loads the absolute path of a raw-data folder; readers parse the native layout inside."""
+    """Loads the absolute path of a raw-data folder; readers parse the native layout inside.
+
+    A folder that does not exist loads too: the ingestion node, which knows the dataset preset,
+    says where its data comes from.
+    """
 
     def __init__(self, path: str, metadata: dict[str, Any] | None = None) -> None:
         self._path = Path(path)
         self.metadata = metadata
 
     def _load(self) -> str:
-        if not self._path.is_dir():
-            raise DatasetError(
-                f"Raw data folder '{self._path}' does not exist. Put the dataset's files "
-                "there in their native layout (README, section 'Datasets'), or point to "
-                "them with --params raw_dir:/path/to/folder."
-            )
         return str(self._path.resolve())
 
     def _save(self, data: None) -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import re
+from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from spahgc_kedro.errors import InputDataError
+from spahgc_kedro.errors import InputDataError, MissingInputError, ParameterError
 from spahgc_kedro.partitions import iter_partitions
 from spahgc_kedro.readers import get_reader
 from spahgc_kedro.schema import Uns
@@ -19,7 +20,7 @@ logger = logging.getLogger(__name__)
 def resolve_preset(dataset: str, datasets: dict[str, Any], raw_dir: str) -> dict[str, Any]:
     """Return the named dataset preset with its name and raw folder filled in."""
     if dataset not in datasets:
-        raise ValueError(
+        raise ParameterError(
             f"Unknown dataset '{dataset}'. Known presets: {', '.join(sorted(datasets))}. "
             "For your own data use dataset:visium (Space Ranger outs/) or dataset:hest, "
             "or add a preset to conf/base/parameters_datasets.yml."
@@ -29,6 +30,12 @@ def resolve_preset(dataset: str, datasets: dict[str, Any], raw_dir: str) -> dict
 
 def select_sections(raw_folder: str, preset: dict[str, Any]) -> list[str]:
     """Section ids to read: the preset's list, or all found in the folder, minus `exclude`."""
+    if not Path(raw_folder).is_dir():
+        raise MissingInputError(
+            f"The raw data of dataset '{preset['name']}' is not here: '{raw_folder}' does not exist. Get it from "
+            f"{preset.get('source', 'its source (README, section Datasets)')} and put it there in its native layout, "
+            "or point to it with --params raw_dir:/path/to/folder."
+        )
     reader = get_reader(preset["format"])
     found = reader.discover_sections(raw_folder)
     wanted = found if preset.get("sections", "auto") == "auto" else [str(s) for s in preset["sections"]]
