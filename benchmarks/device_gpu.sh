@@ -58,8 +58,9 @@ step "check: accuracy demo --quick" 45 "$OUT/check.log" \
 # process tabulates the saved scores (--cached-only), naming any that did not finish
 step "accuracy demo on GPU: 5 variants x 3 seeds, 5 processes" 150 "$OUT/accuracy_demo_gpu.log" bash -c '
 i=0
-for variant in "SpaHGC (EMA teacher, default)" "no contrastive loss" "no reference-reference edges" \
-               "no spatial edges" "frozen teacher (reference code)"; do
+for variant in "SpaHGC, project default (3x context, gene-specific loss 0.5, patience 50)" \
+               "SpaHGC, paper setting (spot patch, paper loss, 200 epochs)" "no contrastive loss" \
+               "no reference-reference edges" "no spatial edges"; do
     python3 -m benchmarks.accuracy --dataset demo --device cuda --seeds 0 1 2 --variants "$variant" 2>&1 \
         | grep --line-buffered -E "seed [0-9]+: ACG|Error|error" | sed "s/^/[variant $i] /" &
     i=$((i + 1))
