@@ -35,6 +35,18 @@ class DemoDataHooks:
         generate_demo(raw_dir)
 
 
+class ParameterValidationHooks:
+    """Checks every parameter against `params.py`'s schema as soon as the run's context exists,
+    so a bad value stops the run before any node, file or MLflow run is made."""
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        """Raise one ParameterError naming every value the run cannot use."""
+        from spahgc_kedro.params import validate_parameters
+
+        validate_parameters(context.params)
+
+
 def stage_producers() -> dict[str, str]:
     """{dataset: the stage pipeline (or predict) that makes it}, built from each pipeline's module."""
     from importlib import import_module

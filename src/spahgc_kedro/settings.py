@@ -18,8 +18,15 @@ CONFIG_LOADER_ARGS = {
 from spahgc_kedro.hooks import (  # noqa: E402
     DemoDataHooks,
     MissingInputsHooks,
+    ParameterValidationHooks,
     ReportTrackingHooks,
     WorkerTrackingHooks,
 )
 
-HOOKS = (DemoDataHooks(), MissingInputsHooks(), WorkerTrackingHooks(), ReportTrackingHooks())
+HOOKS = (
+    ParameterValidationHooks(),
+    DemoDataHooks(),
+    MissingInputsHooks(),
+    WorkerTrackingHooks(),
+    ReportTrackingHooks(),
+)
