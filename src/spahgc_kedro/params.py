@@ -49,6 +49,11 @@ class ModelParams(_Strict):
         return self
 
 
+class IngestionParams(_Strict):
+    min_spots_per_section: int = Field(ge=1)
+    counts: Literal["raw", "normalised"]
+
+
 class TrainParams(_Strict):
     seed: int
     device: str = Device
@@ -146,6 +151,7 @@ class PredictParams(_Strict):
 
 
 SCHEMAS: dict[str, type[BaseModel]] = {
+    "ingestion": IngestionParams,
     "train": TrainParams,
     "graph": GraphParams,
     "embedding": EmbeddingParams,

@@ -22,6 +22,7 @@ from tests.helpers.project import project_parameters
 TRAIN_SECTIONS = ["A1", "A2", "B1"]
 NEW_SECTION = "B2"
 PATCH_PX = 96
+INGESTION = {"min_spots_per_section": 20, "counts": "raw"}
 
 
 def fake_encoder(name, **kwargs):
@@ -48,7 +49,7 @@ def trained(demo_raw):
     patch.setattr(encoders, "build_encoder", fake_encoder)
     datasets = _params("datasets")["datasets"]
     preset = resolve_preset("demo", datasets, str(demo_raw))
-    sections = read_sections(str(demo_raw), preset, TRAIN_SECTIONS)
+    sections = read_sections(str(demo_raw), preset, TRAIN_SECTIONS, INGESTION)
     manifest = describe_sections(sections, preset)
     embedding = {**_params("embedding")["embedding"], "patch_size_px": PATCH_PX, "num_workers": 0, "device": "cpu"}
     embeddings = embed_section_group(as_partitions(sections), {}, embedding)
@@ -224,5 +225,5 @@ def test_real_encoder_embeds_new_spots_like_the_reference_embedding(tmp_path, de
     new = read_new_sections(str(folder), _params("predict")["predict"])
     folds = {"folds": {"f": {"train": ["A1"], "validation": [], "test": []}}}
     out = embed_new_sections(new, as_partitions(embedded), folds, "f", embedding)["copy"]
-    assert out.shape == (4, 1280)
+    assert out.shape == (4, 2 * 1280)  # the spot patch and its 3x context (the default)
     np.testing.assert_allclose(out.X, embedded["A1"].X, atol=1e-5)

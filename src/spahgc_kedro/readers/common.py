@@ -97,6 +97,13 @@ def build_section(
     import anndata as ad
     import scipy.sparse as sp
 
+    xy = np.asarray(xy, dtype=np.float64)
+    not_finite = ~np.isfinite(xy).all(axis=1)
+    if not_finite.any():
+        raise InputDataError(
+            f"Section {section_id}: {int(not_finite.sum())} of {len(xy)} spot centres are not numbers (e.g. spot "
+            f"'{spot_ids[int(np.flatnonzero(not_finite)[0])]}'). Fix or remove those rows of the spot position table."
+        )
     size = image_size(image)
     check_spots_inside(xy, size, section_id, image)
     matrix = sp.csr_matrix(counts, dtype=np.float32)

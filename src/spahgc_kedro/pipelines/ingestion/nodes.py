@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from spahgc_kedro.errors import InputDataError, MissingInputError, ParameterError
@@ -72,15 +73,36 @@ def patient_of(section_id: str, rule: str | dict[str, str], reader_patient: str 
     raise ValueError(f"Unknown patient rule '{rule}': use first_letter, from_name, metadata, section or a mapping.")
 
 
-def read_sections(raw_folder: str, preset: dict[str, Any], section_ids: list[str]) -> dict[str, Any]:
-    """Read each section with its format's reader; return {section_id: standard AnnData}."""
+def check_counts(adata: Any, section_id: str, where: str, counts: str) -> None:
+    """Fail, naming the section and a bad entry, on counts that are not finite, negative or (raw) fractional."""
+    import scipy.sparse as sp
+
+    values = adata.X.data if sp.issparse(adata.X) else np.asarray(adata.X).ravel()
+    bad = ~np.isfinite(values) | (values < 0)
+    kind = "negative or not finite"
+    if counts == "raw" and not bad.any():
+        bad, kind = values != np.round(values), "not whole numbers"
+    if bad.any():
+        example = float(values[np.flatnonzero(bad)[0]])
+        raise InputDataError(
+            f"Section {section_id} in '{where}': {int(bad.sum())} counts are {kind} (e.g. {example!r}). The count "
+            "matrix must hold raw counts; for already-normalised values set --params ingestion.counts:normalised."
+        )
+
+
+def read_sections(
+    raw_folder: str, preset: dict[str, Any], section_ids: list[str], ingestion_params: dict[str, Any]
+) -> dict[str, Any]:
+    """Read each section with its format's reader and check it; return {section_id: standard AnnData}."""
     reader = get_reader(preset["format"])
+    min_spots = int(ingestion_params["min_spots_per_section"])
     min_counts = float(preset.get("min_counts_per_spot") or 0)
     sections = {}
     for section_id in tqdm(section_ids, desc="Reading sections", unit="section"):
         adata = reader.read_section(raw_folder, section_id)
         if adata.n_vars == 0:
             raise InputDataError(f"Section {section_id} in '{raw_folder}' has no genes: check its count matrix.")
+        check_counts(adata, section_id, raw_folder, ingestion_params["counts"])
         if min_counts > 0:
             keep = adata.X.sum(axis=1).A1 >= min_counts
             if (~keep).any():
@@ -88,6 +110,12 @@ def read_sections(raw_folder: str, preset: dict[str, Any], section_ids: list[str
                     "Section %s: dropped %d spots with fewer than %g counts.", section_id, (~keep).sum(), min_counts
                 )
             adata = adata[keep].copy()
+        if adata.n_obs < min_spots:
+            raise InputDataError(
+                f"Section {section_id} in '{raw_folder}' has {adata.n_obs} spots, fewer than "
+                f"ingestion.min_spots_per_section ({min_spots}). Leave it out with --params "
+                f"datasets.{preset['name']}.exclude:[{section_id}], or check its spot table."
+            )
         adata.uns[Uns.PATIENT_ID] = patient_of(section_id, preset["patient"], adata.uns.get(Uns.PATIENT_ID))
         adata.uns[Uns.DATASET] = preset["name"]
         sections[section_id] = adata

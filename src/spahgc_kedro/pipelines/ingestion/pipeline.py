@@ -16,7 +16,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="resolve_dataset_preset",
             ),
             node(select_sections, ["raw_slides", "dataset_preset"], "section_ids", name="select_sections"),
-            node(read_sections, ["raw_slides", "dataset_preset", "section_ids"], "sections", name="read_sections"),
+            node(
+                read_sections,
+                ["raw_slides", "dataset_preset", "section_ids", "params:ingestion"],
+                "sections",
+                name="read_sections",
+            ),
             node(describe_sections, ["sections", "dataset_preset"], "section_manifest", name="describe_sections"),
         ]
     )
