@@ -39,7 +39,7 @@ def test_full_run_logs_comparable_runs_and_builds_viz(project_copy: Path):
 
     mlflow.set_tracking_uri(f"sqlite:///{project_copy / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["spahgc-demo"])
-    folds = runs[runs["tags.mlflow.runName"].str.startswith("demo-efficientnet_lite0-")]
+    folds = runs[runs["tags.mlflow.parentRunId"].notna()]
     assert len(folds) == 12 and set(folds["status"]) == {"FINISHED"}
     assert sorted(folds["params.teacher"]) == ["ema"] * 8 + ["frozen"] * 4
     assert folds["metrics.val_pcc"].notna().all()
@@ -50,6 +50,22 @@ def test_full_run_logs_comparable_runs_and_builds_viz(project_copy: Path):
     assert folds["metrics.test_pcc_gene_specific"].notna().sum() == 4
     # the full run's parent: overall metrics through the catalog's MLflow dataset, the report through the hook
     parents = runs[runs["tags.mlflow.parentRunId"].isna()]
+    # runs say what they are: pipelines, dataset, encoder and time; folds under their parent's name
+    assert sorted(name.rsplit("-", 2)[0] for name in parents["tags.mlflow.runName"]) == [
+        "__default__-demo-efficientnet_lite0",
+        "ingestion+embedding+graph+train-demo-efficientnet_lite0",
+        "train-demo-efficientnet_lite0",
+    ]
+    assert set(parents["tags.runner"]) == {"SequentialRunner"}
+    assert all("--params train.epochs:2" in command for command in parents["tags.kedro_command"])
+    names = dict(zip(parents["run_id"], parents["tags.mlflow.runName"], strict=True))
+    assert all(
+        fold["tags.mlflow.runName"] == f"{names[fold['tags.mlflow.parentRunId']]}/{fold['tags.fold']}"
+        for _, fold in folds.iterrows()
+    )
+    assert parents["metrics.mean_best_val_pcc"].notna().sum() == 3
+    experiment = mlflow.get_experiment_by_name("spahgc-demo")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     full = parents[parents["metrics.overall.spahgc/pcc_acg"].notna()]
     assert len(full) == 1
     assert np.isfinite(full.iloc[0]["metrics.overall.depth_rank1/pcc_gene_specific"])

@@ -97,14 +97,42 @@ def _exists(catalog: Any, name: str) -> bool:
         return False
 
 
-class ReportTrackingHooks:
-    """Attaches saved reports to the pipeline's MLflow run, so the report module knows nothing of MLflow.
+class RunTrackingHooks:
+    """What kedro-mlflow's run needs besides parameters: a name and tags that tell runs apart, the
+    training summary, the report as an artifact (so the report module knows nothing of MLflow).
 
     A hook rather than kedro-mlflow's MlflowArtifactDataset: that wrapper gives a versioned
     dataset a save version of its own, which Kedro 1.7's catalog refuses.
     """
 
     ARTIFACTS = {"report": "spahgc_report.html"}
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        """Name and tag the run kedro-mlflow has just started (it runs first: plugins' hooks are called first)."""
+        import shlex
+        import sys
+
+        if "mlflow" not in sys.modules:
+            return
+        from spahgc_kedro.tracking import describe_pipeline_run
+
+        runtime = run_params.get("runtime_params") or {}
+        describe_pipeline_run(
+            list(run_params.get("pipeline_names") or []),
+            str(runtime.get("dataset", "demo")),
+            str(runtime.get("encoder", "efficientnet_lite0")),
+            str(run_params.get("runner", "")),
+            shlex.join(["kedro", *sys.argv[1:]]),
+        )
+
+    @hook_impl
+    def after_node_run(self, node: Any, outputs: dict[str, Any]) -> None:
+        """After the folds are merged: the training summary on the pipeline's run."""
+        if "trained_models" in outputs:
+            from spahgc_kedro.tracking import log_training_summary
+
+            log_training_summary(outputs["trained_models"])
 
     @hook_impl
     def after_dataset_saved(self, dataset_name: str, data: Any, node: Any) -> None:

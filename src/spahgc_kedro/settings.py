@@ -19,7 +19,7 @@ from spahgc_kedro.hooks import (  # noqa: E402
     DemoDataHooks,
     MissingInputsHooks,
     ParameterValidationHooks,
-    ReportTrackingHooks,
+    RunTrackingHooks,
     WorkerTrackingHooks,
 )
 
@@ -28,5 +28,5 @@ HOOKS = (
     DemoDataHooks(),
     MissingInputsHooks(),
     WorkerTrackingHooks(),
-    ReportTrackingHooks(),
+    RunTrackingHooks(),
 )

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FoldRun",
+    "describe_pipeline_run",
+    "log_training_summary",
     "log_pipeline_artifact",
     "flatten",
     "fold_run",
@@ -53,6 +55,49 @@ def resume_pipeline_run() -> bool:
         # a worker process (WorkerTrackingHooks): MLflow resumes the driver's run from MLFLOW_RUN_ID
         mlflow.start_run()
     return mlflow.active_run() is not None
+
+
+def describe_pipeline_run(pipelines: list[str], dataset: str, encoder: str, runner: str, command: str) -> None:
+    """Name and tag kedro-mlflow's run for the UI: `<pipelines>-<dataset>-<encoder>-<time>`, the runner's class,
+    the full command; and make the experiment open on its runs (MLflow 3's experiment kind)."""
+    import re
+    from datetime import datetime
+
+    import mlflow
+
+    run = mlflow.active_run()
+    if run is None:
+        return
+    from spahgc_kedro.pipeline_registry import STAGES
+
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    pipelines = sorted(pipelines, key=lambda name: (STAGES.index(name) if name in STAGES else len(STAGES), name))
+    runner_class = re.search(r"(\w*Runner)", runner)
+    mlflow.set_tags(
+        {
+            "mlflow.runName": f"{'+'.join(pipelines) or '__default__'}-{dataset}-{encoder}-{stamp}",
+            "runner": runner_class.group(1) if runner_class else runner,
+            "kedro_command": command,
+        }
+    )
+    mlflow.MlflowClient().set_experiment_tag(
+        run.info.experiment_id, "mlflow.experimentKind", "custom_model_development"
+    )
+
+
+def log_training_summary(trained_models: Mapping[str, Any]) -> None:
+    """The pipeline run's mean over folds of the best validation PCC and of the epochs run (a train-only run
+    has no test metrics: those come with the evaluation)."""
+    import mlflow
+
+    if not resume_pipeline_run() or not trained_models:
+        return
+    best = [max(r["val_pcc"] for r in c["history"]) for c in trained_models.values() if c["history"]]
+    finite = [v for v in best if not math.isnan(v)]
+    metrics = {"mean_epochs_run": sum(len(c["history"]) for c in trained_models.values()) / len(trained_models)}
+    if finite:
+        metrics["mean_best_val_pcc"] = sum(finite) / len(finite)
+    mlflow.log_metrics(metrics)
 
 
 def log_pipeline_artifact(text: str, filename: str) -> None:
@@ -109,6 +154,7 @@ def fold_run(run_name: str, params: Mapping[str, Any], tags: dict[str, str]) -> 
         logger.debug("No active MLflow run (tracking off for this pipeline): %s not logged.", run_name)
         yield None
         return
+    parent_name = mlflow.active_run().info.run_name
     # with MLFLOW_RUN_ID set (WorkerTrackingHooks), MLflow would resume that run instead of nesting
     published = os.environ.pop("MLFLOW_RUN_ID", None)
     try:
@@ -117,8 +163,11 @@ def fold_run(run_name: str, params: Mapping[str, Any], tags: dict[str, str]) -> 
         if published is not None:
             os.environ["MLFLOW_RUN_ID"] = published  # for worker processes started later
     with started as run:
+        if parent_name:
+            # unique across runs, and readable as the parent's in chart legends and the compare view
+            mlflow.set_tag("mlflow.runName", f"{parent_name}/{tags.get('fold', run_name)}")
         mlflow.log_params({k: str(v)[:250] for k, v in flatten(params).items()})
-        mlflow.set_tags(tags)
+        mlflow.set_tags({**tags, "parent_run_name": parent_name or ""})
         yield FoldRun(run.info.run_id)
 
 
