@@ -11,12 +11,46 @@ import pandas as pd
 logger = logging.getLogger(__name__)
 
 
+def _section_images(panels: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[tuple[str, str], list[int]]]:
+    """One pair of layout images (measured, predicted axes) per section with a thumbnail, each image data URI
+    written once; and which image indices belong to each (fold, section)."""
+    images: list[dict[str, Any]] = []
+    owned: dict[tuple[str, str], list[int]] = {}
+    for panel in panels:
+        key = (panel["fold"], panel["section_id"])
+        if key in owned or not panel.get("thumbnail_uri"):
+            continue
+        width, height = panel["image_size"]
+        owned[key] = []
+        for axis in ("x", "x2"):
+            owned[key].append(len(images))
+            images.append(
+                {
+                    "source": panel["thumbnail_uri"],
+                    "xref": axis,
+                    "yref": axis.replace("x", "y"),
+                    "x": 0,
+                    "y": 0,
+                    "sizex": width,
+                    "sizey": height,
+                    "xanchor": "left",
+                    "yanchor": "top",
+                    "sizing": "stretch",
+                    "layer": "below",
+                    "opacity": 0.8,
+                    "visible": False,
+                }
+            )
+    return images, owned
+
+
 def spatial_maps_plotly(panels: list[dict[str, Any]], caption: str) -> Any:
     """Measured | predicted maps, one (fold, gene) panel at a time, picked from a dropdown."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    figure = make_subplots(rows=1, cols=2, subplot_titles=("measured", "predicted"), horizontal_spacing=0.08)
+    figure = make_subplots(rows=1, cols=2, subplot_titles=("measured", "predicted"), horizontal_spacing=0.12)
+    images, owned = _section_images(panels)
     buttons = []
     for index, panel in enumerate(panels):
         x, y = panel["spatial"][:, 0], panel["spatial"][:, 1]
@@ -35,53 +69,45 @@ def spatial_maps_plotly(panels: list[dict[str, Any]], caption: str) -> Any:
                         "colorscale": "Viridis",
                         "size": 7,
                         "opacity": 0.85,
-                        "colorbar": {"x": 0.45 if column == 0 else 1.0, "len": 0.8},
+                        "colorbar": {
+                            "x": 0.44 if column == 0 else 1.0,
+                            "len": 0.8,
+                            "title": {"text": f"{kind}<br>(0-1 scaled)", "side": "right"},
+                        },
                     },
                 ),
                 row=1,
                 col=column + 1,
             )
-        images = []
-        if panel.get("thumbnail_uri"):
-            width, height = panel["image_size"]
-            images = [
-                {
-                    "source": panel["thumbnail_uri"],
-                    "xref": axis,
-                    "yref": axis.replace("x", "y"),
-                    "x": 0,
-                    "y": 0,
-                    "sizex": width,
-                    "sizey": height,
-                    "xanchor": "left",
-                    "yanchor": "top",
-                    "sizing": "stretch",
-                    "layer": "below",
-                    "opacity": 0.8,
-                }
-                for axis in ("x", "x2")
-            ]
         visible = [False] * (2 * len(panels))
         visible[2 * index : 2 * index + 2] = [True, True]
+        # images are toggled, never resent: the report carries each thumbnail once
+        shown = set(owned.get((panel["fold"], panel["section_id"]), []))
         title = f"{panel['gene']} on {panel['section_id']} ({panel['fold']}), PCC {panel['pcc']:.3f}"
+        layout = {f"images[{i}].visible": i in shown for i in range(len(images))}
+        layout["title.text"] = f"{title}<br><sup>{caption}</sup>"
         buttons.append(
-            {
-                "label": f"{panel['fold']} {panel['gene']}",
-                "method": "update",
-                "args": [{"visible": visible}, {"images": images, "title.text": f"{title}<br><sup>{caption}</sup>"}],
-            }
+            {"label": f"{panel['fold']} {panel['gene']}", "method": "update", "args": [{"visible": visible}, layout]}
         )
         if index == 0:
-            figure.update_layout(images=images, title=f"{title}<br><sup>{caption}</sup>")
+            for i in shown:
+                images[i]["visible"] = True
+            figure.update_layout(title={"text": f"{title}<br><sup>{caption}</sup>", "x": 0.0, "xanchor": "left"})
     for axis in ("yaxis", "yaxis2"):
         # Image rows grow downwards, so the y axis is reversed; equal scales keep spots round.
-        figure.layout[axis].update(autorange="reversed", scaleanchor=axis.replace("yaxis", "x"), showgrid=False)
-    figure.update_xaxes(showgrid=False)
+        figure.layout[axis].update(
+            autorange="reversed", scaleanchor=axis.replace("yaxis", "x"), showgrid=False, title="y (full-resolution px)"
+        )
+    figure.update_xaxes(showgrid=False, title="x (full-resolution px)")
     figure.update_layout(
-        updatemenus=[{"buttons": buttons, "direction": "down", "x": 0, "y": 1.2, "xanchor": "left"}],
+        images=images,
+        # the menu sits above the plots, right-aligned, clear of the left-aligned title
+        updatemenus=[
+            {"buttons": buttons, "direction": "down", "x": 1.0, "xanchor": "right", "y": 1.32, "yanchor": "top"}
+        ],
         showlegend=False,
-        height=620,
-        margin={"t": 140},
+        height=660,
+        margin={"t": 170},
         meta={"caption": caption, "colour": "each panel scaled to its own range"},
     )
     return figure
@@ -133,7 +159,9 @@ table.table td, table.table th {{ border-bottom: 1px solid #ddd; padding: 3px 8p
 <tr><td>Data</td><td>{dataset}</td></tr><tr><td>Gene panel</td><td>{n_genes_panel} genes</td></tr>
 <tr><td>Target transform</td><td>{target_transform}</td></tr>
 <tr><td>Folds</td><td>{fold_scheme} ({n_folds} folds: {folds})</td></tr>
-<tr><td>Encoder</td><td>{encoder}</td></tr></table>
+<tr><td>Encoder</td><td>{encoder}</td></tr>
+<tr><td>Models</td><td>{models}</td></tr>
+<tr><td>MLflow run</td><td>{mlflow_run}</td></tr><tr><td>Generated</td><td>{generated}</td></tr></table>
 <h2>SpaHGC beside the baselines</h2>
 <p>PCC per gene over the test section's spots, mean over genes then test sections (ACG); HEG-50/HVG-50 use the
 50 most expressed/variable genes of the test section's measured values (the field's reporting convention);
@@ -171,8 +199,28 @@ def reference_lines_html(reference_lines: dict[str, dict[str, float]]) -> str:
     )
 
 
+# what the comparison table's columns hold, in words
+COLUMN_NAMES = {
+    "method": "method",
+    "pcc_acg": "ACG",
+    "pcc_gene_specific": "gene-specific PCC",
+    "pcc_heg50": "HEG-50",
+    "pcc_hvg50": "HVG-50",
+    "mse": "MSE",
+    "mae": "MAE",
+    "pcc_pooled": "pooled PCC",
+    "n_genes_pooled": "genes pooled",
+    "n_constant_pooled": "constant genes (pooled)",
+    "n_constant_mean": "constant genes (mean)",
+    "n_pcc_gt_0_3_mean": "genes PCC > 0.3 (mean)",
+    "n_pcc_gt_0_5_mean": "genes PCC > 0.5 (mean)",
+    "n_test_sections": "test sections",
+}
+
+
 def render_report(
     run_info: dict[str, Any],
+    provenance: dict[str, str],
     reference_lines: dict[str, dict[str, float]],
     comparison_table: pd.DataFrame,
     figures_html: dict[str, str],
@@ -185,8 +233,9 @@ def render_report(
     return REPORT_TEMPLATE.format(
         **{key: html.escape(str(run_info[key])) for key in (*meta, "n_folds")},
         folds=html.escape("; ".join(f"{fold}: {', '.join(tests)}" for fold, tests in run_info["folds"].items())),
+        **{key: html.escape(provenance[key]) for key in ("models", "mlflow_run", "generated")},
         reference_lines=reference_lines_html(reference_lines),
-        comparison_table=_table_html(comparison_table, "No comparison table.", meta),
+        comparison_table=_table_html(comparison_table.rename(columns=COLUMN_NAMES), "No comparison table.", meta),
         region_agreement=_table_html(region_agreement, "No region labels for the test sections: skipped.", meta),
         region_marker_scores=_table_html(region_marker_scores, "", meta) if not region_marker_scores.empty else "",
         enrichment=_table_html(

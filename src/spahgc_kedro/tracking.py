@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FoldRun",
+    "active_run_id",
     "describe_pipeline_run",
     "log_training_summary",
     "log_pipeline_artifact",
@@ -45,6 +46,15 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value if isinstance(value, int | float | bool | str) or value is None else str(value)
     return flat
+
+
+def active_run_id() -> str | None:
+    """The id of kedro-mlflow's run when tracking is on here, else None (MLflow is not even imported)."""
+    import sys
+
+    mlflow = sys.modules.get("mlflow")
+    run = mlflow.active_run() if mlflow is not None else None
+    return run.info.run_id if run is not None else None
 
 
 def resume_pipeline_run() -> bool:

@@ -19,7 +19,15 @@ def test_maps_have_one_point_per_spot_and_the_he_background(synthetic_run, secti
     assert len(figure.data) == 12
     assert all(len(trace.x) == 36 for trace in figure.data)
     assert sum(trace.visible for trace in figure.data) == 2
-    assert len(figure.layout.images) == 2 and figure.layout.images[0].source.startswith("data:image/jpeg")
+    # each section's thumbnail is in the figure once (measured and predicted axes), only the shown one visible
+    images = figure.layout.images
+    assert len(images) == 3 * 2 and all(image.source.startswith("data:image/jpeg") for image in images)
+    assert [image.visible for image in images] == [True, True] + [False] * 4
+    assert len({image.source for image in images}) <= 3
+    # the menu toggles images rather than resending them
+    second = figure.layout.updatemenus[0].buttons[2].args[1]
+    assert not any("source" in str(key) for key in second) and sum(v is True for v in second.values()) == 2
+    assert figure.data[0].marker.colorbar.title.text.startswith("measured")
     assert len(figure.layout.updatemenus[0].buttons) == 6
     assert "synthetic" in figure.layout.title.text and "leave_one_section_out" in figure.layout.title.text
     assert sorted(pngs) == ["fold_0_S0.png", "fold_1_S1.png", "fold_2_S2.png"]

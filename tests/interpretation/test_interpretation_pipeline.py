@@ -82,7 +82,10 @@ def test_report_gathers_comparison_maps_regions_and_enrichment(tmp_path, synthet
         "tumour",
         "plotly",
         "pcc_gene_specific",
+        "gene-specific PCC",  # the table's columns in words
         "Reference line, not a method",
+        "fold_0: epoch",  # which models, and when
+        "Generated",
     ):
         assert expected in report, expected
     assert len(list((tmp_path / "08_reporting" / "report.html").glob("*/report.html"))) == 1

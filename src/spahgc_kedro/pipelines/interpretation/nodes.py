@@ -209,8 +209,26 @@ def enrich_well_predicted_genes(
     return with_run_info(table.assign(pcc_threshold=float(params["pcc_threshold"])), run_info)
 
 
+def provenance(section_predictions: dict[str, SectionPrediction]) -> dict[str, str]:
+    """What the report says it was made from: each fold's model (best epoch, MLflow run) and when."""
+    from datetime import datetime
+
+    from spahgc_kedro.tracking import active_run_id
+
+    models = {
+        p.fold: f"{p.fold}: epoch {p.uns.get(Uns.BEST_EPOCH, '?')}, run {p.uns.get(Uns.MLFLOW_RUN_ID) or 'not tracked'}"
+        for p in section_predictions.values()
+    }
+    return {
+        "models": "; ".join(models[fold] for fold in sorted(models)),
+        "mlflow_run": active_run_id() or "tracking off for this run",
+        "generated": datetime.now().strftime("%Y-%m-%d %H:%M"),
+    }
+
+
 def build_report(
     run_info: dict[str, Any],
+    report_provenance: dict[str, str],
     overall_metrics: dict[str, Any],
     comparison_table: pd.DataFrame,
     comparison_figure: Any,
@@ -226,6 +244,7 @@ def build_report(
     }
     return render_report(
         run_info,
+        report_provenance,
         overall_metrics.get("reference_lines", {}),
         comparison_table,
         figures_html,

@@ -4,7 +4,14 @@ from kedro.pipeline import Pipeline, node, pipeline
 
 from spahgc_kedro.predictions import gather_predictions
 
-from .nodes import build_report, enrich_well_predicted_genes, plot_spatial_maps, region_agreement, select_map_genes
+from .nodes import (
+    build_report,
+    enrich_well_predicted_genes,
+    plot_spatial_maps,
+    provenance,
+    region_agreement,
+    select_map_genes,
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -31,10 +38,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 "pathway_enrichment",
                 name="enrich_well_predicted_genes",
             ),
+            node(provenance, "section_predictions", "report_provenance", name="describe_report_provenance"),
             node(
                 build_report,
                 [
                     "evaluation_run_info",
+                    "report_provenance",
                     "overall_metrics",
                     "comparison_table",
                     "comparison_figure",
