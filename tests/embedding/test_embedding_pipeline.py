@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
-from kedro_datasets.partitions import IncrementalDataset, PartitionedDataset
+from kedro_datasets.partitions import PartitionedDataset
 from PIL import Image
 
 from spahgc_kedro import encoders
+from spahgc_kedro.datasets import CacheFolderDataset
 from spahgc_kedro.pipelines.embedding import create_pipeline
 from tests.helpers.images import image_section, tissue_like_image
 from tests.helpers.partitions import as_partitions
@@ -36,7 +37,7 @@ def _catalog(sections: dict, folder: Path, embedding: dict) -> DataCatalog:
     return DataCatalog(
         datasets={
             "sections": MemoryDataset(sections, copy_mode="assign"),
-            "embedding_cache": IncrementalDataset(**partitions),
+            "embedding_cache": CacheFolderDataset(**partitions),
             "patch_embeddings": PartitionedDataset(**partitions),
             "params:embedding": MemoryDataset(embedding),
         }
@@ -94,6 +95,29 @@ def test_cache_hit_skips_the_encoder_and_a_changed_setting_misses(tmp_path, smal
 
     with pytest.raises(Exception, match="the encoder was built"):
         _run({"S1": small_section}, folder, {**EMBEDDING, "patch_size_px": 96})
+
+
+def test_a_damaged_or_foreign_cache_entry_is_embedded_again(tmp_path, small_section, caplog):
+    import shutil
+
+    import torch
+
+    torch.set_num_threads(1)
+    other = small_section.copy()
+    other.uns["section_id"] = "S2"
+    other.obsm["spatial"] = other.obsm["spatial"][::-1].copy()  # other spots: other embeddings
+    sections = {"S1": small_section, "S2": other}
+    folder = tmp_path / "features"
+    first = _run(sections, folder)
+    # S1's embeddings copied over S2's (spot ids like 6x2 repeat across sections), then S1's truncated
+    shutil.copy(folder / "S1.h5ad", folder / "S2.h5ad")
+    (folder / "S1.h5ad").write_bytes((folder / "S1.h5ad").read_bytes()[:100])
+    again = _run(sections, folder)
+    for section_id in ("S1", "S2"):
+        np.testing.assert_allclose(again[section_id].X, first[section_id].X, rtol=1e-6)
+        assert again[section_id].uns["section_id"] == section_id
+    assert not np.allclose(again["S1"].X, again["S2"].X)
+    assert "cannot be read" in caplog.text and "for other inputs" in caplog.text
 
 
 def test_pipeline_is_discovered_by_the_registry():

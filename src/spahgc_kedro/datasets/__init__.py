@@ -1,7 +1,8 @@
-"""Kedro datasets that kedro-datasets lacks: h5ad, raw folders, HeteroData, torch checkpoints."""
+"""Kedro datasets that kedro-datasets lacks: h5ad, raw folders, HeteroData, torch checkpoints, caches."""
 
 from .anndata_dataset import AnnDataDataset
+from .cache_folder import CacheFolderDataset
 from .raw_folder import RawFolderDataset
 from .torch_datasets import HeteroDataDataset, TorchObjectDataset
 
-__all__ = ["AnnDataDataset", "RawFolderDataset", "HeteroDataDataset", "TorchObjectDataset"]
+__all__ = ["AnnDataDataset", "CacheFolderDataset", "RawFolderDataset", "HeteroDataDataset", "TorchObjectDataset"]

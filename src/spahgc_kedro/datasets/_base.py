@@ -1,12 +1,20 @@
-"""Shared plumbing for the project's file datasets (local or fsspec paths, versioning)."""
+"""Shared plumbing for the project's file datasets (local or fsspec paths, versioning).
+
+Writes are atomic: the file is written under a temporary name beside its place and renamed
+into it once complete, so an interrupted run never leaves a half-written file where a later
+run would read it.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import PurePosixPath
 from typing import Any
 
 import fsspec
 from kedro.io.core import AbstractVersionedDataset, Version, get_filepath_str, get_protocol_and_path
+
+from spahgc_kedro.errors import InputDataError
 
 
 class FileDataset(AbstractVersionedDataset):
@@ -34,12 +42,27 @@ class FileDataset(AbstractVersionedDataset):
         return get_filepath_str(path, self._protocol)
 
     def _load(self) -> Any:
-        return self._read(self._local_path(self._get_load_path()))
+        path = self._local_path(self._get_load_path())
+        try:
+            return self._read(path)
+        except FileNotFoundError:
+            raise
+        except Exception as error:  # noqa: BLE001 - h5py, torch and zip readers raise many types for a bad file
+            raise InputDataError(
+                f"Cannot read '{path}': {error}. The file is damaged or was written by another version of the "
+                "project: delete it and re-run the pipeline that writes it."
+            ) from error
 
     def _save(self, data: Any) -> None:
         path = self._local_path(self._get_save_path())
         self._fs.makedirs(str(PurePosixPath(path).parent), exist_ok=True)
-        self._write(data, path)
+        partial = f"{path}.partial-{os.getpid()}"
+        try:
+            self._write(data, partial)
+            self._fs.mv(partial, path)
+        finally:
+            if self._fs.exists(partial):
+                self._fs.rm(partial)
         self._invalidate_cache()
 
     def _exists(self) -> bool:

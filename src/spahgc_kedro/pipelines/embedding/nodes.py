@@ -24,10 +24,20 @@ def _embedded_or_cached(
     weights = encoders.weights_identity(params["encoder"], params.get("weights_path"))
     key = content_key(section, params["encoder"], weights, patch)
     if cached is not None:
-        previous = load_partition(cached)
-        if previous.uns.get(Uns.ENCODER, {}).get("content_key") == key:
-            logger.info("Section %s: embeddings unchanged, reusing the cached ones", section_id)
-            return previous
+        try:
+            previous = load_partition(cached)
+        except Exception as error:  # noqa: BLE001 - a damaged cache entry is recomputed, never used
+            logger.warning("Section %s: the cached embeddings cannot be read (%s); embedding again.", section_id, error)
+        else:
+            # the key, the section and the spots must all match: a copied or stale file is never used
+            if (
+                previous.uns.get(Uns.ENCODER, {}).get("content_key") == key
+                and previous.uns.get(Uns.SECTION_ID) == section_id
+                and list(previous.obs_names) == list(section.obs_names)
+            ):
+                logger.info("Section %s: embeddings unchanged, reusing the cached ones", section_id)
+                return previous
+            logger.info("Section %s: the cached embeddings are for other inputs; embedding again.", section_id)
     return embed_section(section, key, patch, lazy, params)
 
 
