@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from types import SimpleNamespace
+
+import pytest
 
 from spahgc_kedro.hooks import WorkerTrackingHooks
 from spahgc_kedro.tracking import fold_run
@@ -50,3 +53,85 @@ def test_without_an_active_run_nothing_is_logged():
     with fold_run("fold-A1", {"device": "cpu"}, {"fold": "A1"}) as run:
         assert run is None
     assert mlflow.active_run() is None
+
+
+def test_runs_of_a_dead_process_are_marked_failed_others_are_left_alone():
+    import socket
+    import subprocess
+    import sys
+
+    import mlflow
+
+    from spahgc_kedro.tracking import PROCESS_TAG, close_orphaned_runs
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    here = socket.gethostname()
+    client = mlflow.MlflowClient()
+    experiment = client.create_experiment("orphans")
+    runs = {}
+    for name, process in {
+        "killed": f"{here}:{dead.pid}",
+        "alive": f"{here}:{os.getpid()}",
+        "elsewhere": f"other-host:{dead.pid}",
+    }.items():
+        runs[name] = client.create_run(experiment, tags={PROCESS_TAG: process}).info.run_id
+    current = client.create_run(experiment).info.run_id
+    assert close_orphaned_runs(experiment, current) == [runs["killed"]]
+    status = {name: client.get_run(run_id).info.status for name, run_id in runs.items()}
+    assert status == {"killed": "FAILED", "alive": "RUNNING", "elsewhere": "RUNNING"}
+    assert "later start" in client.get_run(runs["killed"]).data.tags["spahgc.note"]
+
+
+@pytest.mark.slow
+def test_killed_and_interrupted_runs_end_with_the_truth(project_copy):
+    """SIGKILL mid-training: the next start marks its runs FAILED; SIGTERM: the runs end KILLED (or FAILED),
+    never FINISHED or RUNNING."""
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    kedro = Path(sys.executable).with_name("kedro")
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true"}
+    store = project_copy / "mlflow.db"
+    tiny = "train.model.hidden:16,train.model.heads:2,train.model.n_layers:1,train.patience:0"
+    subprocess.run([str(kedro), "run", "--pipeline=graph"], cwd=project_copy, env=env, check=True, capture_output=True)
+
+    def training(epochs):
+        return subprocess.Popen(
+            [str(kedro), "run", "--pipeline=train", "--params", f"{tiny},train.epochs:{epochs}"],
+            cwd=project_copy,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def statuses():
+        with sqlite3.connect(store) as db:
+            return dict(db.execute("select run_uuid, status from runs").fetchall())
+
+    def wait_for_fold_run(process, seen):
+        for _ in range(600):
+            if store.exists() and len(set(statuses()) - seen) >= 2:  # the pipeline's run and a fold run
+                return set(statuses()) - seen
+            assert process.poll() is None, "the run ended before it could be interrupted"
+            time.sleep(0.5)
+        raise AssertionError("no fold run started")
+
+    killed = training(5000)
+    killed_runs = wait_for_fold_run(killed, set())
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert {statuses()[r] for r in killed_runs} == {"RUNNING"}  # what SIGKILL leaves behind
+
+    interrupted = training(5000)
+    interrupted_runs = wait_for_fold_run(interrupted, killed_runs)
+    interrupted.send_signal(signal.SIGTERM)
+    assert interrupted.wait(timeout=120) == 1
+    final = statuses()
+    assert {final[r] for r in killed_runs} == {"FAILED"}  # closed when the next run started
+    # the fold run is ended KILLED by the CLI; kedro-mlflow's error hook may end the pipeline's run FAILED first
+    assert {final[r] for r in interrupted_runs} <= {"KILLED", "FAILED"}
+    assert "KILLED" in {final[r] for r in interrupted_runs}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+import signal
 from typing import Any
 
 import click
@@ -18,6 +19,7 @@ from kedro.framework.cli.utils import split_string
 from omegaconf import OmegaConf
 
 from spahgc_kedro.errors import find_user_error
+from spahgc_kedro.tracking import end_interrupted_runs
 
 TRACEBACK_ENV = "SPAHGC_TRACEBACK"
 
@@ -92,16 +94,28 @@ def _run(**kwargs: Any) -> Any:
         if kwargs.get("pipelines"):
             raise click.UsageError("Use either --pipeline or --pipelines, not both.")
         kwargs["pipelines"] = [pipeline]
+    previous_sigterm = signal.signal(signal.SIGTERM, _terminated)
     try:
         if kwargs.get("pipelines"):
             kwargs["pipelines"] = with_missing_stages(list(kwargs["pipelines"]), kwargs)
         return kedro_run.callback(pipeline=None, **kwargs)
+    except KeyboardInterrupt:
+        # MLflow's exit handler would otherwise record the interrupted runs FINISHED
+        end_interrupted_runs("KILLED")
+        raise click.ClickException("Interrupted: the MLflow runs of this run are marked KILLED.") from None
     except Exception as error:
         user_error = find_user_error(error)
         if user_error is None or os.environ.get(TRACEBACK_ENV):
             raise
         # what the user has to fix, not a traceback through Kedro's internals
         raise click.ClickException(f"{user_error}\n(set {TRACEBACK_ENV}=1 for the traceback)") from None
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    """SIGTERM (a scheduler's kill, `kill PID`) ends the run like Ctrl-C."""
+    raise KeyboardInterrupt
 
 
 def _build_run_command() -> click.Command:

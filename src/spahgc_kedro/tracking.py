@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 __all__ = [
     "FoldRun",
     "active_run_id",
+    "close_orphaned_runs",
+    "end_interrupted_runs",
     "describe_pipeline_run",
     "log_training_summary",
     "log_pipeline_artifact",
@@ -78,6 +81,7 @@ def describe_pipeline_run(pipelines: list[str], dataset: str, encoder: str, runn
     run = mlflow.active_run()
     if run is None:
         return
+    close_orphaned_runs(run.info.experiment_id, run.info.run_id)
     from spahgc_kedro.pipeline_registry import STAGES
 
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -88,11 +92,60 @@ def describe_pipeline_run(pipelines: list[str], dataset: str, encoder: str, runn
             "mlflow.runName": f"{'+'.join(pipelines) or '__default__'}-{dataset}-{encoder}-{stamp}",
             "runner": runner_class.group(1) if runner_class else runner,
             "kedro_command": command,
+            # who runs it, so a later start can tell a run whose process died from one still going
+            PROCESS_TAG: f"{socket.gethostname()}:{os.getpid()}",
         }
     )
     mlflow.MlflowClient().set_experiment_tag(
         run.info.experiment_id, "mlflow.experimentKind", "custom_model_development"
     )
+
+
+PROCESS_TAG = "spahgc.process"
+
+
+def _process_alive(process: str) -> bool:
+    """Whether `host:pid` names a live process of this machine (other machines' runs are left alone)."""
+    host, _, pid = process.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def close_orphaned_runs(experiment_id: str, current_run_id: str) -> list[str]:
+    """Mark FAILED the runs left RUNNING by a process of this machine that has died (killed, crashed).
+
+    A run of another live process (two runs at once), or of another machine, is left alone.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    closed = []
+    for run in client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=1000):
+        process = run.data.tags.get(PROCESS_TAG)
+        if run.info.run_id == current_run_id or process is None or _process_alive(process):
+            continue
+        client.set_tag(run.info.run_id, "spahgc.note", "marked FAILED at a later start: its process had ended")
+        client.set_terminated(run.info.run_id, status="FAILED")
+        closed.append(run.info.run_id)
+    if closed:
+        logger.warning("Marked %d MLflow runs FAILED: their process had ended without closing them.", len(closed))
+    return closed
+
+
+def end_interrupted_runs(status: str = "KILLED") -> None:
+    """End every active run (fold runs first, then the pipeline's) with `status` after an interruption."""
+    import sys
+
+    mlflow = sys.modules.get("mlflow")
+    while mlflow is not None and mlflow.active_run() is not None:
+        mlflow.end_run(status=status)
 
 
 def log_training_summary(trained_models: Mapping[str, Any]) -> None:
@@ -177,7 +230,9 @@ def fold_run(run_name: str, params: Mapping[str, Any], tags: dict[str, str]) -> 
             # unique across runs, and readable as the parent's in chart legends and the compare view
             mlflow.set_tag("mlflow.runName", f"{parent_name}/{tags.get('fold', run_name)}")
         mlflow.log_params({k: str(v)[:250] for k, v in flatten(params).items()})
-        mlflow.set_tags({**tags, "parent_run_name": parent_name or ""})
+        mlflow.set_tags(
+            {**tags, "parent_run_name": parent_name or "", PROCESS_TAG: f"{socket.gethostname()}:{os.getpid()}"}
+        )
         yield FoldRun(run.info.run_id)
 
 
