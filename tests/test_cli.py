@@ -28,6 +28,14 @@ def test_parse_params_accepts_both_separators(raw, expected):
     assert parse_params(None, None, raw) == expected
 
 
+@pytest.mark.parametrize("key", ["hf_token", "mlflow.password", "api_key", "s3.secret"])
+def test_a_secret_is_refused_because_params_are_logged(key):
+    with pytest.raises(click.BadParameter, match="looks like a secret.*environment"):
+        parse_params(None, None, f"{key}:abc123")
+    # ordinary names that merely contain those letters are parameters like any other
+    assert parse_params(None, None, "tokenizer_size:3,keyframes:2") == {"tokenizer_size": 3, "keyframes": 2}
+
+
 def test_parse_params_rejects_a_bare_word():
     with pytest.raises(click.BadParameter, match="key:value"):
         parse_params(None, None, "dataset")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import signal
 from typing import Any
 
@@ -22,6 +23,8 @@ from spahgc_kedro.errors import find_user_error
 from spahgc_kedro.tracking import end_interrupted_runs
 
 TRACEBACK_ENV = "SPAHGC_TRACEBACK"
+# a key (or a dotted part of it) named like a credential
+SECRET_NAME = re.compile(r"(^|[._])(token|secret|password|passwd|api_key|apikey|credentials?)($|[._])", re.I)
 
 
 def parse_params(ctx: click.Context | None, param: Any, value: Any) -> dict[str, Any]:
@@ -37,6 +40,14 @@ def parse_params(ctx: click.Context | None, param: Any, value: Any) -> dict[str,
             raise click.BadParameter(
                 f"'{item}' is not a parameter: write key:value or key=value "
                 "(e.g. --params dataset:alex,train.epochs:5)",
+                ctx=ctx,
+                param=param,
+            )
+        if SECRET_NAME.search(key):
+            # every parameter is logged to MLflow, where anyone with the store can read it
+            raise click.BadParameter(
+                f"'{key}' looks like a secret: parameters are logged to MLflow, so secrets never go in --params. "
+                "Pass them through the environment (e.g. HF_TOKEN for Hugging Face downloads).",
                 ctx=ctx,
                 param=param,
             )
