@@ -27,6 +27,7 @@ class Layers:
 
     MEASURED = "measured"
     LOG_EXPRESSION = "log_expression"
+    UNCERTAINTY = "uncertainty"
 
 
 class Uns:

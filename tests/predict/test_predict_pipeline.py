@@ -1,5 +1,5 @@
-"""The predict pipeline on the demo data: a tiny model trained on three sections predicts the
-fourth from its image and spot table alone (its counts withheld)."""
+"""The predict pipeline on the demo data: tiny models trained on three sections predict the
+fourth from its image and spot table alone (its counts withheld), alone or as an ensemble."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from kedro_datasets.partitions import PartitionedDataset
 
 from spahgc_kedro import encoders
 from spahgc_kedro.pipelines.predict import create_pipeline
-from spahgc_kedro.pipelines.predict.nodes import check_embedding_settings, choose_model_fold
+from spahgc_kedro.pipelines.predict.nodes import check_embedding_settings, choose_model_folds
 from tests.helpers.fake_encoder import patch_statistics_encoder
 from tests.helpers.partitions import as_partitions
 from tests.helpers.project import project_parameters
@@ -35,7 +35,8 @@ def _params(name: str) -> dict:
 
 @pytest.fixture(scope="module")
 def trained(demo_raw):
-    """Sections, stand-in embeddings, fold, scaling and a tiny model trained on A1, A2 (validated on B1)."""
+    """Sections, stand-in embeddings, folds, scaling and two tiny models: fold `new` trained on A1, A2
+    (validated on B1), fold `other` trained on A1, B1 (validated on A2)."""
     import torch
 
     from spahgc_kedro.graph import graph_preset
@@ -54,16 +55,24 @@ def trained(demo_raw):
     embedding = {**_params("embedding")["embedding"], "patch_size_px": PATCH_PX, "num_workers": 0, "device": "cpu"}
     embeddings = embed_section_group(as_partitions(sections), {}, embedding)
     patch.undo()
-    fold = {"test": [], "validation": ["B1"], "train": ["A1", "A2"]}
-    folds = {"scheme": "leave_one_section_out", "folds": {"new": fold}}
+    folds = {
+        "scheme": "leave_one_section_out",
+        "folds": {
+            "new": {"test": [], "validation": ["B1"], "train": ["A1", "A2"]},
+            "other": {"test": [], "validation": ["A2"], "train": ["A1", "B1"]},
+        },
+    }
     graph = _params("graph")["graph"]
     preset = graph_preset(manifest, datasets, "demo")
     partitions = as_partitions(sections)
     scaling = fit_target_scaling(partitions, manifest, folds, preset, graph)
     builders = build_section_graphs(partitions, as_partitions(embeddings), manifest, folds, scaling, preset, graph)
     config = TrainConfig(epochs=30, lr=3e-3, threads=1, model=ModelConfig(hidden=16, heads=2, n_layers=1))
-    result = fit([builders["new/A1"](), builders["new/A2"]()], [builders["new/B1"]()], config, progress=False)
-    models = {"new": result.to_checkpoint()}
+    models = {}
+    for fold, spec in folds["folds"].items():
+        train = [builders[f"{fold}/{s}"]() for s in spec["train"]]
+        validation = [builders[f"{fold}/{s}"]() for s in spec["validation"]]
+        models[fold] = fit(train, validation, config, progress=False).to_checkpoint()
     return {
         "sections": sections,
         "manifest": manifest,
@@ -130,7 +139,7 @@ def test_predicts_a_withheld_section_from_its_image_and_spots(trained, new_dir, 
 
     torch.set_num_threads(1)
     monkeypatch.setattr(encoders, "build_encoder", fake_encoder)
-    predictions = _run(trained, new_dir, tmp_path / "out")
+    predictions = _run(trained, new_dir, tmp_path / "out", model_fold="new")
     assert list(predictions) == [NEW_SECTION]
     prediction = predictions[NEW_SECTION]
     spot_order = pd.read_csv(new_dir / f"{NEW_SECTION}_spots.csv")["spot_id"].tolist()
@@ -146,6 +155,9 @@ def test_predicts_a_withheld_section_from_its_image_and_spots(trained, new_dir, 
     np.testing.assert_allclose(
         prediction.layers["log_expression"], prediction.X * np.where(span == 0, 1, span) + scaling["min"], rtol=1e-5
     )
+    # one model: no spread, and its own layer is the prediction
+    assert not prediction.layers["uncertainty"].any()
+    np.testing.assert_array_equal(prediction.layers["fold_new"], prediction.layers["log_expression"])
     assert (tmp_path / "out" / "maps" / f"{NEW_SECTION}.html").stat().st_size > 0
 
     counts = pd.read_csv(demo_raw / "ST-cnts" / f"{NEW_SECTION}.tsv.gz", sep="\t", index_col=0)
@@ -153,6 +165,54 @@ def test_predicts_a_withheld_section_from_its_image_and_spots(trained, new_dir, 
     predicted = prediction.layers["log_expression"]
     pcc = [np.corrcoef(measured[:, g], predicted[:, g])[0, 1] for g in range(len(genes))]
     assert np.nanmean(pcc) > 0.2
+
+
+def test_ensemble_is_the_mean_of_the_single_models_and_their_sd_its_uncertainty(
+    trained, new_dir, tmp_path, monkeypatch
+):
+    """The default ensemble against two independent single-model runs."""
+    import torch
+
+    torch.set_num_threads(1)
+    monkeypatch.setattr(encoders, "build_encoder", fake_encoder)
+    single = {
+        fold: _run(trained, new_dir, tmp_path / fold, model_fold=fold)[NEW_SECTION].layers["log_expression"]
+        for fold in ("new", "other")
+    }
+    ensemble = _run(trained, new_dir, tmp_path / "ensemble")[NEW_SECTION]
+    assert ensemble.uns["fold"] == "new, other"
+    assert list(ensemble.uns["reference_sections"]) == ["A1", "A2", "B1"]
+    np.testing.assert_allclose(ensemble.layers["log_expression"], (single["new"] + single["other"]) / 2, atol=1e-6)
+    np.testing.assert_allclose(ensemble.layers["uncertainty"], np.abs(single["new"] - single["other"]) / 2, atol=1e-6)
+    assert ensemble.layers["uncertainty"].mean() > 0
+    np.testing.assert_allclose(ensemble.layers["fold_other"], single["other"], atol=1e-6)
+    # X is the mean min-max scaled by the pooled training range of the two folds
+    low = np.minimum(trained["scaling"]["new"]["min"], trained["scaling"]["other"]["min"])
+    high = np.maximum(trained["scaling"]["new"]["max"], trained["scaling"]["other"]["max"])
+    span = np.where(high - low == 0, 1, high - low)
+    np.testing.assert_allclose(ensemble.X * span + low, ensemble.layers["log_expression"], atol=1e-5)
+    html = (tmp_path / "ensemble" / "maps" / f"{NEW_SECTION}.html").read_text()
+    assert "sd over 2 models" in html
+
+
+def test_predictions_draw_with_scanpy_over_the_tissue(trained, new_dir, tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import scanpy as sc
+
+    monkeypatch.setattr(encoders, "build_encoder", fake_encoder)
+    prediction = _run(trained, new_dir, tmp_path / "out", model_fold="new")[NEW_SECTION]
+    library = prediction.uns["spatial"][NEW_SECTION]
+    image = library["images"]["hires"]
+    width = prediction.uns["image_size"][0]
+    assert library["scalefactors"]["tissue_hires_scalef"] == pytest.approx(image.shape[1] / width)
+    gene = prediction.var_names[0]
+    axes = sc.pl.spatial(prediction, color=gene, layer="log_expression", show=False)
+    # spots land on the image: every spot, scaled to the thumbnail, falls inside it
+    scaled = prediction.obsm["spatial"] * library["scalefactors"]["tissue_hires_scalef"]
+    assert (scaled >= 0).all() and (scaled[:, 0] <= image.shape[1]).all() and (scaled[:, 1] <= image.shape[0]).all()
+    assert len(axes) == 1 and axes[0].get_title() == gene
 
 
 def test_other_patch_settings_than_the_references_fail(trained, new_dir, tmp_path, monkeypatch):
@@ -169,13 +229,16 @@ def test_settings_check_names_the_differing_setting():
         check_embedding_settings("new", {**made, "name": "efficientnet_lite0"}, {"A1": made})
 
 
-def test_auto_fold_has_the_most_training_sections_first_by_name():
+def test_model_folds_ensemble_auto_or_by_name():
     folds = {"folds": {"b": {"train": ["x", "y"]}, "a": {"train": ["x", "y"]}, "c": {"train": ["x"]}}}
-    models = dict.fromkeys(["a", "b", "c"], {})
-    assert choose_model_fold(models, folds, {"model_fold": "auto"}) == "a"
-    assert choose_model_fold(models, folds, {"model_fold": "c"}) == "c"
-    with pytest.raises(ValueError, match="run `kedro run --pipeline=train` first"):
-        choose_model_fold({}, folds, {"model_fold": "auto"})
+    models = dict.fromkeys(["a", "b", "c", "not-a-fold"], {})
+    assert choose_model_folds(models, folds, {"model_fold": "ensemble"}) == ["a", "b", "c"]
+    assert choose_model_folds(models, folds, {"model_fold": "auto"}) == ["a"]
+    assert choose_model_folds(models, folds, {"model_fold": "c"}) == ["c"]
+    with pytest.raises(ValueError, match="Choose 'ensemble', 'auto' or one of: a, b, c"):
+        choose_model_folds(models, folds, {"model_fold": "d"})
+    with pytest.raises(FileNotFoundError, match="run `kedro run --pipeline=train` first"):
+        choose_model_folds({}, folds, {"model_fold": "ensemble"})
 
 
 def test_missing_trained_model_stops_before_any_node(tmp_path):
@@ -224,6 +287,6 @@ def test_real_encoder_embeds_new_spots_like_the_reference_embedding(tmp_path, de
     table.to_csv(folder / "copy_spots.csv", index=False)
     new = read_new_sections(str(folder), _params("predict")["predict"])
     folds = {"folds": {"f": {"train": ["A1"], "validation": [], "test": []}}}
-    out = embed_new_sections(new, as_partitions(embedded), folds, "f", embedding)["copy"]
+    out = embed_new_sections(new, as_partitions(embedded), folds, ["f"], embedding)["copy"]
     assert out.shape == (4, 2 * 1280)  # the spot patch and its 3x context (the default)
     np.testing.assert_allclose(out.X, embedded["A1"].X, atol=1e-5)

@@ -1,9 +1,10 @@
-"""Nodes that predict expression on new sections (H&E + spots, no ST) with a trained fold model.
+"""Nodes that predict expression on new sections (H&E + spots, no ST) with trained fold models.
 
-A new section is built exactly like a fold's test section, by the same `graph.FoldReferences`:
-its raw embeddings retrieve k spots from the fold's training sections, its embeddings are
-standardised with the fold's training + validation statistics, and the model predicts from
-the unmasked graph.
+For each chosen fold model, a new section is built exactly like that fold's test section, by the
+same `graph.FoldReferences`: its raw embeddings retrieve k spots from the fold's training sections,
+its embeddings are standardised with the fold's training + validation statistics, and the model
+predicts from the unmasked graph. By default every fold's model predicts; their mean is the
+prediction and their standard deviation its uncertainty.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from spahgc_kedro.embedding import LazyEncoder, content_key, embed_section, patch_settings
+from spahgc_kedro.errors import InputDataError, MissingInputError, ParameterError
 from spahgc_kedro.graph import FoldReferences, aligned_embedding
 from spahgc_kedro.hints import AnnData, HeteroData
 from spahgc_kedro.partitions import load_partition
@@ -47,22 +49,26 @@ def read_new_sections(new_slides: str, predict: dict[str, Any]) -> dict[str, Ann
     return sections
 
 
-def choose_model_fold(trained_models: dict[str, Any], folds: dict[str, Any], predict: dict[str, Any]) -> str:
-    """The fold whose model predicts: `auto` = most training sections, first by name on ties."""
+def choose_model_folds(trained_models: dict[str, Any], folds: dict[str, Any], predict: dict[str, Any]) -> list[str]:
+    """The folds whose models predict: `ensemble` = every fold's model (the default), `auto` = the one with the
+    most training sections (first by name on ties), or one fold by name."""
     available = sorted(f for f in trained_models if f in folds["folds"])
     if not available:
-        raise ValueError(
+        raise MissingInputError(
             f"No trained model matches the folds {sorted(folds['folds'])} (models: {sorted(trained_models)}): "
             f"{NO_MODEL_HINT}."
         )
     wanted = str(predict["model_fold"])
+    if wanted == "ensemble":
+        return available
     if wanted == "auto":
-        return min(available, key=lambda f: (-len(folds["folds"][f]["train"]), f))
+        return [min(available, key=lambda f: (-len(folds["folds"][f]["train"]), f))]
     if wanted not in available:
-        raise ValueError(
-            f"predict.model_fold '{wanted}' has no trained model. Choose 'auto' or one of: {', '.join(available)}."
+        raise ParameterError(
+            f"predict.model_fold '{wanted}' has no trained model. Choose 'ensemble', 'auto' or one of: "
+            f"{', '.join(available)}."
         )
-    return wanted
+    return [wanted]
 
 
 def _compared_settings(settings: dict[str, Any]) -> dict[str, Any]:
@@ -105,7 +111,7 @@ def embed_new_sections(
     new_sections: dict[str, AnnData],
     patch_embeddings: dict[str, Callable[[], AnnData]],
     folds: dict[str, Any],
-    model_fold: str,
+    model_folds: list[str],
     embedding_params: dict[str, Any],
 ) -> dict[str, AnnData]:
     """Embed the new sections' patches with the encoder and patch settings of the reference embeddings."""
@@ -116,13 +122,12 @@ def embed_new_sections(
     torch.manual_seed(int(embedding_params["seed"]))
     encoder = embedding_params["encoder"]
     encoders.check_encoder_name(encoder)
-    fold = folds["folds"][model_fold]
-    fitting = [*fold["train"], *fold["validation"]]
+    fitting = sorted({s for f in model_folds for s in [*folds["folds"][f]["train"], *folds["folds"][f]["validation"]]})
     missing = [s for s in fitting if s not in patch_embeddings]
     if missing:
-        raise ValueError(
-            f"No patch embeddings of the model's reference sections {missing}: run `kedro run --pipeline=embedding` "
-            "with the same --params dataset/encoder as the trained model."
+        raise MissingInputError(
+            f"No patch embeddings of the models' reference sections {missing}: run `kedro run --pipeline=embedding` "
+            "with the same --params dataset/encoder as the trained models."
         )
     reference = {s: dict(load_partition(patch_embeddings[s]).uns[Uns.ENCODER]) for s in fitting}
     identity = encoders.weights_identity(encoder, embedding_params.get("weights_path"))
@@ -141,94 +146,154 @@ def fit_model_references(
     patch_embeddings: dict[str, Callable[[], AnnData]],
     folds: dict[str, Any],
     target_scaling: dict[str, Any],
-    model_fold: str,
+    model_folds: list[str],
     graph_params: dict[str, Any],
-) -> FoldReferences:
-    """The model fold's references: its training sections, standardised as when the model was trained."""
-    fold = folds["folds"][model_fold]
-    fitting = [*fold["train"], *fold["validation"]]
+) -> dict[str, FoldReferences]:
+    """Each model's references: its fold's training sections, standardised as when the model was trained."""
+    fitting = sorted({s for f in model_folds for s in [*folds["folds"][f]["train"], *folds["folds"][f]["validation"]]})
     missing = [s for s in fitting if s not in sections]
     if missing:
-        raise ValueError(f"Reference sections {missing} are not in `sections`: re-run the ingestion pipeline.")
+        raise MissingInputError(f"Reference sections {missing} are not in `sections`: re-run the ingestion pipeline.")
     loaded = {s: load_partition(sections[s]) for s in fitting}
     embeddings = {s: aligned_embedding(loaded[s], load_partition(patch_embeddings[s]), s) for s in fitting}
-    return FoldReferences.fit(
-        model_fold,
-        fold,
-        target_scaling[model_fold],
-        embeddings,
-        lambda s, genes, transform: transformed_expression(loaded[s], genes, transform),
-        graph_params,
-    )
+    return {
+        fold: FoldReferences.fit(
+            fold,
+            folds["folds"][fold],
+            target_scaling[fold],
+            embeddings,
+            lambda s, genes, transform: transformed_expression(loaded[s], genes, transform),
+            graph_params,
+        )
+        for fold in model_folds
+    }
 
 
 def build_new_section_graphs(
     new_sections: dict[str, AnnData],
     new_patch_embeddings: dict[str, AnnData],
-    model_references: FoldReferences,
+    model_references: dict[str, FoldReferences],
     model_graph_preset: dict[str, Any],
-) -> dict[str, HeteroData]:
-    """One HeteroData per new section (no `y`), built like a test section of the model's fold."""
-    return {
-        section_id: model_references.build(
-            section_id,
-            aligned_embedding(section, new_patch_embeddings[section_id], section_id),
-            np.asarray(section.obsm[Obsm.SPATIAL], dtype=np.float64),
-            float(model_graph_preset["spatial_radius_spacings"]) * float(section.uns[Uns.SPOT_SPACING_PX]),
-            list(section.obs_names),
-            role="new",
+) -> dict[str, dict[str, HeteroData]]:
+    """Per new section, one HeteroData (no `y`) per model, built like a test section of the model's fold."""
+    graphs: dict[str, dict[str, HeteroData]] = {}
+    for section_id, section in sorted(new_sections.items()):
+        raw = aligned_embedding(section, new_patch_embeddings[section_id], section_id)
+        radius = float(model_graph_preset["spatial_radius_spacings"]) * float(section.uns[Uns.SPOT_SPACING_PX])
+        positions = np.asarray(section.obsm[Obsm.SPATIAL], dtype=np.float64)
+        graphs[section_id] = {
+            fold: references.build(section_id, raw, positions, radius, list(section.obs_names), role="new")
+            for fold, references in model_references.items()
+        }
+    return graphs
+
+
+def _fold_prediction(checkpoint: dict[str, Any], graph: HeteroData, fold: str, device: str) -> np.ndarray:
+    """One fold model's normalised prediction of a new section's graph, after checking they fit together."""
+    from spahgc_kedro.model.training import load_model, predict
+
+    config = checkpoint["model_config"]
+    if graph.embedding_dim != config["target_dim"] or len(graph.genes) != config["n_genes"]:
+        raise InputDataError(
+            f"The fold {fold} model expects {config['target_dim']}-d embeddings and {config['n_genes']} genes; new "
+            f"section {graph.section_id} has {graph.embedding_dim}-d embeddings and the fold's target scaling "
+            f"{len(graph.genes)} genes: the model and the graph inputs come from different runs. Re-run the graph "
+            "and train pipelines."
         )
-        for section_id, section in sorted(new_sections.items())
-    }
+    return predict(load_model(checkpoint), graph, device)
 
 
 def predict_new_sections(
     trained_models: dict[str, Any],
-    model_references: FoldReferences,
-    new_section_graphs: dict[str, HeteroData],
+    model_references: dict[str, FoldReferences],
+    new_section_graphs: dict[str, dict[str, HeteroData]],
     new_sections: dict[str, AnnData],
     predict_params: dict[str, Any],
     dataset: str,
     encoder: str,
 ) -> dict[str, AnnData]:
-    """Predict every new section from its unmasked graph, as one AnnData partition per section."""
-    from spahgc_kedro.encoders import select_device
-    from spahgc_kedro.model.training import load_model, predict
-    from spahgc_kedro.predictions import prediction_anndata
+    """Every new section predicted by each chosen model and their mean, with the models' spread as uncertainty.
 
-    fold = model_references.fold
-    checkpoint = trained_models[fold]
-    config = checkpoint["model_config"]
-    model = load_model(checkpoint)
+    `layers['log_expression']` = the mean over the models on the target-transform scale,
+    `layers['uncertainty']` = their standard deviation there (0 for one model), `layers['fold_<name>']` =
+    each model's own prediction; `X` = the mean min-max scaled by the models' pooled training range.
+    """
+    from spahgc_kedro.encoders import select_device
+    from spahgc_kedro.predictions import prediction_anndata
+    from spahgc_kedro.targets import minmax_scale, minmax_unscale
+
     device = str(select_device(predict_params["device"]))
+    folds = sorted(model_references)
+    genes = list(model_references[folds[0]].scaling["genes"])
+    differing = [f for f in folds if list(model_references[f].scaling["genes"]) != genes]
+    if differing:
+        raise InputDataError(
+            f"The models of folds {differing} predict other genes than fold {folds[0]}'s: an ensemble needs one gene "
+            "panel. Re-run the graph and train pipelines, or choose one model with --params predict.model_fold:<fold>."
+        )
+    # the folds' min-max ranges differ, so models are averaged on the target-transform scale
+    pooled = {
+        "min": np.min([model_references[f].scaling["min"] for f in folds], axis=0).tolist(),
+        "max": np.max([model_references[f].scaling["max"] for f in folds], axis=0).tolist(),
+        "transform": model_references[folds[0]].scaling["transform"],
+    }
     predictions = {}
-    for section_id, graph in sorted(new_section_graphs.items()):
-        if graph.embedding_dim != config["target_dim"] or len(graph.genes) != config["n_genes"]:
-            raise ValueError(
-                f"The fold {fold} model expects {config['target_dim']}-d embeddings and {config['n_genes']} "
-                f"genes; new section {section_id} has {graph.embedding_dim}-d embeddings and the fold's target "
-                f"scaling {len(graph.genes)} genes: the model and the graph inputs come from different runs. "
-                "Re-run the graph and train pipelines."
+    for section_id, graphs in sorted(new_section_graphs.items()):
+        per_model = {
+            fold: minmax_unscale(
+                _fold_prediction(trained_models[fold], graphs[fold], fold, device),
+                model_references[fold].scaling["min"],
+                model_references[fold].scaling["max"],
             )
+            for fold in folds
+        }
+        stacked = np.stack([per_model[f] for f in folds])
         section = new_sections[section_id]
-        predictions[section_id] = prediction_anndata(
-            predict(model, graph, device),
-            graph,
-            model_references.scaling,
+        adata = prediction_anndata(
+            minmax_scale(stacked.mean(axis=0), pooled["min"], pooled["max"]),
+            graphs[folds[0]],
+            pooled,
             measured=False,
             obs=section.obs[[Obs.ARRAY_ROW, Obs.ARRAY_COL]],
             **{
-                Uns.REFERENCE_SECTIONS: list(graph.reference_sections),
+                Uns.FOLD: ", ".join(folds),
+                Uns.REFERENCE_SECTIONS: sorted({s for f in folds for s in graphs[f].reference_sections}),
                 Uns.DATASET: dataset,
                 Uns.ENCODER: encoder,
-                Uns.BEST_EPOCH: int(checkpoint["best_epoch"]),
-                Uns.MLFLOW_RUN_ID: str(checkpoint.get("mlflow_run_id") or ""),
+                Uns.BEST_EPOCH: [int(trained_models[f]["best_epoch"]) for f in folds],
+                Uns.MLFLOW_RUN_ID: [str(trained_models[f].get("mlflow_run_id") or "") for f in folds],
                 Uns.IMAGE_PATH: section.uns[Uns.IMAGE_PATH],
                 Uns.IMAGE_SIZE: list(section.uns[Uns.IMAGE_SIZE]),
                 Uns.SPOT_SOURCE: section.uns[Uns.SPOT_SOURCE],
             },
         )
+        adata.layers[Layers.LOG_EXPRESSION] = stacked.mean(axis=0).astype(np.float32)
+        adata.layers[Layers.UNCERTAINTY] = stacked.std(axis=0).astype(np.float32)
+        for fold in folds:
+            adata.layers[f"fold_{fold}"] = per_model[fold].astype(np.float32)
+        add_scanpy_image(adata, section, int(predict_params["thumbnail_max_side"]))
+        predictions[section_id] = adata
     return predictions
+
+
+def add_scanpy_image(adata: AnnData, section: AnnData, max_side: int) -> None:
+    """The H&E thumbnail and its scale in scanpy's `uns['spatial'][library]` layout, so `sc.pl.spatial` draws the
+    predictions over the tissue (`obsm['spatial']` stays in full-resolution pixels)."""
+    from spahgc_kedro.images import read_thumbnail
+
+    thumbnail, (width, _) = read_thumbnail(section.uns[Uns.IMAGE_PATH], max_side)
+    spacing = float(section.uns.get(Uns.SPOT_SPACING_PX, float("nan")))
+    diameter = float(section.uns.get(Uns.SPOT_DIAMETER_PX, float("nan")))
+    adata.uns["spatial"] = {
+        str(section.uns[Uns.SECTION_ID]): {
+            "images": {"hires": thumbnail.astype(np.float32) / 255.0},
+            "scalefactors": {
+                "tissue_hires_scalef": thumbnail.shape[1] / width,
+                # scanpy sizes spots by this: the section's spot diameter, else most of the spot spacing
+                "spot_diameter_fullres": diameter if np.isfinite(diameter) else 0.8 * spacing,
+            },
+        }
+    }
 
 
 def map_genes(adata: AnnData, requested: list[str], n_top: int) -> list[str]:
@@ -242,8 +307,21 @@ def map_genes(adata: AnnData, requested: list[str], n_top: int) -> list[str]:
     return list(dict.fromkeys([*present, *ranked]))
 
 
+def map_layers(adata: AnnData, genes: list[str]) -> list[tuple[str, str, np.ndarray]]:
+    """(menu label, colour-bar title, values) per map: each gene's prediction, then its spread over the models
+    when more than one model predicted."""
+    models = len(str(adata.uns[Uns.FOLD]).split(", "))
+    layers = []
+    for gene in genes:
+        layers.append((gene, gene, adata[:, gene].layers[Layers.LOG_EXPRESSION].ravel()))
+        if models > 1 and Layers.UNCERTAINTY in adata.layers:
+            values = adata[:, gene].layers[Layers.UNCERTAINTY].ravel()
+            layers.append((f"{gene}: sd over {models} models", f"{gene}<br>sd", values))
+    return layers
+
+
 def prediction_map(adata: AnnData, genes: list[str], thumbnail_max_side: int) -> Any:
-    """Predicted expression of the chosen genes over the H&E thumbnail, one gene at a time (dropdown)."""
+    """Predicted expression of the chosen genes (and the models' spread) over the H&E thumbnail, one at a time."""
     import plotly.graph_objects as go
 
     from spahgc_kedro.images import data_uri, read_thumbnail
@@ -252,40 +330,42 @@ def prediction_map(adata: AnnData, genes: list[str], thumbnail_max_side: int) ->
     width, height = (int(v) for v in adata.uns[Uns.IMAGE_SIZE])
     x, y = adata.obsm[Obsm.SPATIAL][:, 0], adata.obsm[Obsm.SPATIAL][:, 1]
     caption = (
-        f"SpaHGC prediction, {adata.uns['target_transform']}(count + 1) scale; model of fold {adata.uns['fold']} "
-        f"({adata.uns['dataset']}, {adata.uns['encoder']}), references {', '.join(adata.uns['reference_sections'])}"
+        f"SpaHGC prediction, {adata.uns[Uns.TARGET_TRANSFORM]}(count + 1) scale; models of folds "
+        f"{adata.uns[Uns.FOLD]} ({adata.uns[Uns.DATASET]}, {adata.uns[Uns.ENCODER]}), references "
+        f"{', '.join(adata.uns[Uns.REFERENCE_SECTIONS])}"
     )
+    layers = map_layers(adata, genes)
     figure = go.Figure()
     buttons = []
-    for index, gene in enumerate(genes):
+    for index, (label, colourbar, values) in enumerate(layers):
         figure.add_trace(
             go.Scatter(
                 x=x,
                 y=y,
                 mode="markers",
-                name=gene,
+                name=label,
                 visible=index == 0,
                 text=list(adata.obs_names),
                 hovertemplate="%{text}: %{marker.color:.3f}<extra></extra>",
                 marker={
-                    "color": adata[:, gene].layers[Layers.LOG_EXPRESSION].ravel(),
-                    "colorscale": "Viridis",
+                    "color": values,
+                    "colorscale": "Magma" if colourbar.endswith("sd") else "Viridis",
                     "size": 7,
                     "opacity": 0.85,
-                    "colorbar": {"title": gene},
+                    "colorbar": {"title": colourbar},
                 },
             )
         )
-        title = f"{gene} predicted on {adata.uns['section_id']}<br><sup>{caption}</sup>"
+        title = f"{label} predicted on {adata.uns[Uns.SECTION_ID]}<br><sup>{caption}</sup>"
         buttons.append(
             {
-                "label": gene,
+                "label": label,
                 "method": "update",
-                "args": [{"visible": [i == index for i in range(len(genes))]}, {"title.text": title}],
+                "args": [{"visible": [i == index for i in range(len(layers))]}, {"title.text": title}],
             }
         )
     figure.update_layout(
-        title=f"{genes[0]} predicted on {adata.uns['section_id']}<br><sup>{caption}</sup>",
+        title=buttons[0]["args"][1]["title.text"],
         images=[
             {
                 "source": data_uri(thumbnail),

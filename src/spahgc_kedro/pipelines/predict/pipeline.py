@@ -6,7 +6,7 @@ from spahgc_kedro.graph import graph_preset
 
 from .nodes import (
     build_new_section_graphs,
-    choose_model_fold,
+    choose_model_folds,
     embed_new_sections,
     fit_model_references,
     plot_new_prediction_maps,
@@ -16,16 +16,19 @@ from .nodes import (
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """New sections + a trained model's reference sections -> predicted expression and maps."""
+    """New sections + the trained fold models and their reference sections -> predicted expression, uncertainty, maps."""
     return pipeline(
         [
             node(read_new_sections, ["new_slides", "params:predict"], "new_sections", name="read_new_sections"),
             node(
-                choose_model_fold, ["trained_models", "folds", "params:predict"], "model_fold", name="choose_model_fold"
+                choose_model_folds,
+                ["trained_models", "folds", "params:predict"],
+                "model_folds",
+                name="choose_model_folds",
             ),
             node(
                 embed_new_sections,
-                ["new_sections", "patch_embeddings", "folds", "model_fold", "params:embedding"],
+                ["new_sections", "patch_embeddings", "folds", "model_folds", "params:embedding"],
                 "new_patch_embeddings",
                 name="embed_new_sections",
             ),
@@ -37,7 +40,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 fit_model_references,
-                ["sections", "patch_embeddings", "folds", "target_scaling", "model_fold", "params:graph"],
+                ["sections", "patch_embeddings", "folds", "target_scaling", "model_folds", "params:graph"],
                 "model_references",
                 name="fit_model_references",
             ),
