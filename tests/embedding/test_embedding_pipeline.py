@@ -120,6 +120,42 @@ def test_a_damaged_or_foreign_cache_entry_is_embedded_again(tmp_path, small_sect
     assert "cannot be read" in caplog.text and "for other inputs" in caplog.text
 
 
+def test_a_run_killed_mid_stage_resumes_from_the_sections_it_finished(tmp_path, small_section, monkeypatch):
+    """Each section reaches the cache folder as soon as it is embedded: a kill while embedding S3 keeps
+    every section finished before it, and the rerun embeds only the rest, each section once in all."""
+    from spahgc_kedro.pipelines.embedding import nodes
+    from tests.helpers.fake_encoder import patch_statistics_encoder
+
+    sections = {}
+    for index, section_id in enumerate(["S1", "S2", "S3"]):
+        section = small_section.copy()
+        section.uns["section_id"] = section_id
+        section.obsm["spatial"] = np.roll(small_section.obsm["spatial"], index, axis=0)
+        sections[section_id] = section
+    monkeypatch.setattr(encoders, "build_encoder", lambda name, **kwargs: patch_statistics_encoder(name, 64))
+    embedded, killed = [], []
+    real_embed = nodes.embed_section
+
+    def embed_until_s3(section, *args, **kwargs):
+        if section.uns["section_id"] == "S3" and not killed:
+            killed.append(True)
+            raise KeyboardInterrupt("killed while embedding S3")
+        embedded.append(section.uns["section_id"])
+        return real_embed(section, *args, **kwargs)
+
+    monkeypatch.setattr(nodes, "embed_section", embed_until_s3)
+    folder = tmp_path / "features"
+    with pytest.raises(KeyboardInterrupt):
+        _run(sections, folder)
+    finished = list(embedded)
+    assert finished and "S3" not in finished
+    assert sorted(p.stem for p in folder.glob("*.h5ad")) == sorted(finished)
+    out = _run(sections, folder)
+    rerun = embedded[len(finished) :]
+    assert sorted(rerun) == sorted(set(sections) - set(finished)), "the rerun re-embedded finished sections"
+    assert sorted(out) == ["S1", "S2", "S3"] and all(out[s].uns["section_id"] == s for s in out)
+
+
 def test_pipeline_is_discovered_by_the_registry():
     from kedro.framework.project import configure_project, find_pipelines
 

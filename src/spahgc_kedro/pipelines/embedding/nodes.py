@@ -18,8 +18,9 @@ logger = logging.getLogger(__name__)
 
 def _embedded_or_cached(
     section_id: str, section: AnnData, cached: Callable[[], AnnData] | None, lazy: LazyEncoder, params: dict[str, Any]
-) -> AnnData:
-    """The cached embeddings when their content key still matches the section, else freshly embedded ones."""
+) -> tuple[AnnData, bool]:
+    """(the cached embeddings when their content key still matches the section, else freshly embedded ones;
+    whether they came from the cache)."""
     patch = patch_settings(section.uns, params)
     weights = encoders.weights_identity(params["encoder"], params.get("weights_path"))
     key = content_key(section, params["encoder"], weights, patch)
@@ -36,9 +37,9 @@ def _embedded_or_cached(
                 and list(previous.obs_names) == list(section.obs_names)
             ):
                 logger.info("Section %s: embeddings unchanged, reusing the cached ones", section_id)
-                return previous
+                return previous, True
             logger.info("Section %s: the cached embeddings are for other inputs; embedding again.", section_id)
-    return embed_section(section, key, patch, lazy, params)
+    return embed_section(section, key, patch, lazy, params), False
 
 
 def embed_section_group(
@@ -48,7 +49,11 @@ def embed_section_group(
     group: int = 0,
     groups: int = 1,
 ) -> dict[str, AnnData]:
-    """Patch embeddings of this work group's sections, reusing cached ones whose content key is unchanged."""
+    """Patch embeddings of this work group's sections, reusing cached ones whose content key is unchanged.
+
+    A cache that can `store` (the catalog's CacheFolderDataset) gets each section as soon as it is
+    embedded, so a run killed mid-stage re-embeds only the sections it had not finished.
+    """
     import torch
 
     torch.manual_seed(int(embedding_params["seed"]))
@@ -57,16 +62,16 @@ def embed_section_group(
         # concurrent groups would each take every core and slow each other down
         torch.set_num_threads(worker_threads(groups))
     lazy = LazyEncoder(embedding_params)
-    return {
-        section_id: _embedded_or_cached(
-            section_id,
-            load_partition(sections[section_id]),
-            embedding_cache.get(section_id),
-            lazy,
-            embedding_params,
+    store = getattr(embedding_cache, "store", None)
+    embedded = {}
+    for section_id in members(sections, group, groups):
+        cached = embedding_cache.get(section_id)
+        embedded[section_id], reused = _embedded_or_cached(
+            section_id, load_partition(sections[section_id]), cached, lazy, embedding_params
         )
-        for section_id in members(sections, group, groups)
-    }
+        if store is not None and not reused:
+            store(section_id, embedded[section_id])
+    return embedded
 
 
 def merge_section_embeddings(*group_embeddings: dict[str, AnnData]) -> dict[str, AnnData]:
