@@ -71,6 +71,12 @@ def write_10x_h5(path: Path, counts: np.ndarray, genes: list[str], barcodes: lis
     path.parent.mkdir(parents=True, exist_ok=True)
     matrix = sp.csc_matrix(counts.T.astype(np.int32))  # genes x spots, stored by spot
     with h5py.File(path, "w") as f:
+        # the file-level attributes Space Ranger writes (scanpy.read_visium reads library_ids)
+        f.attrs["filetype"] = "matrix"
+        f.attrs["version"] = 2
+        f.attrs["library_ids"] = np.array([path.parent.parent.name.encode()])
+        f.attrs["chemistry_description"] = "Spatial 3' v1"
+        f.attrs["software_version"] = "spaceranger-2.1.0"
         group = f.create_group("matrix")
         group["data"], group["indices"], group["indptr"] = matrix.data, matrix.indices, matrix.indptr
         group["shape"] = np.array(matrix.shape, dtype=np.int32)

@@ -104,3 +104,42 @@ def test_missing_matrix_is_named(tmp_path):
     (section / "outs" / "filtered_feature_bc_matrix.h5").unlink()
     with pytest.raises(InputDataError, match="filtered_feature_bc_matrix"):
         visium.read_section(tmp_path, "block1")
+
+
+def _with_scanpy_images(section: Path) -> Path:
+    """The hires/lowres PNGs scanpy.read_visium insists on (our reader uses the full-resolution image)."""
+    spatial = section / "outs" / "spatial"
+    write_image(spatial / "tissue_hires_image.png", (100, 75))
+    write_image(spatial / "tissue_lowres_image.png", (20, 15))
+    scalefactors = spatial / "scalefactors_json.json"
+    factors = json.loads(scalefactors.read_text())
+    scalefactors.write_text(json.dumps({**factors, "tissue_lowres_scalef": 0.1, "fiducial_diameter_fullres": 16.0}))
+    return section / "outs"
+
+
+@pytest.mark.parametrize("header", [False, True], ids=["space-ranger-1", "space-ranger-2+"])
+def test_agrees_with_scanpy_read_visium(tmp_path, header):
+    """An independent reader on the same Space Ranger files: same barcodes, counts and (x, y) pixels.
+
+    Ours reads the matrix.mtx folder with its own code; scanpy reads the HDF5 matrix and the spot table
+    with its own parser, so a column swap or a header misread on either side shows.
+    """
+    import warnings
+
+    import scanpy as sc
+
+    section = make_section(tmp_path, header=header)
+    write_mtx(section / "outs" / "filtered_feature_bc_matrix", COUNTS, GENES, BARCODES, gz=True)
+    (section / "outs" / "filtered_feature_bc_matrix.h5").rename(section / "outs" / "kept.h5")
+    ours = visium.read_section(tmp_path, "block1")
+    (section / "outs" / "kept.h5").rename(section / "outs" / "filtered_feature_bc_matrix.h5")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        theirs = sc.read_visium(_with_scanpy_images(section))
+    theirs = theirs[theirs.obs["in_tissue"] == 1]
+    assert list(ours.obs_names) == list(theirs.obs_names)
+    assert list(ours.var_names) == list(theirs.var_names)
+    np.testing.assert_array_equal(ours.X.toarray(), theirs.X.toarray())
+    np.testing.assert_allclose(ours.obsm["spatial"], np.asarray(theirs.obsm["spatial"], dtype=np.float64))
+    np.testing.assert_array_equal(ours.obs["array_row"], theirs.obs["array_row"])
+    np.testing.assert_array_equal(ours.obs["array_col"], theirs.obs["array_col"])

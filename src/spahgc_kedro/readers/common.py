@@ -23,6 +23,18 @@ def require_file(path: Path, what: str, layout: str) -> Path:
     return path
 
 
+def read_table(path: Path, **read_csv_args) -> pd.DataFrame:
+    """`pd.read_csv(path, ...)`, failing with the file's name when it is not a readable table (binary, a
+    broken gzip, wrong encoding, empty)."""
+    try:
+        return pd.read_csv(path, **read_csv_args)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise InputDataError(
+            f"Cannot read '{path}' as a table ({type(error).__name__}: {error}). Replace it with the file as the "
+            "instrument or the dataset's download wrote it."
+        ) from error
+
+
 def numeric_counts(table: pd.DataFrame, source: Path) -> pd.DataFrame:
     """Return the count table as numbers, or fail naming the first non-numeric column."""
     if all(dtype.kind in "iuf" for dtype in table.dtypes.unique()):

@@ -23,7 +23,7 @@ from spahgc_kedro.hints import AnnData
 from spahgc_kedro.schema import Uns
 
 from ..images import IMAGE_SUFFIXES, image_size, is_image, read_thumbnail
-from .common import InputDataError, build_section, check_unique, spot_spacing
+from .common import InputDataError, build_section, check_unique, read_table, spot_spacing
 
 SPOTS_SUFFIX = "_spots.csv"
 LAYOUT = (
@@ -77,7 +77,7 @@ def read_spot_table(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(spot ids, `[n, 2]` centres (x, y), `[n, 2]` array (row, col)) from a spot CSV."""
     from .visium import read_tissue_positions
 
-    table = pd.read_csv(path, dtype={0: str})
+    table = read_table(path, dtype={0: str})
     columns = set(table.columns)
     if {"spot_id", "x", "y"} <= columns:
         table.index = pd.Index(table.pop("spot_id").astype(str))

@@ -22,7 +22,15 @@ from spahgc_kedro.hints import AnnData
 from spahgc_kedro.schema import Uns
 
 from ..images import IMAGE_SUFFIXES, is_image
-from .common import InputDataError, build_section, check_unique, intersect_spots, numeric_counts, require_file
+from .common import (
+    InputDataError,
+    build_section,
+    check_unique,
+    intersect_spots,
+    numeric_counts,
+    read_table,
+    require_file,
+)
 
 HER2ST_LAYOUT = (
     "ST-cnts/<section>.tsv.gz, ST-spotfiles/<section>_selection.tsv and "
@@ -97,12 +105,12 @@ def read_section(raw_dir: str | Path, section_id: str) -> AnnData:
     counts_path, spots_path, image = (
         _her2st_files(root, section_id) if root is not None else _cscc_files(raw_dir, section_id)
     )
-    counts = pd.read_csv(counts_path, sep="\t", index_col=0, keep_default_na=False)
+    counts = read_table(counts_path, sep="\t", index_col=0, keep_default_na=False)
     counts.index = counts.index.astype(str)
     check_unique(counts.index, "spot ids", counts_path)
     counts = numeric_counts(counts, counts_path)
 
-    spots = pd.read_csv(spots_path, sep="\t")
+    spots = read_table(spots_path, sep="\t")
     missing = {"x", "y", "pixel_x", "pixel_y"} - set(spots.columns)
     if missing:
         raise InputDataError(

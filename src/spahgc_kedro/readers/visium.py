@@ -21,7 +21,7 @@ from spahgc_kedro.hints import AnnData
 from spahgc_kedro.schema import Uns
 
 from ..images import is_image
-from .common import InputDataError, build_section, check_unique, intersect_spots, require_file
+from .common import InputDataError, build_section, check_unique, intersect_spots, read_table, require_file
 
 VISIUM_LAYOUT = (
     "<raw_dir>/<section>/ holding Space Ranger's outs/ (or its content): filtered_feature_bc_matrix.h5 "
@@ -46,8 +46,8 @@ def read_mtx_folder(folder: Path, layout: str) -> tuple[object, list[str], list[
         return require_file(folder / stem, f"10x {stem} (or {stem}.gz)", layout)
 
     matrix_path, features_path, barcodes_path = find("matrix.mtx"), find("features.tsv"), find("barcodes.tsv")
-    features = pd.read_csv(features_path, sep="\t", header=None, dtype=str)
-    barcodes = pd.read_csv(barcodes_path, sep="\t", header=None, dtype=str)[0].tolist()
+    features = read_table(features_path, sep="\t", header=None, dtype=str)
+    barcodes = read_table(barcodes_path, sep="\t", header=None, dtype=str)[0].tolist()
     try:
         counts = sp.csr_matrix(scipy.io.mmread(matrix_path)).T.tocsr()
     except ValueError as err:
@@ -67,9 +67,9 @@ def read_mtx_folder(folder: Path, layout: str) -> tuple[object, list[str], list[
 
 def read_tissue_positions(path: Path) -> pd.DataFrame:
     """Space Ranger spot table (with or without header), indexed by barcode, in-tissue spots only."""
-    first = pd.read_csv(path, header=None, nrows=1, dtype=str)
+    first = read_table(path, header=None, nrows=1, dtype=str)
     has_header = not str(first.iloc[0, 1]).strip().lstrip("-").isdigit()
-    table = pd.read_csv(path, header=0 if has_header else None, dtype={0: str})
+    table = read_table(path, header=0 if has_header else None, dtype={0: str})
     if table.shape[1] != len(POSITION_COLUMNS):
         raise InputDataError(
             f"Spot table '{path}' has {table.shape[1]} columns; expected the six Space Ranger columns "
@@ -141,7 +141,7 @@ def discover_sections(raw_dir: str | Path) -> list[str]:
 def _image(raw_dir: Path, section_id: str) -> Path:
     listing = raw_dir / "images.csv"
     if listing.exists():
-        table = pd.read_csv(listing, dtype=str)
+        table = read_table(listing, dtype=str)
         if not {"section", "image"} <= set(table.columns):
             raise InputDataError(f"'{listing}' must have the columns section,image (one row per section).")
         rows = table.loc[table["section"] == section_id, "image"]

@@ -10,10 +10,11 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from spahgc_kedro.errors import InputDataError, MissingInputError, ParameterError
+from spahgc_kedro.errors import InputDataError, MissingInputError, ParameterError, UserError
 from spahgc_kedro.partitions import iter_partitions
 from spahgc_kedro.readers import get_reader
 from spahgc_kedro.schema import Uns
+from spahgc_kedro.targets import load_gene_list
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,12 @@ def resolve_preset(dataset: str, datasets: dict[str, Any], raw_dir: str) -> dict
             "For your own data use dataset:visium (Space Ranger outs/) or dataset:hest, "
             "or add a preset to conf/base/parameters_datasets.yml."
         )
-    return {**datasets[dataset], "name": dataset, "raw_dir": raw_dir}
+    preset = {**datasets[dataset], "name": dataset, "raw_dir": raw_dir}
+    panel = preset.get("gene_panel") or {}
+    if panel.get("rule") == "list":
+        # read now, not at the graph stage: a missing or unsafe list stops the run before any work
+        load_gene_list(panel["path"])
+    return preset
 
 
 def select_sections(raw_folder: str, preset: dict[str, Any]) -> list[str]:
@@ -99,7 +105,16 @@ def read_sections(
     min_counts = float(preset.get("min_counts_per_spot") or 0)
     sections = {}
     for section_id in tqdm(section_ids, desc="Reading sections", unit="section"):
-        adata = reader.read_section(raw_folder, section_id)
+        try:
+            adata = reader.read_section(raw_folder, section_id)
+        except UserError:
+            raise
+        except (OSError, ValueError, KeyError) as error:
+            raise InputDataError(
+                f"Section {section_id} in '{raw_folder}' cannot be read as the '{preset['format']}' layout "
+                f"({type(error).__name__}: {error}). Check its files against the layout in the README, section "
+                "Datasets."
+            ) from error
         if adata.n_vars == 0:
             raise InputDataError(f"Section {section_id} in '{raw_folder}' has no genes: check its count matrix.")
         check_counts(adata, section_id, raw_folder, ingestion_params["counts"])
