@@ -511,6 +511,15 @@ class FoldReferences:
         )
 
 
+def fold_plan_key(fold: dict[str, list[str]]) -> str:
+    """A short fingerprint of one fold's plan (its sections per role): a graph carries the one it was built for."""
+    import hashlib
+    import json
+
+    plan = {role: list(fold.get(role, [])) for role in ("train", "validation", "test")}
+    return hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def fold_graph_builders(
     folds: dict[str, Any],
     target_scaling: dict[str, Any],
@@ -537,7 +546,7 @@ def fold_graph_builders(
 
     def build(name: str, section_id: str, role: str) -> HeteroData:
         fold_references = references(name)
-        return fold_references.build(
+        graph = fold_references.build(
             section_id,
             embeddings[section_id],
             positions[section_id],
@@ -546,6 +555,8 @@ def fold_graph_builders(
             role,
             target_y=fold_references.targets(section_id),
         )
+        graph.fold_plan = fold_plan_key(folds["folds"][name])
+        return graph
 
     return {
         f"{name}/{section_id}": partial(build, name, section_id, role)

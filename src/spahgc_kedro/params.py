@@ -182,6 +182,10 @@ def validate_parameters(params: dict[str, Any]) -> None:
         problems.append(f"dataset = {dataset!r}: name a dataset preset, e.g. --params dataset:demo")
     elif dataset not in datasets:
         problems.append(f"dataset = {dataset!r}: no such preset; known: {', '.join(sorted(datasets))}")
+    if "raw_dir" in params and not str(params["raw_dir"] or "").strip():
+        problems.append(
+            "raw_dir = '': name the raw data folder, e.g. --params raw_dir:/path/to/folder, or leave it out"
+        )
     if not params.get("encoder") or not isinstance(params.get("encoder"), str):
         problems.append(
             f"encoder = {params.get('encoder')!r}: name an encoder, e.g. --params encoder:efficientnet_lite0"

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import MissingInputError
+from .errors import InputDataError, MissingInputError
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def load_gene_list(path: str | Path) -> list[str]:
         try:
             genes = np.load(path, allow_pickle=False).ravel().tolist()
         except ValueError as error:
-            raise ValueError(
+            raise InputDataError(
                 f"Gene list '{path}' is a .npy of Python objects, which only loads with pickle, and pickle can run "
                 "code: it is refused. Save the genes as strings (np.save(path, np.asarray(genes, dtype=str))) or "
                 "as a text file with one gene a line."
@@ -58,7 +58,7 @@ def load_gene_list(path: str | Path) -> list[str]:
         genes = [line.strip() for line in path.read_text().splitlines()]
     genes = [str(g) for g in genes if str(g)]
     if not genes:
-        raise ValueError(f"Gene list '{path}' is empty.")
+        raise InputDataError(f"Gene list '{path}' is empty: give one gene a line (or a .npy of strings).")
     return list(dict.fromkeys(genes))
 
 

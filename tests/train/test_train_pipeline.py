@@ -78,8 +78,20 @@ def test_missing_graphs_say_which_pipeline_to_run(tiny_graphs):
     folds, scaling, graphs = tiny_graphs
     fold = next(iter(folds["folds"]))
     partial = {k: v for k, v in graphs.items() if not k.startswith(f"{fold}/")}
-    with pytest.raises(ValueError, match="--pipeline=graph"):
+    with pytest.raises(FileNotFoundError, match="--pipeline=graph"):
         graphs_by_role(partial, folds, fold, "train")
+
+
+def test_graphs_of_an_older_fold_plan_are_refused(tiny_graphs):
+    """folds.json rewritten by a graph stage that then failed: the old graphs must not train the new plan."""
+    folds, scaling, graphs = tiny_graphs
+    fold = next(iter(folds["folds"]))
+    assert len(graphs_by_role(graphs, folds, fold, "train")) == len(folds["folds"][fold]["train"])
+    spec = folds["folds"][fold]
+    moved = {**spec, "validation": spec["train"][:1], "train": spec["train"][1:] + spec["validation"]}
+    changed = {**folds, "folds": {**folds["folds"], fold: moved}}
+    with pytest.raises(FileNotFoundError, match="another fold plan.*--pipeline=graph"):
+        graphs_by_role(graphs, changed, fold, "train")
 
 
 def test_fold_groups_cover_every_fold_once():

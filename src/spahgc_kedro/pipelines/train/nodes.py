@@ -6,6 +6,7 @@ import logging
 from dataclasses import asdict
 from typing import Any
 
+from spahgc_kedro.errors import MissingInputError
 from spahgc_kedro.hints import AnnData, HeteroData
 from spahgc_kedro.parallelism import in_worker_process, members, merge_groups, worker_threads
 from spahgc_kedro.partitions import load_partition
@@ -16,13 +17,24 @@ logger = logging.getLogger(__name__)
 
 def graphs_by_role(section_graphs: dict[str, Any], folds: dict[str, Any], fold: str, role: str) -> list[HeteroData]:
     """The graphs of the fold's sections with a role (train, validation, test), as `folds` lists them."""
+    from spahgc_kedro.graph import fold_plan_key
+
     keys = [f"{fold}/{section}" for section in folds["folds"][fold][role]]
     missing = [key for key in keys if key not in section_graphs]
     if missing:
-        raise ValueError(
+        raise MissingInputError(
             f"No graphs {missing} in section_graphs: run `kedro run --pipeline=graph` with the same params first."
         )
-    return [load_partition(section_graphs[key]) for key in keys]
+    graphs = [load_partition(section_graphs[key]) for key in keys]
+    # folds.json may be newer than the graphs (a graph stage that failed after the plan changed)
+    expected = fold_plan_key(folds["folds"][fold])
+    stale = [key for key, graph in zip(keys, graphs, strict=True) if getattr(graph, "fold_plan", None) != expected]
+    if stale:
+        raise MissingInputError(
+            f"The graphs {stale} were built for another fold plan than folds.json's fold {fold}: the graph stage did "
+            "not finish after the plan changed. Re-run `kedro run --pipeline=graph` with the same params."
+        )
+    return graphs
 
 
 def train_fold_group(
