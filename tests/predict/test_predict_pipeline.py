@@ -186,6 +186,10 @@ def test_ensemble_is_the_mean_of_the_single_models_and_their_sd_its_uncertainty(
     np.testing.assert_allclose(ensemble.layers["uncertainty"], np.abs(single["new"] - single["other"]) / 2, atol=1e-6)
     assert ensemble.layers["uncertainty"].mean() > 0
     np.testing.assert_allclose(ensemble.layers["fold_other"], single["other"], atol=1e-6)
+    spread = (np.abs(single["new"] - single["other"]) / 2).mean(axis=0)
+    np.testing.assert_allclose(ensemble.var["mean_uncertainty"], spread, atol=1e-6)
+    spatial_sd = ((single["new"] + single["other"]) / 2).std(axis=0)
+    np.testing.assert_allclose(ensemble.var["relative_uncertainty"], spread / spatial_sd, rtol=1e-4)
     # X is the mean min-max scaled by the pooled training range of the two folds
     low = np.minimum(trained["scaling"]["new"]["min"], trained["scaling"]["other"]["min"])
     high = np.maximum(trained["scaling"]["new"]["max"], trained["scaling"]["other"]["max"])

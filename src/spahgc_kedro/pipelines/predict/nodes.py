@@ -216,7 +216,9 @@ def predict_new_sections(
 
     `layers['log_expression']` = the mean over the models on the target-transform scale,
     `layers['uncertainty']` = their standard deviation there (0 for one model), `layers['fold_<name>']` =
-    each model's own prediction; `X` = the mean min-max scaled by the models' pooled training range.
+    each model's own prediction; `X` = the mean min-max scaled by the models' pooled training range;
+    per gene, `var['mean_uncertainty']` and `var['relative_uncertainty']` (that over the sd over spots of
+    the gene's prediction).
     """
     from spahgc_kedro.encoders import select_device
     from spahgc_kedro.predictions import prediction_anndata
@@ -269,6 +271,10 @@ def predict_new_sections(
         )
         adata.layers[Layers.LOG_EXPRESSION] = stacked.mean(axis=0).astype(np.float32)
         adata.layers[Layers.UNCERTAINTY] = stacked.std(axis=0).astype(np.float32)
+        adata.var["mean_uncertainty"] = adata.layers[Layers.UNCERTAINTY].mean(axis=0)
+        # relative to the gene's predicted spatial variation: this ranks genes by accuracy (benchmarks/uncertainty.py)
+        spatial_sd = adata.layers[Layers.LOG_EXPRESSION].std(axis=0)
+        adata.var["relative_uncertainty"] = adata.var["mean_uncertainty"] / np.maximum(spatial_sd, 1e-12)
         for fold in folds:
             adata.layers[f"fold_{fold}"] = per_model[fold].astype(np.float32)
         add_scanpy_image(adata, section, int(predict_params["thumbnail_max_side"]))
