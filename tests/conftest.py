@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers.project import PROJECT_ROOT, SHARED_DATA
+from tests.helpers.project import SHARED_DATA, copy_project
 from tests.helpers.synthetic_folds import make_run
 from tests.helpers.tiny_sections import graph_params as tiny_graph_params
 from tests.helpers.tiny_sections import tiny_dataset
@@ -59,14 +58,8 @@ def demo_raw(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def project_copy(tmp_path) -> Path:
-    """A throwaway copy of the project's config, so CLI runs never touch the real data/ folder."""
-    for name in ("pyproject.toml", ".telemetry"):
-        shutil.copy(PROJECT_ROOT / name, tmp_path / name)
-    shutil.copytree(PROJECT_ROOT / "conf" / "base", tmp_path / "conf" / "base")
-    (tmp_path / "conf" / "local").mkdir()
-    (tmp_path / "data").mkdir()
-    shutil.copytree(PROJECT_ROOT / "src", tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    return tmp_path
+    """A throwaway copy of the project, so CLI runs never touch the real data/ folder."""
+    return copy_project(tmp_path)
 
 
 @pytest.fixture

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import anndata as ad
@@ -12,6 +9,7 @@ import click
 import pytest
 
 from spahgc_kedro.cli import parse_params
+from tests.helpers.project import run_kedro
 
 
 @pytest.mark.parametrize(
@@ -42,15 +40,8 @@ def test_parse_params_rejects_a_bare_word():
 
 
 def test_real_cli_takes_colon_params_and_pipeline_flag(project_copy: Path):
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true"}
-    kedro = Path(sys.executable).with_name("kedro")
-    result = subprocess.run(
-        [str(kedro), "run", "--pipeline=ingestion", "--params", "dataset:demo,datasets.demo.exclude:[B2]"],
-        cwd=project_copy,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    result = run_kedro(
+        project_copy, "run", "--pipeline=ingestion", "--params", "dataset:demo,datasets.demo.exclude:[B2]"
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "'--pipeline' is deprecated" not in result.stdout + result.stderr

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.helpers.project import run_kedro
+
 TINY_MODEL = "train.epochs:2,train.model.hidden:32,train.model.heads:2,train.model.n_layers:1"
 
 
 def _kedro(project: Path, *args: str) -> subprocess.CompletedProcess:
-    kedro = Path(sys.executable).with_name("kedro")
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true"}
-    result = subprocess.run([str(kedro), *args], cwd=project, env=env, capture_output=True, text=True, timeout=1800)
+    result = run_kedro(project, *args, timeout=1800)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return result
 
@@ -76,16 +74,7 @@ def test_full_run_logs_comparable_runs_and_builds_viz(project_copy: Path):
 
 
 def test_a_user_error_ends_in_one_short_message(project_copy: Path):
-    kedro = Path(sys.executable).with_name("kedro")
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true"}
-    result = subprocess.run(
-        [str(kedro), "run", "--pipeline=ingestion", "--params", "dataset:alex"],
-        cwd=project_copy,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = run_kedro(project_copy, "run", "--pipeline=ingestion", "--params", "dataset:alex")
     output = result.stdout + result.stderr
     assert result.returncode == 1
     assert "Error: The raw data of dataset 'alex' is not here" in output and "10.48610/4fb74a9" in output

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from spahgc_kedro.errors import ParameterError
 from spahgc_kedro.params import validate_parameters
-from tests.helpers.project import project_parameters
+from tests.helpers.project import project_parameters, run_kedro
 
 
 @pytest.mark.parametrize(
@@ -58,16 +55,7 @@ def test_every_problem_is_listed_at_once():
 
 
 def test_a_bad_parameter_stops_kedro_run_before_any_run_or_file(project_copy: Path):
-    kedro = Path(sys.executable).with_name("kedro")
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true"}
-    result = subprocess.run(
-        [str(kedro), "run", "--pipeline=train", "--params", "train.epochs:0,graph.k_refer:-3"],
-        cwd=project_copy,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = run_kedro(project_copy, "run", "--pipeline=train", "--params", "train.epochs:0,graph.k_refer:-3")
     output = result.stdout + result.stderr
     assert result.returncode == 1, output[-2000:]
     assert "train.epochs = 0" in output and "graph.k_refer = -3" in output

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -33,3 +37,25 @@ def train_params(**overrides: Any) -> dict[str, Any]:
     params = project_parameters()["train"]
     model = {**params["model"], "hidden": 16, "heads": 2, "n_layers": 1}
     return {**params, "model": model, "epochs": 3, "device": "cpu", **overrides}
+
+
+def copy_project(root: Path) -> Path:
+    """A throwaway copy of the project (config, sources, an empty data/) at `root`, so CLI runs never touch the
+    real data/ folder or MLflow store."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in ("pyproject.toml", ".telemetry"):
+        shutil.copy(PROJECT_ROOT / name, root / name)
+    shutil.copytree(PROJECT_ROOT / "conf" / "base", root / "conf" / "base")
+    (root / "conf" / "local").mkdir()
+    (root / "data").mkdir()
+    shutil.copytree(PROJECT_ROOT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    return root
+
+
+def run_kedro(project: Path, *args: str, timeout: int = 600, **env: str) -> subprocess.CompletedProcess:
+    """The real `kedro` command of this environment, run in `project` (telemetry off, output captured)."""
+    kedro = Path(sys.executable).with_name("kedro")
+    environment = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", **env}
+    return subprocess.run(
+        [str(kedro), *args], cwd=project, env=environment, capture_output=True, text=True, timeout=timeout, check=False
+    )
