@@ -108,6 +108,7 @@ def section_summary(runs: list[dict[str, np.ndarray]]) -> dict[str, Any]:
         "relative_certain_q": relative_certain,
         "relative_uncertain_q": relative_uncertain,
         "genes": int(keep.sum()),
+        "panel": int(len(runs[0]["genes"])),
     }
 
 
@@ -167,12 +168,13 @@ def main(argv: list[str] | None = None) -> str:
             runs.append(dict(np.load(path)))
         summaries[held_out] = section_summary(runs)
         print(f"{held_out}: {json.dumps(summaries[held_out])}", flush=True)
-    genes = sorted({s["genes"] for s in summaries.values()})
+    genes = " / ".join(str(n) for n in sorted({s["genes"] for s in summaries.values()}))
+    panel = " / ".join(str(n) for n in sorted({s["panel"] for s in summaries.values()}))
     header = [
         "### Ensemble and uncertainty: nested folds (her2st)",
         "",
-        f"- data: her2st sections {', '.join(sections)}; {genes} genes with a defined PCC per held-out section (785-gene "
-        "list); targets log10(count + 1), min-max scaled with the training + validation sections' statistics",
+        f"- data: her2st sections {', '.join(sections)}; {genes} genes with a defined PCC per held-out section (of {panel} listed); "
+        "targets log10(count + 1), min-max scaled with the training + validation sections' statistics",
         "- folds: for each held-out section, 3 models, each trained on 2 of the other sections and validated on the "
         "third (the project's graph + train pipelines, `graph.fold:<held-out>,graph.validation:<section>`, default "
         f"parameters, seed {SEED}); no model sees the held-out section; the ensemble = their mean",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks import accuracy, common, scaling
+from benchmarks import accuracy, common, scaling, uncertainty
 
 
 def test_log_log_slope_recovers_power_law():
@@ -110,3 +110,42 @@ def test_scaling_fixed_reference_table_quick(tmp_path):
     assert all(0 < int(row[4]) <= 2 * 200 for row in rows)
     assert "| growth exponent (log-log slope, 100..300) |" in table
     assert out.read_text().strip() == table.strip()
+
+
+def test_uncertainty_summary_ranks_genes_by_relative_spread():
+    from scipy.stats import pearsonr
+
+    rng = np.random.default_rng(0)
+    spots, genes = 200, 8
+    measured = rng.normal(size=(spots, genes))
+    # gene g: every model predicts measured + noise of sd noise[g], so the models disagree more, and
+    # the ensemble is worse, as g grows; the spread relative to the prediction's own sd rises with g
+    noise = np.array([0.0, 0.1, 0.3, 0.6, 1.0, 1.6, 2.5, 4.0])
+    runs = []
+    for _ in range(3):
+        noisy = measured + rng.normal(size=(spots, genes)) * noise
+        runs.append(
+            {
+                "normalised": noisy,
+                "log_expression": noisy,
+                "measured": measured,
+                "genes": np.array([f"g{g}" for g in range(genes)]),
+                "spots": np.array([f"s{i}" for i in range(spots)]),
+            }
+        )
+    summary = uncertainty.section_summary(runs)
+    ensemble = np.mean([r["normalised"] for r in runs], axis=0)
+    pcc = np.array([pearsonr(measured[:, g], ensemble[:, g]).statistic for g in range(genes)])
+    assert summary["ensemble_acg"] == pytest.approx(pcc.mean())
+    assert summary["genes"] == summary["panel"] == genes
+    assert summary["relative_spearman"] < -0.8
+    # quarters of 2 genes: the two least noisy genes against the two noisiest
+    assert summary["relative_certain_q"] == pytest.approx(pcc[:2].mean())
+    assert summary["relative_uncertain_q"] == pytest.approx(pcc[-2:].mean())
+    with pytest.raises(ValueError, match="same spots and genes"):
+        uncertainty.section_summary([runs[0], {**runs[1], "spots": runs[1]["spots"][::-1]}])
+
+
+def test_uncertainty_skips_without_her2st(tmp_path, capsys):
+    assert uncertainty.main(["--raw-dir", str(tmp_path / "absent")]) == ""
+    assert "SKIPPED" in capsys.readouterr().out
