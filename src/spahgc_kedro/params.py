@@ -74,6 +74,7 @@ class TrainParams(_Strict):
     w_reference: float = Field(ge=0.0)
     w_gene_specific: float = Field(ge=0.0)
     threads: int = Field(ge=0)
+    resume: bool = True
 
 
 class GraphParams(_Strict):

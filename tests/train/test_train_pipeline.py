@@ -25,7 +25,7 @@ def tiny_graphs(tiny, graph_params):
 def _run(tmp_path, folds, scaling, graphs, runner=None, fold_groups=None, **overrides):
     from kedro_datasets.partitions import PartitionedDataset
 
-    from spahgc_kedro.datasets import TorchObjectDataset
+    from spahgc_kedro.datasets import CacheFolderDataset, TorchObjectDataset
 
     catalog_class = SharedMemoryDataCatalog if isinstance(runner, ParallelRunner) else DataCatalog
     catalog = catalog_class(
@@ -37,6 +37,11 @@ def _run(tmp_path, folds, scaling, graphs, runner=None, fold_groups=None, **over
             "params:dataset": MemoryDataset("tiny"),
             "params:encoder": MemoryDataset("random"),
             "trained_models": TorchObjectDataset(filepath=str(tmp_path / "models.pt")),
+            "fold_models": CacheFolderDataset(
+                path=str(tmp_path / "fold_models"),
+                dataset="spahgc_kedro.datasets.TorchObjectDataset",
+                filename_suffix=".pt",
+            ),
             "predictions": PartitionedDataset(
                 path=str(tmp_path / "predictions"),
                 dataset="spahgc_kedro.datasets.AnnDataDataset",
@@ -130,3 +135,60 @@ def test_parallel_runner_trains_fold_groups_like_the_sequential_runner(tmp_path,
     assert set(parallel) == set(folds["folds"]) == set(predictions)
     for fold in folds["folds"]:
         assert parallel[fold]["history"] == sequential[fold]["history"]
+
+
+def test_a_rerun_reuses_stored_fold_models_and_retrains_only_what_changed(tmp_path, tiny_graphs, monkeypatch, caplog):
+    """An interrupted or repeated run trains only the folds it lacks; changed settings, a damaged file or
+    `train.resume: false` train again."""
+    import torch
+
+    from spahgc_kedro.model import training
+
+    folds, scaling, graphs = tiny_graphs
+    fits = []
+    real_fit = training.fit
+    monkeypatch.setattr(training, "fit", lambda *args, **kwargs: fits.append(1) or real_fit(*args, **kwargs))
+    first, _ = _run(tmp_path, folds, scaling, graphs)
+    names = sorted(folds["folds"])
+    assert len(fits) == len(names)
+    assert sorted(path.stem for path in (tmp_path / "fold_models").glob("*.pt")) == names
+
+    fits.clear()
+    again, predictions = _run(tmp_path, folds, scaling, graphs)
+    assert fits == []
+    for fold in names:
+        assert again[fold]["history"] == first[fold]["history"]
+        assert all(torch.equal(again[fold]["state_dict"][k], v) for k, v in first[fold]["state_dict"].items())
+    assert set(predictions) == set(names)
+
+    (tmp_path / "fold_models" / f"{names[0]}.pt").write_bytes(b"half-written")
+    with caplog.at_level("WARNING"):
+        _run(tmp_path, folds, scaling, graphs)
+    assert len(fits) == 1 and f"Fold {names[0]}: the stored model cannot be read" in caplog.text
+
+    fits.clear()
+    _run(tmp_path, folds, scaling, graphs, lr=2e-4)
+    assert len(fits) == len(names)
+    fits.clear()
+    _run(tmp_path, folds, scaling, graphs, lr=2e-4, resume=False)
+    assert len(fits) == len(names)
+
+
+def test_training_key_follows_settings_and_graph_content_not_device(tiny_graphs):
+    from spahgc_kedro.model.training import TrainConfig, training_key
+
+    folds, _, graphs = tiny_graphs
+    fold = next(iter(folds["folds"]))
+    train = graphs_by_role(graphs, folds, fold, "train")
+    validation = graphs_by_role(graphs, folds, fold, "validation")
+    config = TrainConfig.from_params(train_params())
+    key = training_key(config, train, validation)
+    assert (
+        training_key(TrainConfig.from_params(train_params(threads=1, resume=False, device="cuda")), train, validation)
+        == key
+    )
+    assert training_key(TrainConfig.from_params(train_params(seed=1)), train, validation) != key
+    assert training_key(config, validation, train) != key
+    changed = train[0].clone()
+    changed["target"].y[0, 0] += 1.0
+    assert training_key(config, [changed, *train[1:]], validation) != key

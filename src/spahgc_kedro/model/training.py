@@ -54,6 +54,8 @@ class TrainConfig:
     device: str = "cpu"
     # torch intra-op threads during fit (0: leave torch's setting); on busy shared cores 1 can be much faster
     threads: int = 0
+    # reuse a fold's stored model when its training key is unchanged (a rerun trains only unfinished folds)
+    resume: bool = True
 
     @classmethod
     def from_params(cls, params: dict[str, Any], **overrides: Any) -> TrainConfig:
@@ -85,6 +87,54 @@ class FitResult:
             "best_epoch": self.best_epoch,
             "mlflow_run_id": mlflow_run_id,
         }
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict[str, Any]) -> FitResult:
+        """The result a checkpoint was made from (`to_checkpoint`'s inverse)."""
+        model_config = dict(checkpoint["model_config"])
+        target_dim, n_genes = model_config.pop("target_dim"), model_config.pop("n_genes")
+        return cls(
+            state_dict=checkpoint["state_dict"],
+            target_dim=int(target_dim),
+            n_genes=int(n_genes),
+            model=ModelConfig(**model_config),
+            history=list(checkpoint["history"]),
+            best_epoch=int(checkpoint["best_epoch"]),
+        )
+
+
+# settings that change where or how fast a model trains, or whether it is reused, not which model it becomes
+RUN_ONLY_SETTINGS = ("device", "threads", "resume")
+
+
+def training_key(config: TrainConfig, train_graphs: list[HeteroData], validation_graphs: list[HeteroData]) -> str:
+    """A fingerprint of what a fold's model depends on: its config, the model code and every training and
+    validation graph's content.
+
+    The device and thread count are left out: a model trained on a GPU is reused on a CPU run.
+    """
+    import hashlib
+    import json
+    from pathlib import Path
+
+    settings = {k: v for k, v in asdict(config).items() if k not in RUN_ONLY_SETTINGS}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    # a model trained by other model or training code is never reused
+    for source in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(source.read_bytes())
+    for role, graphs in (("train", train_graphs), ("validation", validation_graphs)):
+        digest.update(role.encode())
+        for graph in graphs:
+            for store in graph.stores:
+                for name in sorted(store.keys()):
+                    value = store[name]
+                    digest.update(f"{getattr(store, '_key', None)}.{name}".encode())
+                    if isinstance(value, Tensor):
+                        digest.update(str(value.dtype).encode() + str(tuple(value.shape)).encode())
+                        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+                    else:
+                        digest.update(repr(value).encode())
+    return digest.hexdigest()[:16]
 
 
 def load_model(checkpoint: dict[str, Any]) -> SpaHGC:

@@ -37,43 +37,85 @@ def graphs_by_role(section_graphs: dict[str, Any], folds: dict[str, Any], fold: 
     return graphs
 
 
+def stored_fold_model(fold_models: dict[str, Any], fold: str, key: str) -> dict[str, Any] | None:
+    """The fold's stored checkpoint when it was trained under this training key; None otherwise (retrain)."""
+    load = fold_models.get(fold)
+    if load is None:
+        return None
+    try:
+        checkpoint = load_partition(load)
+    except Exception as error:  # noqa: BLE001 - a damaged stored model is retrained, never used
+        logger.warning("Fold %s: the stored model cannot be read (%s); training again.", fold, error)
+        return None
+    if checkpoint.get("training_key") != key:
+        logger.info("Fold %s: the stored model was trained with other settings or graphs; training again.", fold)
+        return None
+    return checkpoint
+
+
 def train_fold_group(
     section_graphs: dict[str, Any],
     folds: dict[str, Any],
+    fold_models: dict[str, Any],
     train_params: dict[str, Any],
     dataset: str,
     encoder: str,
     group: int = 0,
     groups: int = 1,
 ) -> dict[str, dict[str, Any]]:
-    """Checkpoints of this work group's folds, each choosing its epoch by validation PCC only."""
+    """Checkpoints of this work group's folds, each choosing its epoch by validation PCC only.
+
+    A fold whose model is stored under the same training key (settings and graph content) is reused
+    when `train.resume` is on; every other fold is trained and stored as soon as it finishes.
+    """
     from spahgc_kedro.encoders import select_device
-    from spahgc_kedro.model.training import TrainConfig, fit
+    from spahgc_kedro.model.training import FitResult, TrainConfig, fit, training_key
 
     config = TrainConfig.from_params(train_params, device=str(select_device(train_params["device"])))
     if config.threads == 0 and in_worker_process():
         # concurrent groups would each take every core and slow each other down
         config.threads = worker_threads(groups)
+    store = getattr(fold_models, "store", None)
     trained = {}
     for fold in members(folds["folds"], group, groups):
         train_graphs = graphs_by_role(section_graphs, folds, fold, "train")
         validation_graphs = graphs_by_role(section_graphs, folds, fold, "validation")
-        if not validation_graphs:
-            logger.warning("Fold %s has no validation section: the last epoch is kept.", fold)
-        logger.info(
-            "Fold %s: training on %d sections, validating on %s, test %s (never seen in training or selection).",
-            fold,
-            len(train_graphs),
-            [g.section_id for g in validation_graphs],
-            folds["folds"][fold]["test"],
-        )
+        key = training_key(config, train_graphs, validation_graphs)
+        stored = stored_fold_model(fold_models, fold, key) if config.resume else None
         tags = {"dataset": dataset, "encoder": encoder, "fold": fold, "fold_scheme": folds["scheme"]}
         sections = {f"sections.{role}": ",".join(ids) for role, ids in folds["folds"][fold].items()}
+        if stored is not None:
+            logger.info(
+                "Fold %s: reusing the model stored for the same settings and graphs (MLflow run %s); "
+                "train.resume:false retrains it.",
+                fold,
+                stored["mlflow_run_id"] or "none",
+            )
+            tags["resumed_from_run"] = stored["mlflow_run_id"]
+        else:
+            if not validation_graphs:
+                logger.warning("Fold %s: no validation section, so the last epoch is kept.", fold)
+            logger.info(
+                "Fold %s: training on %d sections, validating on %s, test %s (never seen in training or selection).",
+                fold,
+                len(train_graphs),
+                [g.section_id for g in validation_graphs],
+                folds["folds"][fold]["test"],
+            )
         with fold_run(f"{dataset}-{encoder}-{fold}", {**asdict(config), **tags, **sections}, tags) as run:
-            result = fit(train_graphs, validation_graphs, config, on_epoch=run.log_epoch if run else None)
+            if stored is not None:
+                result = FitResult.from_checkpoint(stored)
+                if run:
+                    # the new fold run carries the reused model's curves, so runs compare in the MLflow UI
+                    for row in result.history:
+                        run.log_epoch(row["epoch"], row)
+            else:
+                result = fit(train_graphs, validation_graphs, config, on_epoch=run.log_epoch if run else None)
             if run:
                 run.log_model(result)
         trained[fold] = result.to_checkpoint(run.run_id if run else "")
+        if store is not None and stored is None:
+            store(fold, {**trained[fold], "training_key": key})
     return trained
 
 

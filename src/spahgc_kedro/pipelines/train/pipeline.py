@@ -10,7 +10,7 @@ from .nodes import log_predictions, merge_trained_models, predict_test_sections,
 def create_pipeline(**kwargs) -> Pipeline:
     """Section graphs -> trained models per fold (in work groups) -> test-section predictions."""
     groups = kwargs.get("fold_groups") or group_count("fold_groups")
-    inputs = ["section_graphs", "folds", "params:train", "params:dataset", "params:encoder"]
+    inputs = ["section_graphs", "folds", "fold_models", "params:train", "params:dataset", "params:encoder"]
     return pipeline(
         [
             *group_nodes(train_fold_group, inputs, "trained_models", "train_fold_group", groups),
