@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from tests.helpers.project import run_kedro
@@ -13,8 +14,8 @@ from tests.helpers.project import run_kedro
 TINY_MODEL = "train.epochs:2,train.model.hidden:32,train.model.heads:2,train.model.n_layers:1"
 
 
-def _kedro(project: Path, *args: str) -> subprocess.CompletedProcess:
-    result = run_kedro(project, *args, timeout=1800)
+def _kedro(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    result = run_kedro(project, *args, timeout=1800, **env)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return result
 
@@ -68,6 +69,22 @@ def test_full_run_logs_comparable_runs_and_builds_viz(project_copy: Path):
     assert len(full) == 1
     assert np.isfinite(full.iloc[0]["metrics.overall.depth_rank1/pcc_gene_specific"])
     assert "spahgc_report.html" in [a.path for a in client.list_artifacts(full.iloc[0]["run_id"])]
+
+    # rotated validation: the head folds are the last run's, so their stored models are reused; the
+    # members train, and the evaluation scores their mean as its own row
+    rotated = _kedro(
+        project_copy, "run", "--params", f"{TINY_MODEL},train.teacher:frozen,graph.validation:rotate", COLUMNS="400"
+    )
+    log = rotated.stdout + rotated.stderr
+    assert log.count("reusing the model stored") == 4 and log.count(": training on") == 8
+    assert len(list((data / "06_models/demo/efficientnet_lite0/fold_models").glob("*.pt"))) == 12
+    (latest,) = sorted((data / "08_reporting/demo/efficientnet_lite0/evaluation/comparison_table.parquet").iterdir())[
+        -1:
+    ]
+    comparison = pd.read_parquet(next(latest.glob("*.parquet"))).set_index("method")
+    assert list(comparison.index[:2]) == ["spahgc", "spahgc_ensemble"]
+    assert comparison.loc["spahgc_ensemble", "n_test_sections"] == 4
+    assert sorted(p.stem for p in predictions.glob("*.h5ad"))[:4] == ["A1", "A1@A2-A1", "A1@B2-A1", "A2"]
 
     _kedro(project_copy, "viz", "build")
     assert (project_copy / "build" / "index.html").is_file()

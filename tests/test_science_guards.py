@@ -114,7 +114,7 @@ def test_no_test_section_in_folds_statistics_references_or_baselines(tiny, graph
         "spahgc_kedro.pipelines.evaluation.nodes.predict_baseline",
         lambda name, train_x, *args: fitted.append(train_x) or real(name, train_x, *args),
     )
-    gathered = gather_predictions(run["predictions"])
+    gathered = gather_predictions(run["predictions"], run["folds"])
     predict_baselines(run["section_graphs"], run["folds"], gathered, {"seed": 0, "baselines": {"knn_l1": {"k": 1}}})
     for (key, prediction), train_x in zip(sorted(gathered.items()), fitted, strict=True):
         fold = run["folds"]["folds"][prediction.fold]

@@ -11,6 +11,12 @@ manifest order cyclically from the (last) test section, preferring a section of 
 patient other than the test patient(s), so model selection sees an unseen-looking
 section without ever touching the test section. An explicit section id is used in
 every fold where it is not tested; in the fold that tests it, `auto` applies.
+
+`validation: rotate` adds, to each fold, one member fold per other possible validation
+section (`<fold>@<validation>`, training on the rest). Every member leaves the fold's
+test section out of training and selection and fits its targets on the same sections,
+so the mean of their predictions is an ensemble evaluated honestly on that test section
+(the evaluation's `spahgc_ensemble` row). Each fold spec then names its `ensemble`.
 """
 
 from __future__ import annotations
@@ -59,10 +65,10 @@ def make_folds(
                 f"graph.fold '{fold}' is not a fold of scheme '{scheme}'. Choose 'all' or one of: {', '.join(groups)}."
             )
         groups = {str(fold): groups[str(fold)]}
-    if validation != "auto" and validation not in ids:
+    if validation not in ("auto", "rotate") and validation not in ids:
         raise ValueError(
             f"graph.validation '{validation}' is not a section of this dataset. "
-            f"Choose 'auto' or one of: {', '.join(ids)}."
+            f"Choose 'auto', 'rotate' or one of: {', '.join(ids)}."
         )
     folds = {}
     for name, test in groups.items():
@@ -71,10 +77,10 @@ def make_folds(
                 f"Fold {name} tests every section ({', '.join(ids)}): nothing is left to train "
                 "on. Use leave_one_section_out or add sections of other patients."
             )
-        if validation != "auto" and validation not in test:
+        if validation not in ("auto", "rotate") and validation not in test:
             chosen = validation
         else:
-            if validation != "auto":
+            if validation not in ("auto", "rotate"):
                 logger.warning(
                     "Fold %s tests the requested validation section %s; using the automatic choice for this fold.",
                     name,
@@ -90,4 +96,27 @@ def make_folds(
                 "section retrieves from the others). Add sections or use leave_one_section_out."
             )
         folds[name] = {"test": list(test), "validation": [chosen], "train": train}
+        if validation == "rotate":
+            folds[name]["ensemble"] = name
+            for other in [s for s in ids if s not in test and s != chosen]:
+                folds[f"{name}@{other}"] = {
+                    "test": list(test),
+                    "validation": [other],
+                    "train": [s for s in ids if s not in test and s != other],
+                    "ensemble": name,
+                }
     return {"scheme": scheme, "folds": folds}
+
+
+def ensemble_members(folds: dict[str, Any]) -> dict[str, list[str]]:
+    """Each fold that heads an ensemble (`validation: rotate`) -> its member folds, itself first."""
+    members: dict[str, list[str]] = {}
+    for name, spec in folds["folds"].items():
+        if "ensemble" in spec:
+            members.setdefault(spec["ensemble"], []).append(name)
+    return {head: sorted(names, key=lambda n: n != head) for head, names in members.items()}
+
+
+def is_primary_fold(folds: dict[str, Any], fold: str) -> bool:
+    """Whether a fold is scored on its own: not a rotated member of another fold's ensemble."""
+    return folds["folds"][fold].get("ensemble", fold) == fold

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from spahgc_kedro.hints import AnnData, HeteroData
-from spahgc_kedro.partitions import iter_partitions
+from spahgc_kedro.partitions import iter_partitions, load_partition
 from spahgc_kedro.schema import Layers, Obsm, Uns
 from spahgc_kedro.targets import minmax_unscale
 
@@ -29,6 +29,7 @@ __all__ = [
     "SectionPrediction",
     "describe_run",
     "describe_run_text",
+    "ensemble_predictions",
     "gather_predictions",
     "prediction_anndata",
     "prediction_key",
@@ -105,16 +106,57 @@ def _dense(values: Any) -> np.ndarray:
     return np.asarray(values.toarray() if hasattr(values, "toarray") else values, dtype=np.float32)
 
 
-def gather_predictions(predictions: Mapping[str, Callable[[], AnnData] | AnnData]) -> dict[str, SectionPrediction]:
-    """Every test section's prediction, keyed by partition (a leave-one-patient-out fold tests several)."""
+def _member_keys(folds: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """Partition key of every rotated member fold's prediction -> (its ensemble's head fold, the test section)."""
+    from spahgc_kedro.folds import is_primary_fold
+
+    return {
+        prediction_key(fold, section): (spec["ensemble"], section)
+        for fold, spec in folds["folds"].items()
+        if not is_primary_fold(folds, fold)
+        for section in spec["test"]
+    }
+
+
+def gather_predictions(
+    predictions: Mapping[str, Callable[[], AnnData] | AnnData], folds: dict[str, Any]
+) -> dict[str, SectionPrediction]:
+    """Every test section's prediction by its fold's own model, keyed by partition (a leave-one-patient-out
+    fold tests several); the rotated members of an ensemble are left to `ensemble_predictions`."""
     from tqdm.auto import tqdm
 
     if not predictions:
         raise ValueError("No predictions found: run the train pipeline first (`kedro run --pipeline=train`).")
+    members = _member_keys(folds)
+    own = {key: load for key, load in predictions.items() if key not in members}
     return {
         key: SectionPrediction.from_anndata(adata, key)
-        for key, adata in tqdm(iter_partitions(predictions), total=len(predictions), desc="loading predictions")
+        for key, adata in tqdm(iter_partitions(own), total=len(own), desc="loading predictions")
     }
+
+
+def ensemble_predictions(
+    predictions: Mapping[str, Callable[[], AnnData] | AnnData],
+    folds: dict[str, Any],
+    gathered: dict[str, SectionPrediction],
+) -> dict[str, np.ndarray]:
+    """The mean prediction (normalised) of each ensemble's members on its test sections, keyed like `gathered`;
+    empty unless the folds were planned with `graph.validation: rotate`."""
+    heads = {(prediction.fold, prediction.section_id): key for key, prediction in gathered.items()}
+    members: dict[str, list[np.ndarray]] = {}
+    for key, head_and_section in sorted(_member_keys(folds).items()):
+        if key not in predictions or head_and_section not in heads:
+            raise ValueError(
+                f"No prediction '{key}' of a rotated member fold, or none of its ensemble's head fold "
+                f"{head_and_section[0]}: run the train pipeline with the same params first."
+            )
+        head = heads[head_and_section]
+        member = SectionPrediction.from_anndata(load_partition(predictions[key]), key)
+        if member.genes != gathered[head].genes or member.spot_ids != gathered[head].spot_ids:
+            raise ValueError(f"The predictions '{key}' and '{head}' cover different genes or spots.")
+        members.setdefault(head, [gathered[head].predicted]).append(member.predicted)
+    # members fit their targets on the same sections, so their normalised scales agree
+    return {head: np.mean(stack, axis=0) for head, stack in members.items()}
 
 
 def describe_run(gathered: dict[str, SectionPrediction], folds: dict[str, Any]) -> dict[str, Any]:

@@ -98,14 +98,57 @@ def test_folds_with_several_test_sections_score_each_section():
     from spahgc_kedro.predictions import describe_run, gather_predictions
 
     run = make_run(n_sections=4, tests_per_fold=2)
-    gathered = gather_predictions(run["predictions"])
+    gathered = gather_predictions(run["predictions"], run["folds"])
     run_info = describe_run(gathered, run["folds"])
     assert run_info["n_folds"] == 2 and run_info["folds"] == {"fold_0": ["S0", "S1"], "fold_1": ["S2", "S3"]}
     baselines, oracle = predict_baselines(
         run["section_graphs"], run["folds"], gathered, {"seed": 0, "baselines": {"knn_l1": {"k": 1}}}
     )
-    fold_metrics, _ = compute_fold_metrics(gathered, baselines, run_info, {"n_top_genes": 5})
+    fold_metrics, _ = compute_fold_metrics(gathered, baselines, {}, run_info, {"n_top_genes": 5})
     assert sorted(fold_metrics.loc[fold_metrics["method"] == "knn_l1", "section_id"]) == ["S0", "S1", "S2", "S3"]
-    _, comparison, _ = summarise_metrics(fold_metrics, gathered, baselines, oracle, run_info)
+    _, comparison, _ = summarise_metrics(fold_metrics, gathered, baselines, {}, oracle, run_info)
     assert list(comparison["n_test_sections"]) == [4, 4]
     assert set(comparison["fold_scheme"]) == {"leave_one_patient_out"}
+
+
+def test_ensemble_row_scores_the_mean_of_each_folds_rotated_members(synthetic_run, tmp_path):
+    """graph.validation: rotate -> `spahgc_ensemble` = the mean of every member's prediction of the fold's test
+    section (checked against scipy); the single-model row stays the head folds' own."""
+    from scipy.stats import pearsonr
+
+    from spahgc_kedro.partitions import load_partition
+    from spahgc_kedro.predictions import prediction_key
+
+    rng = np.random.default_rng(1)
+    folds = {"scheme": synthetic_run["folds"]["scheme"], "folds": {}}
+    predictions = dict(synthetic_run["predictions"])
+    expected = []
+    for fold, spec in synthetic_run["folds"]["folds"].items():
+        folds["folds"][fold] = {**spec, "ensemble": fold}
+        head = load_partition(predictions[fold])
+        measured = np.asarray(head.layers["measured"])
+        stack = [np.asarray(head.X)]
+        for v in range(2):
+            member = f"{fold}@V{v}"
+            folds["folds"][member] = {**spec, "ensemble": fold}
+            adata = head.copy()
+            adata.X = (measured + rng.normal(size=measured.shape)).astype(np.float32)
+            adata.uns["fold"] = member
+            predictions[prediction_key(member, spec["test"][0])] = adata
+            stack.append(np.asarray(adata.X))
+        mean = np.mean(stack, axis=0)
+        expected.append(np.mean([pearsonr(measured[:, g], mean[:, g]).statistic for g in range(measured.shape[1])]))
+
+    plain = run_evaluation(synthetic_run, tmp_path / "plain").load("comparison_table").set_index("method")
+    catalog = run_evaluation({**synthetic_run, "folds": folds, "predictions": predictions}, tmp_path / "rotated")
+    comparison = catalog.load("comparison_table").set_index("method")
+    assert list(comparison.index) == ["spahgc", "spahgc_ensemble", *plain.index[1:]]
+    assert comparison.loc["spahgc_ensemble", "pcc_acg"] == pytest.approx(np.mean(expected), abs=1e-5)
+    assert comparison.loc["spahgc_ensemble", "n_test_sections"] == len(synthetic_run["folds"]["folds"])
+    for method in plain.index:
+        assert comparison.loc[method, "pcc_acg"] == pytest.approx(plain.loc[method, "pcc_acg"], nan_ok=True)
+    assert "spahgc_ensemble/pcc_acg" in catalog.load("overall_mlflow_metrics")
+
+    del predictions[prediction_key(f"{next(iter(synthetic_run['folds']['folds']))}@V0", "S0")]
+    with pytest.raises(Exception, match="rotated member fold"):
+        run_evaluation({**synthetic_run, "folds": folds, "predictions": predictions}, tmp_path / "missing")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spahgc_kedro.folds import auto_validation, make_folds
+from spahgc_kedro.folds import auto_validation, ensemble_members, is_primary_fold, make_folds
 from spahgc_kedro.targets import (
     fold_target_scaling,
     load_gene_list,
@@ -40,6 +40,32 @@ def test_leave_one_patient_out_keeps_patients_together():
         assert {patient[s] for s in fold["test"]} == {name}
         assert all(patient[s] != name for s in fold["validation"] + fold["train"])
     assert folds["folds"]["A"] == {"test": ["S1", "S2"], "validation": ["S3"], "train": ["S4", "S5"]}
+
+
+def test_rotated_validation_adds_members_that_never_see_the_test_sections():
+    plain = make_folds(MANIFEST_SECTIONS, "leave_one_patient_out")
+    rotated = make_folds(MANIFEST_SECTIONS, "leave_one_patient_out", validation="rotate")
+    members = ensemble_members(rotated)
+    # patient A (S1, S2) leaves S3, S4, S5: the automatic choice S3 heads, S4 and S5 validate the members
+    assert members["A"] == ["A", "A@S4", "A@S5"]
+    assert rotated["folds"]["A@S4"] == {
+        "test": ["S1", "S2"],
+        "validation": ["S4"],
+        "train": ["S3", "S5"],
+        "ensemble": "A",
+    }
+    for head, names in members.items():
+        # the head is the plain plan's fold, so the single-model row is unchanged
+        assert {k: v for k, v in rotated["folds"][head].items() if k != "ensemble"} == plain["folds"][head]
+        assert is_primary_fold(rotated, head) and not any(is_primary_fold(rotated, n) for n in names[1:])
+        fit = {frozenset(rotated["folds"][n]["train"] + rotated["folds"][n]["validation"]) for n in names}
+        assert len(fit) == 1  # every member fits targets on the same sections
+        for name in names:
+            fold = rotated["folds"][name]
+            assert fold["test"] == plain["folds"][head]["test"]
+            assert not set(fold["test"]) & set(fold["train"] + fold["validation"])
+    assert sorted({tuple(rotated["folds"][n]["validation"]) for n in members["B"]}) == [("S1",), ("S2",), ("S5",)]
+    assert ensemble_members(plain) == {} and all(is_primary_fold(plain, n) for n in plain["folds"])
 
 
 def test_single_fold_and_explicit_validation():

@@ -11,7 +11,7 @@ PARAMS = {"thumbnail_max_side": 256}
 
 
 def test_maps_have_one_point_per_spot_and_the_he_background(synthetic_run, sections_with_images):
-    predictions = gather_predictions(synthetic_run["predictions"])
+    predictions = gather_predictions(synthetic_run["predictions"], synthetic_run["folds"])
     run_info = describe_run(predictions, synthetic_run["folds"])
     genes = {"best": ["G3", "G1"], "markers": ["G1"]}
     figure, pngs = plot_spatial_maps(predictions, sections_with_images, genes, run_info, PARAMS)
@@ -39,7 +39,7 @@ def test_maps_have_one_point_per_spot_and_the_he_background(synthetic_run, secti
 
 
 def test_maps_without_sections_still_draw(synthetic_run):
-    predictions = gather_predictions(synthetic_run["predictions"])
+    predictions = gather_predictions(synthetic_run["predictions"], synthetic_run["folds"])
     run_info = describe_run(predictions, synthetic_run["folds"])
     figure, _ = plot_spatial_maps(predictions, {}, {"best": ["G0"], "markers": []}, run_info, PARAMS)
     assert len(figure.data) == 6 and not figure.layout.images

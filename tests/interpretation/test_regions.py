@@ -25,7 +25,7 @@ def two_region_predictions():
     adata.obsm["spatial"] = np.stack([np.arange(n) * 100.0, np.full(n, 50.0)], axis=1)
     adata.uns.update(fold="f0", section_id="A1")
     labels = np.where(tumour, "invasive cancer", "connective tissue")
-    return gather_predictions({"f0": adata}), labels
+    return gather_predictions({"f0": adata}, {"folds": {}}), labels
 
 
 def test_perfect_clusters_agree_with_labels_matched_by_spot_id():

@@ -33,6 +33,8 @@ from spahgc_kedro.tracking import log_fold_test_metrics
 logger = logging.getLogger(__name__)
 
 MODEL = "spahgc"
+# the mean of a fold's rotated-validation models (graph.validation: rotate), none of which saw its test section
+ENSEMBLE = "spahgc_ensemble"
 MEAN_METRICS = ("pcc_acg", "pcc_gene_specific", "pcc_heg50", "pcc_hvg50", "mse", "mae")
 # reference lines use the test section's measurements: shown beside the methods, never as one
 ORACLE_DEPTH = "oracle_depth"
@@ -45,6 +47,8 @@ CONVENTIONS = {
     "normalised target over the panel), mean over genes, then mean over test sections (docs/metrics.md); 0 for any "
     "prediction that only follows the measured depth",
     "mse/mae": "on the normalised targets",
+    ENSEMBLE: "with graph.validation: rotate, the mean of the fold's models (one per validation section, none "
+    "trained or selected on the test section), scored like spahgc",
     ORACLE_DEPTH: "reference line, not a method: the test section's MEASURED spot depth mapped to every gene by the "
     "training spots' least-squares lines (the best a depth-only prediction can do)",
 }
@@ -101,10 +105,17 @@ def predict_baselines(
 
 
 def _method_predictions(
-    gathered: dict[str, SectionPrediction], baselines: dict[str, dict[str, np.ndarray]]
+    gathered: dict[str, SectionPrediction],
+    baselines: dict[str, dict[str, np.ndarray]],
+    ensembles: dict[str, np.ndarray],
 ) -> dict[str, dict[str, np.ndarray]]:
-    """{method: {partition: predicted}} with SpaHGC first."""
+    """{method: {partition: predicted}} with SpaHGC first, then its ensemble (when the folds rotate validation)."""
     methods = {MODEL: {key: prediction.predicted for key, prediction in gathered.items()}}
+    if ensembles:
+        missing = sorted(set(gathered) - set(ensembles))
+        if missing:
+            raise ValueError(f"No ensemble prediction for {missing}: every fold must rotate its validation section.")
+        methods[ENSEMBLE] = dict(ensembles)
     for key, by_method in baselines.items():
         for name, predicted in by_method.items():
             methods.setdefault(name, {})[key] = predicted
@@ -114,13 +125,14 @@ def _method_predictions(
 def compute_fold_metrics(
     gathered: dict[str, SectionPrediction],
     baselines: dict[str, dict[str, np.ndarray]],
+    ensembles: dict[str, np.ndarray],
     run_info: dict[str, Any],
     evaluation_params: dict[str, Any],
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per-test-section metrics and per-gene PCC of SpaHGC and every baseline."""
+    """Per-test-section metrics and per-gene PCC of SpaHGC (and its ensemble) and every baseline."""
     n_top = int(evaluation_params["n_top_genes"])
     fold_rows, gene_tables = [], []
-    for method, by_section in _method_predictions(gathered, baselines).items():
+    for method, by_section in _method_predictions(gathered, baselines, ensembles).items():
         for key, predicted in by_section.items():
             prediction = gathered[key]
             measured = prediction.measured
@@ -163,6 +175,7 @@ def summarise_metrics(
     fold_metrics: pd.DataFrame,
     gathered: dict[str, SectionPrediction],
     baselines: dict[str, dict[str, np.ndarray]],
+    ensembles: dict[str, np.ndarray],
     oracle_depth: dict[str, np.ndarray],
     run_info: dict[str, Any],
 ) -> tuple[dict[str, Any], pd.DataFrame, dict[str, dict[str, float]]]:
@@ -173,7 +186,7 @@ def summarise_metrics(
     columns = {key: [p.genes.index(g) for g in common] for key, p in gathered.items()}
     measured = [gathered[key].measured[:, columns[key]] for key in sorted(gathered)]
     rows = []
-    for method, by_section in _method_predictions(gathered, baselines).items():
+    for method, by_section in _method_predictions(gathered, baselines, ensembles).items():
         table = fold_metrics[fold_metrics["method"] == method]
         means = {metric: float(table[metric].mean()) for metric in MEAN_METRICS}
         pooled, pooled_constant = pooled_pcc(measured, [by_section[key][:, columns[key]] for key in sorted(gathered)])

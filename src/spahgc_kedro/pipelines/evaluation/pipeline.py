@@ -2,7 +2,7 @@
 
 from kedro.pipeline import Pipeline, node, pipeline
 
-from spahgc_kedro.predictions import describe_run, gather_predictions
+from spahgc_kedro.predictions import describe_run, ensemble_predictions, gather_predictions
 
 from .nodes import compute_fold_metrics, log_fold_metrics, plot_comparison, predict_baselines, summarise_metrics
 
@@ -11,7 +11,13 @@ def create_pipeline(**kwargs) -> Pipeline:
     """Wire prediction loading, baselines, metrics, the comparison figure and the fold runs' test metrics."""
     return pipeline(
         [
-            node(gather_predictions, "predictions", "test_predictions", name="gather_predictions"),
+            node(gather_predictions, ["predictions", "folds"], "test_predictions", name="gather_predictions"),
+            node(
+                ensemble_predictions,
+                ["predictions", "folds", "test_predictions"],
+                "ensemble_predictions",
+                name="ensemble_predictions",
+            ),
             node(describe_run, ["test_predictions", "folds"], "evaluation_run_info", name="describe_run"),
             node(
                 predict_baselines,
@@ -21,7 +27,13 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 compute_fold_metrics,
-                ["test_predictions", "baseline_predictions", "evaluation_run_info", "params:evaluation"],
+                [
+                    "test_predictions",
+                    "baseline_predictions",
+                    "ensemble_predictions",
+                    "evaluation_run_info",
+                    "params:evaluation",
+                ],
                 ["fold_metrics", "per_gene_pcc"],
                 name="compute_fold_metrics",
             ),
@@ -31,6 +43,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "fold_metrics",
                     "test_predictions",
                     "baseline_predictions",
+                    "ensemble_predictions",
                     "oracle_depth_predictions",
                     "evaluation_run_info",
                 ],

@@ -18,7 +18,7 @@ def create_pipeline(**kwargs) -> Pipeline:
     """Wire the downstream analyses of the paper and the report that gathers them."""
     return pipeline(
         [
-            node(gather_predictions, "predictions", "section_predictions", name="load_section_predictions"),
+            node(gather_predictions, ["predictions", "folds"], "section_predictions", name="load_section_predictions"),
             node(select_map_genes, ["per_gene_pcc", "params:interpretation"], "map_genes", name="select_map_genes"),
             node(
                 plot_spatial_maps,
