@@ -34,11 +34,12 @@ def test_accuracy_quick_on_demo_runs_the_pipelines_and_prints_every_method(tmp_p
     out = tmp_path / "accuracy_demo.md"
     variant = "no spatial edges"
     # the default's and the paper setting's runs also score the baselines, on their features
-    variants = [variant, *accuracy.FEATURE_SETS]
+    variants = [variant, accuracy.ENSEMBLE_VARIANT, *accuracy.FEATURE_SETS]
     table = accuracy.main(
         ["--dataset", "demo", "--quick", "--work-dir", str(tmp_path), "--out", str(out), "--variants", *variants]
     )
     assert f"| {variant} |" in table
+    assert f"| {accuracy.ENSEMBLE_VARIANT} |" in table
     for label in accuracy.BASELINES.values():
         for features in accuracy.FEATURE_SETS.values():
             assert f"| {label}, {features} |" in table
