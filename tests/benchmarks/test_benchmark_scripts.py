@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks import accuracy, common, scaling, uncertainty
+from benchmarks import accuracy, common, predict_whole_slide, scaling, uncertainty
 
 
 def test_log_log_slope_recovers_power_law():
@@ -150,3 +150,13 @@ def test_uncertainty_summary_ranks_genes_by_relative_spread():
 def test_uncertainty_skips_without_her2st(tmp_path, capsys):
     assert uncertainty.main(["--raw-dir", str(tmp_path / "absent")]) == ""
     assert "SKIPPED" in capsys.readouterr().out
+
+
+def test_predict_whole_slide_quick_prints_every_step_and_exponents(tmp_path):
+    table = predict_whole_slide.main(["--quick", "--work-dir", str(tmp_path)])
+    for step in predict_whole_slide.STEPS:
+        assert f"{step} s (MiB)" in table
+    assert "| 324 |" in table and "| 1225 |" in table  # 18 x 18 and 35 x 35 tile grids
+    assert "EXTRAPOLATED" in table and "growth exponent" in table
+    # the slides' predictions were written where the predict pipeline writes them
+    assert len(list(tmp_path.rglob("new_predictions/*.h5ad"))) == 2
