@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.helpers.project import run_kedro
+from tests.helpers.project import PROJECT_ROOT, run_kedro
 
 TINY_MODEL = "train.epochs:2,train.model.hidden:32,train.model.heads:2,train.model.n_layers:1"
 
@@ -18,6 +19,19 @@ def _kedro(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess
     result = run_kedro(project, *args, timeout=1800, **env)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return result
+
+
+def _executed_notebook(project: Path):
+    """notebooks/spahgc_outputs.ipynb executed in `project` (raises on the first failing cell)."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    shutil.copytree(PROJECT_ROOT / "notebooks", project / "notebooks")
+    notebook = nbformat.read(project / "notebooks" / "spahgc_outputs.ipynb", as_version=4)
+    NotebookClient(
+        notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(project / "notebooks")}}
+    ).execute()
+    return notebook
 
 
 @pytest.mark.slow
@@ -85,6 +99,11 @@ def test_full_run_logs_comparable_runs_and_builds_viz(project_copy: Path):
     assert list(comparison.index[:2]) == ["spahgc", "spahgc_ensemble"]
     assert comparison.loc["spahgc_ensemble", "n_test_sections"] == 4
     assert sorted(p.stem for p in predictions.glob("*.h5ad"))[:4] == ["A1", "A1@A2-A1", "A1@B2-A1", "A2"]
+
+    # the example notebook runs on these outputs: catalog loads, a model that reproduces its prediction, a new slide
+    notebook = _executed_notebook(project_copy)
+    printed = "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
+    assert "largest difference from the stored prediction" in printed and "12 models" in printed
 
     _kedro(project_copy, "viz", "build")
     assert (project_copy / "build" / "index.html").is_file()

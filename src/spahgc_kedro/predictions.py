@@ -51,15 +51,17 @@ def prediction_anndata(
     *,
     measured: bool,
     obs: pd.DataFrame | None = None,
+    genes: list[str] | None = None,
     **uns: Any,
 ) -> AnnData:
-    """The prediction of the graph's target spots; `measured` keeps the graph's labels as `layers['measured']`."""
+    """The prediction of the graph's target spots; `measured` keeps the graph's labels as `layers['measured']`;
+    `genes` names the predicted columns when they are not the graph's panel (an ensemble's shared genes)."""
     import anndata as ad
 
     predicted = np.asarray(predicted, dtype=np.float32)
     adata = ad.AnnData(X=predicted)
     adata.obs_names = [str(s) for s in graph.spot_ids]
-    adata.var_names = list(graph.genes)
+    adata.var_names = list(graph.genes if genes is None else genes)
     if obs is not None:
         for column in obs.columns:
             adata.obs[column] = obs[column].to_numpy()

@@ -14,7 +14,7 @@ from kedro_datasets.partitions import PartitionedDataset
 
 from spahgc_kedro import encoders
 from spahgc_kedro.pipelines.predict import create_pipeline
-from spahgc_kedro.pipelines.predict.nodes import check_embedding_settings, choose_model_folds
+from spahgc_kedro.pipelines.predict.nodes import check_embedding_settings, choose_model_folds, shared_panel
 from tests.helpers.fake_encoder import patch_statistics_encoder
 from tests.helpers.partitions import as_partitions
 from tests.helpers.project import project_parameters
@@ -231,6 +231,21 @@ def test_settings_check_names_the_differing_setting():
     check_embedding_settings("new", dict(made), {"A1": made})
     with pytest.raises(ValueError, match=r"reference section A1 \(encoder: 'uni' -> 'efficientnet_lite0'\)"):
         check_embedding_settings("new", {**made, "name": "efficientnet_lite0"}, {"A1": made})
+
+
+def test_an_ensemble_of_per_fold_panels_predicts_the_shared_genes(caplog):
+    """HVG panels are chosen per fold: the ensemble predicts the genes every model has, each from its own column."""
+    panels = {"A1": ["G1", "G2", "G3", "G4"], "A2": ["G4", "G2", "G5"], "B1": ["G2", "G6", "G4"]}
+    with caplog.at_level("WARNING"):
+        genes, columns = shared_panel(panels)
+    assert genes == ["G2", "G4"]
+    assert columns == {"A1": [1, 3], "A2": [1, 0], "B1": [0, 2]}
+    assert "the 2 genes all 3 share" in caplog.text
+    caplog.clear()
+    assert shared_panel({"A1": ["G1", "G2"], "A2": ["G1", "G2"]}) == (["G1", "G2"], {"A1": [0, 1], "A2": [0, 1]})
+    assert caplog.text == ""
+    with pytest.raises(ValueError, match="share no gene"):
+        shared_panel({"A1": ["G1"], "A2": ["G2"]})
 
 
 def test_model_folds_ensemble_auto_or_by_name():

@@ -203,6 +203,30 @@ def _fold_prediction(checkpoint: dict[str, Any], graph: HeteroData, fold: str, d
     return predict(load_model(checkpoint), graph, device)
 
 
+def shared_panel(panels: dict[str, list[str]]) -> tuple[list[str], dict[str, list[int]]]:
+    """The genes every model predicts (in the first model's order) and each model's columns of them.
+
+    Panels chosen per fold (HVG rules) differ; the ensemble predicts the genes they share.
+    """
+    first, *_ = panels.values()
+    genes = [g for g in first if all(g in set(panel) for panel in panels.values())]
+    if not genes:
+        raise InputDataError(
+            f"The models of folds {sorted(panels)} share no gene: an ensemble needs common genes. Choose one model "
+            "with --params predict.model_fold:<fold>."
+        )
+    if any(len(panel) != len(genes) for panel in panels.values()):
+        logger.warning(
+            "The fold models' gene panels differ (chosen per fold): the ensemble predicts the %d genes all %d share "
+            "(panels of %s genes); one model predicts its whole panel with --params predict.model_fold:<fold>.",
+            len(genes),
+            len(panels),
+            "/".join(str(n) for n in sorted({len(p) for p in panels.values()})),
+        )
+    columns = {fold: [panel.index(g) for g in genes] for fold, panel in panels.items()}
+    return genes, columns
+
+
 def predict_new_sections(
     trained_models: dict[str, Any],
     model_references: dict[str, FoldReferences],
@@ -226,26 +250,25 @@ def predict_new_sections(
 
     device = str(select_device(predict_params["device"]))
     folds = sorted(model_references)
-    genes = list(model_references[folds[0]].scaling["genes"])
-    differing = [f for f in folds if list(model_references[f].scaling["genes"]) != genes]
-    if differing:
-        raise InputDataError(
-            f"The models of folds {differing} predict other genes than fold {folds[0]}'s: an ensemble needs one gene "
-            "panel. Re-run the graph and train pipelines, or choose one model with --params predict.model_fold:<fold>."
-        )
+    genes, columns = shared_panel({f: list(model_references[f].scaling["genes"]) for f in folds})
+    scaling = {
+        f: {k: np.asarray(model_references[f].scaling[k], dtype=np.float64)[columns[f]] for k in ("min", "max")}
+        for f in folds
+    }
     # the folds' min-max ranges differ, so models are averaged on the target-transform scale
     pooled = {
-        "min": np.min([model_references[f].scaling["min"] for f in folds], axis=0).tolist(),
-        "max": np.max([model_references[f].scaling["max"] for f in folds], axis=0).tolist(),
+        "genes": genes,
+        "min": np.min([scaling[f]["min"] for f in folds], axis=0).tolist(),
+        "max": np.max([scaling[f]["max"] for f in folds], axis=0).tolist(),
         "transform": model_references[folds[0]].scaling["transform"],
     }
     predictions = {}
     for section_id, graphs in sorted(new_section_graphs.items()):
         per_model = {
             fold: minmax_unscale(
-                _fold_prediction(trained_models[fold], graphs[fold], fold, device),
-                model_references[fold].scaling["min"],
-                model_references[fold].scaling["max"],
+                _fold_prediction(trained_models[fold], graphs[fold], fold, device)[:, columns[fold]],
+                scaling[fold]["min"],
+                scaling[fold]["max"],
             )
             for fold in folds
         }
@@ -256,6 +279,7 @@ def predict_new_sections(
             graphs[folds[0]],
             pooled,
             measured=False,
+            genes=genes,
             obs=section.obs[[Obs.ARRAY_ROW, Obs.ARRAY_COL]],
             **{
                 Uns.FOLD: ", ".join(folds),
