@@ -2,8 +2,9 @@
 
 Every reader module exposes
 - `discover_sections(raw_dir) -> list[str]`: section ids found in the folder;
-- `read_section(raw_dir, section_id) -> AnnData`: the section in the standard form
-  described in docs/design.md (the caller adds `patient_id` and `dataset`).
+- `read_section(raw_dir, section_id, **options) -> AnnData`: the section in the standard
+  form described in docs/design.md (the caller adds `patient_id` and `dataset`); the
+  options are the dataset preset's `reader_options` (e.g. Visium HD's `bin_um`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ READERS = {
     "st_legacy": "spahgc_kedro.readers.st_legacy",
     "alex": "spahgc_kedro.readers.alex",
     "visium": "spahgc_kedro.readers.visium",
+    "visium_hd": "spahgc_kedro.readers.visium_hd",
     "hest": "spahgc_kedro.readers.hest",
     # sections without expression (prediction only): image + spot table or tile grid
     "image_spots": "spahgc_kedro.readers.image_spots",

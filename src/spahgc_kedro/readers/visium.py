@@ -2,7 +2,7 @@
 
     <raw_dir>/<section>/[outs/]filtered_feature_bc_matrix.h5   (or the filtered_feature_bc_matrix/ mtx folder)
     <raw_dir>/<section>/[outs/]spatial/tissue_positions_list.csv (Space Ranger < 2.0, no header)
-                                  or spatial/tissue_positions.csv (>= 2.0, header)
+                                  or spatial/tissue_positions.csv (>= 2.0, header) or .parquet
     <raw_dir>/<section>/[outs/]spatial/scalefactors_json.json
     <raw_dir>/<section>/<full-resolution image>.tif|.tiff|.btf|.jpg|.png  (not part of outs/)
     or <raw_dir>/images.csv with columns `section,image` (paths absolute or relative to raw_dir)
@@ -29,6 +29,7 @@ VISIUM_LAYOUT = (
     "plus the full-resolution H&E image file in <raw_dir>/<section>/ (or listed in <raw_dir>/images.csv)"
 )
 VISIUM_SPOT_DIAMETER_UM = 55.0
+VISIUM_SPACING_UM = 100.0
 POSITION_COLUMNS = ["barcode", "in_tissue", "array_row", "array_col", "pxl_row_in_fullres", "pxl_col_in_fullres"]
 
 
@@ -65,11 +66,39 @@ def read_mtx_folder(folder: Path, layout: str) -> tuple[object, list[str], list[
     return counts, symbols.tolist(), barcodes
 
 
+def read_counts(folder: Path, section_id: str, layout: str) -> tuple[object, list[str], list[str], Path]:
+    """(spots x genes CSR counts, gene symbols, barcodes, the file read) from `folder`'s
+    filtered_feature_bc_matrix.h5, or its filtered_feature_bc_matrix/ mtx folder."""
+    h5 = folder / "filtered_feature_bc_matrix.h5"
+    if h5.exists():
+        import scanpy as sc
+        import scipy.sparse as sp
+
+        try:
+            matrix = sc.read_10x_h5(h5)
+        except (OSError, KeyError, ValueError) as err:
+            raise InputDataError(f"Cannot read the 10x matrix '{h5}': {err}. Re-export or re-download it.") from err
+        return sp.csr_matrix(matrix.X), list(matrix.var_names), list(matrix.obs_names), h5
+    mtx = require_file(
+        folder / "filtered_feature_bc_matrix", f"count matrix of {section_id} (.h5 file or mtx folder)", layout
+    )
+    return (*read_mtx_folder(mtx, layout), mtx)
+
+
 def read_tissue_positions(path: Path) -> pd.DataFrame:
-    """Space Ranger spot table (with or without header), indexed by barcode, in-tissue spots only."""
-    first = read_table(path, header=None, nrows=1, dtype=str)
-    has_header = not str(first.iloc[0, 1]).strip().lstrip("-").isdigit()
-    table = read_table(path, header=0 if has_header else None, dtype={0: str})
+    """Space Ranger spot table (CSV with or without header, or Space Ranger 3+'s parquet), indexed by barcode,
+    in-tissue spots only."""
+    if path.suffix == ".parquet":
+        try:
+            table = pd.read_parquet(path)
+        except (OSError, ValueError) as err:
+            raise InputDataError(
+                f"Cannot read the spot table '{path}': {err}. Re-export it with Space Ranger."
+            ) from err
+    else:
+        first = read_table(path, header=None, nrows=1, dtype=str)
+        has_header = not str(first.iloc[0, 1]).strip().lstrip("-").isdigit()
+        table = read_table(path, header=0 if has_header else None, dtype={0: str})
     if table.shape[1] != len(POSITION_COLUMNS):
         raise InputDataError(
             f"Spot table '{path}' has {table.shape[1]} columns; expected the six Space Ranger columns "
@@ -95,8 +124,12 @@ def assemble_visium(
     image: Path,
     counts_source: Path,
     spot_diameter_px: float,
+    spot_diameter_um: float = VISIUM_SPOT_DIAMETER_UM,
+    spacing_um: float = VISIUM_SPACING_UM,
+    platform: str = "visium",
+    microns_per_pixel: float | None = None,
 ):
-    """Join counts to in-tissue positions and build the standard Visium section."""
+    """Join counts to in-tissue positions and build the standard Visium (or Visium HD bin) section."""
     counts_ids = pd.Index(barcodes)
     check_unique(counts_ids, "barcodes", counts_source)
     keep = intersect_spots(counts_ids, positions.index, section_id)
@@ -110,16 +143,18 @@ def assemble_visium(
         xy,
         spots[["array_row", "array_col"]].to_numpy(),
         section_id=section_id,
-        platform="visium",
+        platform=platform,
         image=image,
         spot_diameter_px=spot_diameter_px,
     )
-    # Visium spots are 55 um wide with centres 100 um apart: either gives the scale.
-    if np.isfinite(spot_diameter_px):
-        adata.uns[Uns.MICRONS_PER_PIXEL] = VISIUM_SPOT_DIAMETER_UM / spot_diameter_px
+    # Visium spots are 55 um wide with centres 100 um apart (HD bins: as wide as apart): either gives the scale.
+    if microns_per_pixel:
+        adata.uns[Uns.MICRONS_PER_PIXEL] = float(microns_per_pixel)
+    elif np.isfinite(spot_diameter_px):
+        adata.uns[Uns.MICRONS_PER_PIXEL] = spot_diameter_um / spot_diameter_px
     else:
-        adata.uns[Uns.MICRONS_PER_PIXEL] = 100.0 / adata.uns[Uns.SPOT_SPACING_PX]
-        adata.uns[Uns.SPOT_DIAMETER_PX] = VISIUM_SPOT_DIAMETER_UM / adata.uns[Uns.MICRONS_PER_PIXEL]
+        adata.uns[Uns.MICRONS_PER_PIXEL] = spacing_um / adata.uns[Uns.SPOT_SPACING_PX]
+        adata.uns[Uns.SPOT_DIAMETER_PX] = spot_diameter_um / adata.uns[Uns.MICRONS_PER_PIXEL]
     return adata
 
 
@@ -169,31 +204,14 @@ def read_section(raw_dir: str | Path, section_id: str) -> AnnData:
     """Read one Space Ranger section into the standard AnnData."""
     raw_dir = Path(raw_dir)
     outs = _outs(raw_dir, section_id)
-    h5 = outs / "filtered_feature_bc_matrix.h5"
-    if h5.exists():
-        import scanpy as sc
-        import scipy.sparse as sp
-
-        try:
-            matrix = sc.read_10x_h5(h5)
-        except (OSError, KeyError, ValueError) as err:
-            raise InputDataError(f"Cannot read the 10x matrix '{h5}': {err}. Re-export or re-download it.") from err
-        counts, genes, barcodes = sp.csr_matrix(matrix.X), list(matrix.var_names), list(matrix.obs_names)
-        counts_source = h5
-    else:
-        folder = require_file(
-            outs / "filtered_feature_bc_matrix", f"count matrix of {section_id} (.h5 file or mtx folder)", VISIUM_LAYOUT
-        )
-        counts, genes, barcodes = read_mtx_folder(folder, VISIUM_LAYOUT)
-        counts_source = folder
+    counts, genes, barcodes, counts_source = read_counts(outs, section_id, VISIUM_LAYOUT)
     spatial = outs / "spatial"
-    positions_path = next(
-        (p for p in (spatial / "tissue_positions_list.csv", spatial / "tissue_positions.csv") if p.exists()), None
-    )
+    names = ("tissue_positions_list.csv", "tissue_positions.csv", "tissue_positions.parquet")
+    positions_path = next((spatial / n for n in names if (spatial / n).exists()), None)
     if positions_path is None:
         raise InputDataError(
-            f"Missing spot table of {section_id}: neither '{spatial / 'tissue_positions_list.csv'}' nor "
-            f"'{spatial / 'tissue_positions.csv'}' exists. Expected layout: {VISIUM_LAYOUT}"
+            f"Missing spot table of {section_id}: none of {', '.join(names)} is in '{spatial}'. "
+            f"Expected layout: {VISIUM_LAYOUT}"
         )
     scale_path = require_file(spatial / "scalefactors_json.json", f"scale factors of {section_id}", VISIUM_LAYOUT)
     diameter = json.loads(scale_path.read_text()).get("spot_diameter_fullres")

@@ -106,7 +106,7 @@ def read_sections(
     sections = {}
     for section_id in tqdm(section_ids, desc="Reading sections", unit="section"):
         try:
-            adata = reader.read_section(raw_folder, section_id)
+            adata = reader.read_section(raw_folder, section_id, **(preset.get("reader_options") or {}))
         except UserError:
             raise
         except (OSError, ValueError, KeyError) as error:
