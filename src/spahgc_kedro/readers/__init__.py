@@ -19,6 +19,7 @@ READERS = {
     "visium": "spahgc_kedro.readers.visium",
     "visium_hd": "spahgc_kedro.readers.visium_hd",
     "hest": "spahgc_kedro.readers.hest",
+    "xenium": "spahgc_kedro.readers.xenium",
     # sections without expression (prediction only): image + spot table or tile grid
     "image_spots": "spahgc_kedro.readers.image_spots",
 }

@@ -1,0 +1,108 @@
+"""Xenium cells pooled into pseudo-spots, on a hand-written Xenium folder whose answer is known."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from native_layouts import write_10x_h5, write_image
+
+from spahgc_kedro.errors import InputDataError
+from spahgc_kedro.readers import xenium
+
+# H&E pixel -> Xenium pixel, as Xenium Explorer's alignment CSV holds it: 1 H&E pixel = 2 Xenium pixels
+ALIGNMENT = np.array([[2.0, 0.0, 100.0], [0.0, 2.0, 50.0], [0.0, 0.0, 1.0]])
+GENES = ["ERBB2", "ESR1", "KRT5"]
+# cell id -> (x, y) in microns
+CELLS = {"c0": (10.0, 10.0), "c1": (20.0, 30.0), "c2": (60.0, 10.0), "c3": (10.0, 70.0), "c4": (35.0, 45.0)}
+
+
+def cell_counts() -> np.ndarray:
+    return np.array([[i + 1, 10 * (i + 1), 100 * (i + 1)] for i in range(len(CELLS))])
+
+
+def write_xenium(folder: Path, alignment: bool = True) -> Path:
+    """cells.parquet (microns), cell_feature_matrix.h5 (cells listed in reverse), the H&E and its alignment."""
+    folder.mkdir(parents=True)
+    pd.DataFrame(
+        {
+            "cell_id": list(CELLS),
+            "x_centroid": [x for x, _ in CELLS.values()],
+            "y_centroid": [y for _, y in CELLS.values()],
+            "transcript_counts": cell_counts().sum(axis=1),
+        }
+    ).to_parquet(folder / "cells.parquet", index=False)
+    write_10x_h5(folder / "cell_feature_matrix.h5", cell_counts()[::-1], GENES, list(CELLS)[::-1])
+    write_image(folder / "section_he_image.ome.tif", size=(300, 300))
+    write_image(folder / "morphology_focus.ome.tif", size=(50, 50))
+    if alignment:
+        np.savetxt(folder / "section_he_imagealignment.csv", ALIGNMENT, delimiter=",")
+    return folder
+
+
+def he_pixels(xy_um: np.ndarray) -> np.ndarray:
+    """Microns -> Xenium pixels (0.2125 um) -> H&E pixels through the inverse alignment, by hand."""
+    xenium_px = np.asarray(xy_um) / 0.2125
+    return (xenium_px - [100.0, 50.0]) / 2.0
+
+
+def test_square_pseudo_spots_sum_their_cells_at_the_grid_centre(tmp_path):
+    write_xenium(tmp_path / "X1")
+    assert xenium.discover_sections(tmp_path) == ["X1"]
+    adata = xenium.read_section(tmp_path, "X1", spot_um=50.0)
+    counts = dict(zip(CELLS, cell_counts(), strict=True))
+    # 50 um bins: c0, c1, c4 in (row 0, col 0); c2 in (0, 1); c3 in (1, 0)
+    expected = {
+        "X1_0_0": (counts["c0"] + counts["c1"] + counts["c4"], (25.0, 25.0), 3),
+        "X1_0_1": (counts["c2"], (75.0, 25.0), 1),
+        "X1_1_0": (counts["c3"], (25.0, 75.0), 1),
+    }
+    assert sorted(adata.obs_names) == sorted(expected)
+    for spot, (summed, centre_um, n_cells) in expected.items():
+        row = list(adata.obs_names).index(spot)
+        np.testing.assert_array_equal(adata.X[row].toarray().ravel(), summed)
+        np.testing.assert_allclose(adata.obsm["spatial"][row], he_pixels(centre_um))
+        assert adata.obs["n_cells"].iloc[row] == n_cells
+    assert list(adata.var_names) == GENES
+    assert adata.uns["microns_per_pixel"] == pytest.approx(0.425)
+    assert adata.uns["spot_diameter_px"] == pytest.approx(50.0 / 0.425)
+    assert adata.uns["image_path"].endswith("section_he_image.ome.tif")
+    assert adata.uns["platform"] == "xenium"
+
+
+def test_min_cells_drops_thin_pseudo_spots(tmp_path):
+    write_xenium(tmp_path / "X1")
+    adata = xenium.read_section(tmp_path, "X1", spot_um=50.0, min_cells=2)
+    assert list(adata.obs_names) == ["X1_0_0"]
+
+
+def test_hex_grid_assigns_every_cell_to_its_nearest_centre():
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 500, size=(2000, 2))
+    rowcol, centres = xenium.pseudo_spot_grid(xy, 55.0, "hex")
+    # brute force over a grid wide enough to hold every nearest centre
+    rows, cols = np.meshgrid(np.arange(-2, 14), np.arange(-2, 14), indexing="ij")
+    grid = np.stack([cols * 55.0 + (rows % 2) * 27.5, rows * 55.0 * np.sqrt(3) / 2], axis=-1).reshape(-1, 2)
+    nearest = np.linalg.norm(xy[:, None, :] - grid[None], axis=2).min(axis=1)
+    np.testing.assert_allclose(np.linalg.norm(xy - centres, axis=1), nearest)
+    # the (row, col) label names the centre
+    np.testing.assert_allclose(centres[:, 1], rowcol[:, 0] * 55.0 * np.sqrt(3) / 2)
+
+
+def test_alignment_from_the_options_when_no_file(tmp_path):
+    write_xenium(tmp_path / "X1", alignment=False)
+    with pytest.raises(InputDataError, match=r"No H&E alignment file.*imagealignment.*reader_options.alignment"):
+        xenium.read_section(tmp_path, "X1", spot_um=50.0)
+    adata = xenium.read_section(tmp_path, "X1", spot_um=50.0, alignment=ALIGNMENT.tolist())
+    assert adata.n_obs == 3
+
+
+def test_bad_options_and_tables_are_named(tmp_path):
+    folder = write_xenium(tmp_path / "X1")
+    with pytest.raises(InputDataError, match="grid in"):
+        xenium.read_section(tmp_path, "X1", grid="triangle")
+    pd.DataFrame({"cell_id": ["c0"], "x": [1.0]}).to_parquet(folder / "cells.parquet")
+    with pytest.raises(InputDataError, match=r"lacks the columns \['x_centroid', 'y_centroid'\]"):
+        xenium.read_section(tmp_path, "X1")
