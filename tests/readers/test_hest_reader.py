@@ -107,3 +107,91 @@ def test_duplicated_barcodes_fail(tmp_path):
     make_sample(tmp_path, names=BARCODES[:5] + BARCODES[:1])
     with pytest.raises(InputDataError, match=r"duplicated barcodes .*NCBI681\.h5ad"):
         hest.read_section(tmp_path, "NCBI681")
+
+
+def write_hest_like_sample(raw: Path, sample_id: str = "TENX99", obsm: bool = True) -> np.ndarray:
+    """A sample as HEST-1k publishes it: st/<id>.h5ad with in_tissue, array and pxl_*_in_fullres columns
+    (x = column, y = row) mirrored in obsm['spatial']; metadata/<id>.json with its keys; wsis/<id>.tif a
+    tiled pyramidal TIFF whose level 0 has a 4 px marker of a spot-specific colour at each spot centre."""
+    import anndata as ad
+    import scipy.sparse as sp
+    import tifffile
+
+    width, height = 1024, 768
+    xy = np.array([[150.0 + 120.0 * i, 200.0 + 160.0 * (i % 2)] for i in range(6)])
+    obs = pd.DataFrame(
+        {
+            "in_tissue": [1, 1, 1, 1, 1, 0],
+            "array_row": [i % 2 for i in range(6)],
+            "array_col": [i // 2 * 2 + i % 2 for i in range(6)],
+            "pxl_col_in_fullres": xy[:, 0],
+            "pxl_row_in_fullres": xy[:, 1],
+        },
+        index=BARCODES,
+    )
+    adata = ad.AnnData(X=sp.csr_matrix(COUNTS.astype(np.float32)), obs=obs, var=pd.DataFrame(index=GENES))
+    if obsm:
+        adata.obsm["spatial"] = xy.copy()
+    (raw / "st").mkdir(parents=True, exist_ok=True)
+    adata.write_h5ad(raw / "st" / f"{sample_id}.h5ad")
+    level0 = np.full((height, width, 3), 230, dtype=np.uint8)
+    for i, (x, y) in enumerate(xy.astype(int)):
+        level0[y - 2 : y + 2, x - 2 : x + 2] = (40 * i, 255 - 40 * i, 100)
+    (raw / "wsis").mkdir(parents=True, exist_ok=True)
+    with tifffile.TiffWriter(raw / "wsis" / f"{sample_id}.tif", bigtiff=True) as tif:
+        tif.write(level0, tile=(256, 256), photometric="rgb", subifds=2, compression="zlib")
+        for factor in (2, 4):
+            tif.write(level0[::factor, ::factor], tile=(256, 256), photometric="rgb", subfiletype=1)
+    (raw / "metadata").mkdir(parents=True, exist_ok=True)
+    meta = {
+        "pixel_size_um_estimated": 0.2737,
+        "spot_diameter": 55.0,
+        "inter_spot_dist": 100.0,
+        "st_technology": "Visium",
+        "species": "Homo sapiens",
+        "patient": None,
+    }
+    (raw / "metadata" / f"{sample_id}.json").write_text(json.dumps(meta))
+    return xy
+
+
+def test_hest_convention_pixel_columns_are_x_column_and_y_row(tmp_path):
+    xy = write_hest_like_sample(tmp_path, obsm=False)
+    adata = hest.read_section(tmp_path, "TENX99")
+    assert list(adata.obs_names) == BARCODES[:5]  # in_tissue 0 dropped
+    np.testing.assert_array_equal(adata.obsm["spatial"], xy[:5])
+
+
+def test_hest_convention_obsm_that_disagrees_with_the_pixel_columns_is_refused(tmp_path):
+    import anndata as ad
+
+    write_hest_like_sample(tmp_path)
+    path = tmp_path / "st" / "TENX99.h5ad"
+    adata = ad.read_h5ad(path)
+    adata.obsm["spatial"] = adata.obsm["spatial"][:, ::-1].copy()
+    adata.write_h5ad(path)
+    with pytest.raises(InputDataError, match="disagree"):
+        hest.read_section(tmp_path, "TENX99")
+
+
+def test_hest_convention_metadata_gives_the_scale_and_spot_size(tmp_path):
+    write_hest_like_sample(tmp_path)
+    adata = hest.read_section(tmp_path, "TENX99")
+    assert adata.uns["microns_per_pixel"] == 0.2737
+    assert adata.uns["spot_diameter_px"] == pytest.approx(55.0 / 0.2737)
+    assert adata.uns["platform"] == "visium"
+    assert "patient_id" not in adata.uns  # HEST's null patient: the preset's rule decides
+
+
+def test_hest_convention_pyramidal_wsi_is_read_at_full_resolution_at_each_spot(tmp_path):
+    from spahgc_kedro.images import open_image
+    from spahgc_kedro.patches import read_patch
+
+    xy = write_hest_like_sample(tmp_path)
+    adata = hest.read_section(tmp_path, "TENX99")
+    assert adata.uns["image_size"] == [1024, 768]  # level 0, not a pyramid level
+    image = open_image(adata.uns["image_path"])
+    for i, centre in enumerate(adata.obsm["spatial"]):
+        patch = read_patch(image, tuple(centre), 16, 255)
+        assert tuple(patch[8, 8]) == (40 * i, 255 - 40 * i, 100), i
+    assert tuple(read_patch(image, tuple(xy[0] + 40), 16, 255)[8, 8]) == (230, 230, 230)

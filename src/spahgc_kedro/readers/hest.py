@@ -1,6 +1,7 @@
 """HEST-1k samples (Hugging Face `MahmoodLab/hest`), one section per sample id.
 
-    <raw_dir>/st/<id>.h5ad        raw counts; spot centres in obsm['spatial'] as (x, y) full-res pixels
+    <raw_dir>/st/<id>.h5ad        raw counts; spot centres in obs `pxl_col_in_fullres` (x) and
+                                  `pxl_row_in_fullres` (y), else obsm['spatial'] as (x, y) full-res pixels
     <raw_dir>/wsis/<id>.tif       pyramidal full-resolution H&E (only its header is read here)
     <raw_dir>/metadata/<id>.json  pixel_size_um_estimated, spot_diameter (um), patient, st_technology, ...
 Covers HEST's Visium samples and its legacy ST ones (e.g. HER2+ SPA119-SPA154, cSCC NCBI759-NCBI770).
@@ -45,6 +46,27 @@ def _array_rowcol(obs: pd.DataFrame, xy: np.ndarray) -> np.ndarray:
     return np.round(scaled[:, ::-1]).astype(np.int64)
 
 
+def spot_centres(adata: AnnData, st_path: Path) -> np.ndarray:
+    """(x, y) full-resolution pixels: HEST's named obs columns (x = pxl_col_in_fullres), else obsm['spatial'];
+    when both are there they must agree (a swapped copy is a broken file, not a choice)."""
+    named = {"pxl_col_in_fullres", "pxl_row_in_fullres"} <= set(adata.obs.columns)
+    if not named and Obsm.SPATIAL not in adata.obsm:
+        raise InputDataError(
+            f"'{st_path}' has neither obs pxl_col_in_fullres/pxl_row_in_fullres nor obsm['spatial'] spot centres; "
+            "expected a HEST-1k st/ file."
+        )
+    obsm = np.asarray(adata.obsm[Obsm.SPATIAL], dtype=np.float64)[:, :2] if Obsm.SPATIAL in adata.obsm else None
+    if not named:
+        return obsm
+    xy = adata.obs[["pxl_col_in_fullres", "pxl_row_in_fullres"]].to_numpy(dtype=np.float64)
+    if obsm is not None and not np.allclose(obsm, xy, atol=0.5, equal_nan=True):
+        raise InputDataError(
+            f"'{st_path}': obsm['spatial'] and obs pxl_col_in_fullres/pxl_row_in_fullres disagree (x/y swapped or "
+            "rescaled?); HEST writes them equal. Re-download the sample."
+        )
+    return xy
+
+
 def _platform(technology: str | None) -> str:
     """Standard platform name for HEST's `st_technology` (lower-cased as is when not Visium or legacy ST)."""
     if not technology:
@@ -66,12 +88,10 @@ def read_section(raw_dir: str | Path, section_id: str) -> AnnData:
         adata = ad.read_h5ad(st_path)
     except OSError as err:
         raise InputDataError(f"Cannot read '{st_path}': {err}. Re-download it.") from err
-    if "spatial" not in adata.obsm:
-        raise InputDataError(f"'{st_path}' has no obsm['spatial'] spot centres; expected a HEST-1k st/ file.")
     check_unique(adata.obs_names, "barcodes", st_path)
     if "in_tissue" in adata.obs.columns:
         adata = adata[adata.obs["in_tissue"].astype(int) == 1]
-    xy = np.asarray(adata.obsm[Obsm.SPATIAL], dtype=np.float64)[:, :2]
+    xy = spot_centres(adata, st_path)
     pixel_size = float(meta.get("pixel_size_um_estimated") or math.nan)
     diameter_um = float(meta.get("spot_diameter") or math.nan)
     section = build_section(
