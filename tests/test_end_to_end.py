@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.helpers.browser import chromium, rendered_dom, screenshot, served
 from tests.helpers.project import PROJECT_ROOT, run_kedro
 
 TINY_MODEL = "train.epochs:2,train.model.hidden:32,train.model.heads:2,train.model.n_layers:1"
@@ -107,6 +109,22 @@ def test_full_run_logs_comparable_runs_and_builds_viz(project_copy: Path):
 
     _kedro(project_copy, "viz", "build")
     assert (project_copy / "build" / "index.html").is_file()
+
+    # what a user sees: the viz DAG and the report, rendered by a real browser
+    browser = chromium()
+    if browser is None:
+        pytest.skip("Chromium is not installed (apt-get install chromium): the browser checks did not run")
+    with served(project_copy / "build") as url:
+        dom = rendered_dom(browser, url)
+        png = screenshot(browser, url, project_copy / "viz.png", size=(1400, 900))
+    drawn = set(re.findall(r'class="pipeline-node__text"[^>]*>([^<]+)<', dom))
+    assert {"train_fold_group_0", "ensemble_predictions", "trained_models", "build_report"} <= drawn
+    assert png.stat().st_size > 20_000
+    (report,) = sorted((data / "08_reporting/demo/efficientnet_lite0/report.html").glob("*/report.html"))[-1:]
+    dom = rendered_dom(browser, report.as_uri())
+    assert dom.count('class="main-svg"') >= 4  # plotly drew the comparison chart and the spatial maps
+    assert "spahgc_ensemble" in dom and "depth_rank1" in dom
+    assert screenshot(browser, report.as_uri(), project_copy / "report.png").stat().st_size > 20_000
 
 
 def test_a_user_error_ends_in_one_short_message(project_copy: Path):

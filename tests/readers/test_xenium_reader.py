@@ -106,3 +106,37 @@ def test_bad_options_and_tables_are_named(tmp_path):
     pd.DataFrame({"cell_id": ["c0"], "x": [1.0]}).to_parquet(folder / "cells.parquet")
     with pytest.raises(InputDataError, match=r"lacks the columns \['x_centroid', 'y_centroid'\]"):
         xenium.read_section(tmp_path, "X1")
+
+
+def write_xenium_dataset(raw: Path, sections: int = 4, side_um: float = 500.0, n_genes: int = 30) -> Path:
+    """Generated Xenium sections: cells uniform over a square, Poisson counts with spatial gradients, an H&E of
+    0.5 um pixels and its alignment (H&E pixel -> Xenium pixel = 0.5 / 0.2125)."""
+    rng = np.random.default_rng(0)
+    genes = [f"GENE{g:02d}" for g in range(n_genes)]
+    scale = 0.5 / 0.2125
+    for index in range(sections):
+        folder = raw / f"X{index}"
+        folder.mkdir(parents=True)
+        xy = rng.uniform(5, side_um - 5, size=(1500, 2))
+        slope = rng.normal(size=(2, n_genes))
+        rate = np.exp(0.2 + 0.5 * np.outer(xy[:, 0] / side_um, slope[0]) + 0.5 * np.outer(xy[:, 1] / side_um, slope[1]))
+        ids = [f"cell{index}_{i:05d}" for i in range(len(xy))]
+        pd.DataFrame({"cell_id": ids, "x_centroid": xy[:, 0], "y_centroid": xy[:, 1]}).to_parquet(
+            folder / "cells.parquet", index=False
+        )
+        write_10x_h5(folder / "cell_feature_matrix.h5", rng.poisson(rate), genes, ids)
+        write_image(folder / "he_image.tif", size=(int(side_um / 0.5), int(side_um / 0.5)))
+        np.savetxt(folder / "he_imagealignment.csv", np.diag([scale, scale, 1.0]), delimiter=",")
+    return raw
+
+
+@pytest.mark.slow
+def test_xenium_runs_end_to_end_through_the_cli(project_copy, tmp_path):
+    from tests.helpers.project import run_kedro
+
+    raw = write_xenium_dataset(tmp_path / "xenium_raw")
+    tiny = "train.epochs:2,train.model.hidden:16,train.model.heads:2,train.model.n_layers:1"
+    result = run_kedro(project_copy, "run", "--params", f"dataset:xenium,raw_dir:{raw},{tiny}")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    predictions = project_copy / "data" / "07_model_output" / "xenium" / "efficientnet_lite0" / "predictions"
+    assert sorted(p.stem for p in predictions.glob("*.h5ad")) == ["X0", "X1", "X2", "X3"]
