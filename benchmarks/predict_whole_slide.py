@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -193,7 +194,7 @@ def main(argv: list[str] | None = None) -> str:
     warnings.filterwarnings("ignore", category=UserWarning)
     if args.quick:
         args.sizes, args.reference_spots, args.genes, args.encoder_sample = [300, 1_200], 200, 50, 32
-    start = time.perf_counter()
+    start, load = time.perf_counter(), os.getloadavg()[0]
     catalog = trained_references(args)
     del catalog
     rows = []
@@ -218,7 +219,8 @@ def main(argv: list[str] | None = None) -> str:
         "- memory: peak RSS growth over the step's start, MiB, sampled every 20 ms, each slide in a fresh process "
         "(peak RSS MiB: the process's highest); growth exponent = log-log slope over the rows (1 = proportional to "
         "the tiles)",
-        f"- machine: {common.machine_line('cpu')}",
+        f"- machine: {common.machine_line('cpu')}; 1-minute load average {load:.1f} at the start (times stretch "
+        "when it exceeds the cores; memory does not)",
         f"- wall time: {time.perf_counter() - start:.0f} s in all",
     ]
     table = render(rows, header)
