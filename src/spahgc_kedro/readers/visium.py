@@ -66,10 +66,12 @@ def read_mtx_folder(folder: Path, layout: str) -> tuple[object, list[str], list[
     return counts, symbols.tolist(), barcodes
 
 
-def read_counts(folder: Path, section_id: str, layout: str) -> tuple[object, list[str], list[str], Path]:
-    """(spots x genes CSR counts, gene symbols, barcodes, the file read) from `folder`'s
-    filtered_feature_bc_matrix.h5, or its filtered_feature_bc_matrix/ mtx folder."""
-    h5 = folder / "filtered_feature_bc_matrix.h5"
+def read_counts(
+    folder: Path, section_id: str, layout: str, name: str = "filtered_feature_bc_matrix"
+) -> tuple[object, list[str], list[str], Path]:
+    """(spots x genes CSR counts, gene symbols, barcodes, the file read) from `folder`'s 10x matrix `<name>.h5`,
+    or its `<name>/` mtx folder (Xenium's is cell_feature_matrix)."""
+    h5 = folder / f"{name}.h5"
     if h5.exists():
         import scanpy as sc
         import scipy.sparse as sp
@@ -79,10 +81,17 @@ def read_counts(folder: Path, section_id: str, layout: str) -> tuple[object, lis
         except (OSError, KeyError, ValueError) as err:
             raise InputDataError(f"Cannot read the 10x matrix '{h5}': {err}. Re-export or re-download it.") from err
         return sp.csr_matrix(matrix.X), list(matrix.var_names), list(matrix.obs_names), h5
-    mtx = require_file(
-        folder / "filtered_feature_bc_matrix", f"count matrix of {section_id} (.h5 file or mtx folder)", layout
-    )
+    mtx = require_file(folder / name, f"count matrix of {section_id} (.h5 file or mtx folder)", layout)
     return (*read_mtx_folder(mtx, layout), mtx)
+
+
+def read_scale_factors(spatial: Path, section_id: str, layout: str) -> dict:
+    """Space Ranger's scalefactors_json.json of a section, checked to hold `spot_diameter_fullres`."""
+    path = require_file(spatial / "scalefactors_json.json", f"scale factors of {section_id}", layout)
+    scale = json.loads(path.read_text())
+    if not scale.get("spot_diameter_fullres"):
+        raise InputDataError(f"'{path}' lacks 'spot_diameter_fullres'; re-export it with Space Ranger.")
+    return scale
 
 
 def read_tissue_positions(path: Path) -> pd.DataFrame:
@@ -213,10 +222,7 @@ def read_section(raw_dir: str | Path, section_id: str) -> AnnData:
             f"Missing spot table of {section_id}: none of {', '.join(names)} is in '{spatial}'. "
             f"Expected layout: {VISIUM_LAYOUT}"
         )
-    scale_path = require_file(spatial / "scalefactors_json.json", f"scale factors of {section_id}", VISIUM_LAYOUT)
-    diameter = json.loads(scale_path.read_text()).get("spot_diameter_fullres")
-    if not diameter:
-        raise InputDataError(f"'{scale_path}' lacks 'spot_diameter_fullres'; re-export it with Space Ranger.")
+    diameter = read_scale_factors(spatial, section_id, VISIUM_LAYOUT)["spot_diameter_fullres"]
     return assemble_visium(
         counts,
         genes,

@@ -13,13 +13,12 @@ the scale factors' `microns_per_pixel` (else bin size over `spot_diameter_fullre
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from spahgc_kedro.hints import AnnData
 
 from .common import InputDataError, require_file
-from .visium import _image, _outs, assemble_visium, read_counts, read_tissue_positions
+from .visium import _image, _outs, assemble_visium, read_counts, read_scale_factors, read_tissue_positions
 
 VISIUM_HD_LAYOUT = (
     "<raw_dir>/<section>/ holding Space Ranger's outs/ (or its content) with binned_outputs/square_<NNN>um/ "
@@ -59,11 +58,7 @@ def read_section(raw_dir: str | Path, section_id: str, bin_um: int = 16) -> AnnD
     counts, genes, barcodes, counts_source = read_counts(folder, section_id, VISIUM_HD_LAYOUT)
     spatial = folder / "spatial"
     positions = require_file(spatial / "tissue_positions.parquet", f"bin positions of {section_id}", VISIUM_HD_LAYOUT)
-    scale_path = require_file(spatial / "scalefactors_json.json", f"scale factors of {section_id}", VISIUM_HD_LAYOUT)
-    scale = json.loads(scale_path.read_text())
-    diameter = scale.get("spot_diameter_fullres")
-    if not diameter:
-        raise InputDataError(f"'{scale_path}' lacks 'spot_diameter_fullres'; re-export it with Space Ranger.")
+    scale = read_scale_factors(spatial, section_id, VISIUM_HD_LAYOUT)
     return assemble_visium(
         counts,
         genes,
@@ -72,7 +67,7 @@ def read_section(raw_dir: str | Path, section_id: str, bin_um: int = 16) -> AnnD
         section_id=section_id,
         image=_image(raw_dir, section_id),
         counts_source=counts_source,
-        spot_diameter_px=float(diameter),
+        spot_diameter_px=float(scale["spot_diameter_fullres"]),
         spot_diameter_um=float(bin_um),
         spacing_um=float(bin_um),
         platform="visium_hd",

@@ -25,7 +25,7 @@ from spahgc_kedro.hints import AnnData
 
 from ..images import is_image
 from .common import InputDataError, build_section, check_unique, read_table, require_file
-from .visium import read_mtx_folder
+from .visium import read_counts
 
 XENIUM_LAYOUT = (
     "<raw_dir>/<section>/ holding Xenium's cells.parquet (or cells.csv.gz), cell_feature_matrix.h5 (or "
@@ -63,22 +63,6 @@ def read_cells(folder: Path) -> pd.DataFrame:
     table.index = pd.Index(table["cell_id"].astype(str))
     check_unique(table.index, "cell ids", path)
     return table[["x_centroid", "y_centroid"]].astype(np.float64)
-
-
-def read_cell_counts(folder: Path) -> tuple[object, list[str], list[str]]:
-    """(cells x genes CSR counts of the gene-expression features, gene symbols, cell ids)."""
-    h5 = folder / "cell_feature_matrix.h5"
-    if h5.exists():
-        import scanpy as sc
-        import scipy.sparse as sp
-
-        try:
-            matrix = sc.read_10x_h5(h5)
-        except (OSError, KeyError, ValueError) as err:
-            raise InputDataError(f"Cannot read the cell matrix '{h5}': {err}. Re-export it.") from err
-        return sp.csr_matrix(matrix.X), list(matrix.var_names), list(matrix.obs_names)
-    mtx = require_file(folder / "cell_feature_matrix", "Xenium cell matrix (.h5 file or mtx folder)", XENIUM_LAYOUT)
-    return read_mtx_folder(mtx, XENIUM_LAYOUT)
 
 
 def read_alignment(folder: Path, alignment: list[list[float]] | None) -> np.ndarray:
@@ -158,7 +142,7 @@ def read_section(
         )
     folder = require_file(Path(raw_dir) / section_id, f"folder of section {section_id}", XENIUM_LAYOUT)
     cells = read_cells(folder)
-    counts, genes, cell_ids = read_cell_counts(folder)
+    counts, genes, cell_ids, _ = read_counts(folder, section_id, XENIUM_LAYOUT, name="cell_feature_matrix")
     ids = pd.Index(cell_ids)
     keep = ids.intersection(cells.index, sort=False)
     if not len(keep):
