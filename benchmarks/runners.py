@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> str:
         "",
         f"- data: the generated demo dataset (4 sections x 244 spots), leave-one-section-out, 4 folds; "
         f"`kedro run --pipeline=train --params {params}` after the upstream stages",
-        "- fold groups: `conf/base/parallelism.yml` fold_groups (4 `train_fold_group_<i>` nodes + `merge_trained_models`)",
+        "- fold groups: `conf/base/parallelism.yml` fold_groups (4 `train.train_fold_group_<i>` nodes + `train.merge_trained_models`)",
         "- wall time of the whole command: process start, imports, worker start-up (spawn), training, MLflow logging",
         f"- machine: {common.cpu_model()}",
         "",

@@ -49,3 +49,10 @@ def test_real_cli_takes_colon_params_and_pipeline_flag(project_copy: Path):
     assert written == ["A1", "A2", "B1"]
     section = ad.read_h5ad(project_copy / "data/02_intermediate/demo/sections/A1.h5ad")
     assert section.uns["patient_id"] == "A" and section.n_obs > 200
+
+
+def test_help_prints_usage_and_nothing_else(project_copy: Path):
+    result = run_kedro(project_copy, "--help")
+    assert result.returncode == 0
+    # no start-up chatter: MLflow's untyped-predict warning, Kedro's logging-config line
+    assert result.stderr == "" and result.stdout.startswith("Usage: kedro")

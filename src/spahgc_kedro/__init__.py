@@ -12,4 +12,3 @@ __version__ = "0.1.0"
 
 # Known, harmless deprecation chatter from kedro/kedro-mlflow/mlflow at start-up.
 warnings.filterwarnings("ignore", message="register_new_resolver", category=UserWarning)
-warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method", category=UserWarning)

@@ -7,7 +7,12 @@ STAGES = ("ingestion", "embedding", "graph", "train", "evaluation", "interpretat
 
 
 def register_pipelines() -> dict[str, Pipeline]:
-    """Return every pipeline found under `pipelines/`, plus `__default__`."""
-    pipelines = find_pipelines(raise_errors=True)
+    """Return every pipeline found under `pipelines/`, each in its own namespace, plus `__default__`."""
+    # The namespace groups a stage's nodes (one box per stage in kedro-viz, `--namespaces` on the CLI);
+    # dataset names stay unprefixed because the stages share one catalog.
+    pipelines = {
+        name: Pipeline(stage, namespace=name, prefix_datasets_with_namespace=False)
+        for name, stage in find_pipelines(raise_errors=True).items()
+    }
     pipelines["__default__"] = sum((pipelines[name] for name in STAGES if name in pipelines), Pipeline([]))
     return pipelines

@@ -6,6 +6,7 @@ import html
 import logging
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 logger = logging.getLogger(__name__)
@@ -53,8 +54,11 @@ def spatial_maps_plotly(panels: list[dict[str, Any]], caption: str) -> Any:
     images, owned = _section_images(panels)
     buttons = []
     for index, panel in enumerate(panels):
-        x, y = panel["spatial"][:, 0], panel["spatial"][:, 1]
-        for column, (kind, values) in enumerate((("measured", panel["measured"]), ("predicted", panel["predicted"]))):
+        # a tenth of a pixel and 1e-4 of the 0-1 target range are below what the map can show; rounding keeps the
+        # report small (full precision stays in the predictions)
+        x, y = np.round(panel["spatial"][:, 0], 1), np.round(panel["spatial"][:, 1], 1)
+        measured, predicted = np.round(panel["measured"], 4), np.round(panel["predicted"], 4)
+        for column, (kind, values) in enumerate((("measured", measured), ("predicted", predicted))):
             figure.add_trace(
                 go.Scatter(
                     x=x,
@@ -95,9 +99,9 @@ def spatial_maps_plotly(panels: list[dict[str, Any]], caption: str) -> Any:
             figure.update_layout(title={"text": f"{title}<br><sup>{caption}</sup>", "x": 0.0, "xanchor": "left"})
     for axis in ("yaxis", "yaxis2"):
         # Image rows grow downwards, so the y axis is reversed; equal scales keep spots round.
-        figure.layout[axis].update(
-            autorange="reversed", scaleanchor=axis.replace("yaxis", "x"), showgrid=False, title="y (full-resolution px)"
-        )
+        figure.layout[axis].update(autorange="reversed", scaleanchor=axis.replace("yaxis", "x"), showgrid=False)
+    # one y title: the right map's would sit under the left map's colourbar
+    figure.layout.yaxis.title = "y (full-resolution px)"
     figure.update_xaxes(showgrid=False, title="x (full-resolution px)")
     figure.update_layout(
         images=images,
@@ -135,6 +139,51 @@ def spatial_maps_matplotlib(panels: list[dict[str, Any]], caption: str) -> Any:
             figure.colorbar(points, ax=ax, shrink=0.7)
     figure.suptitle(f"{panels[0]['section_id']} ({panels[0]['fold']})\n{caption}", fontsize=9)
     return figure
+
+
+def plotly_loader_html() -> str:
+    """plotly.js embedded gzip-compressed (1.8 MB instead of 4.6 MB), so the report opens offline; the browser
+    inflates it (DecompressionStream) and `plotlyReady` resolves once `Plotly` is defined."""
+    import base64
+    import gzip
+
+    from plotly.offline import get_plotlyjs
+
+    packed = base64.b64encode(gzip.compress(get_plotlyjs().encode(), compresslevel=9, mtime=0)).decode()
+    return (
+        "<script>window.plotlyReady = (async () => {"
+        f'const packed = Uint8Array.from(atob("{packed}"), (c) => c.charCodeAt(0));'
+        'const stream = new Blob([packed]).stream().pipeThrough(new DecompressionStream("gzip"));'
+        'const script = document.createElement("script");'
+        "script.text = await new Response(stream).text();"
+        "document.head.appendChild(script);"
+        "})();</script>"
+    )
+
+
+def figure_html(figure: Any, element_id: str) -> str:
+    """A plotly figure as a div and its JSON, drawn once `plotly_loader_html`'s script has loaded plotly.js."""
+    import json
+
+    from plotly.utils import PlotlyJSONEncoder
+
+    spec = figure.to_plotly_json()
+    # an image shown on several axes (measured | predicted) is written once and referenced by index
+    sources = list(dict.fromkeys(image["source"] for image in spec["layout"].get("images", [])))
+    for image in spec["layout"].get("images", []):
+        image["source"] = sources.index(image["source"])
+    text = json.dumps({"figure": spec, "sources": sources}, cls=PlotlyJSONEncoder, separators=(",", ":"))
+    # "</" would end the script element early; "<\/" is the same JSON string
+    text = text.replace("</", "<\\/")
+    return (
+        f'<div id="{element_id}"></div>'
+        f'<script type="application/json" id="{element_id}-spec">{text}</script>'
+        "<script>plotlyReady.then(() => {"
+        f'const spec = JSON.parse(document.getElementById("{element_id}-spec").textContent);'
+        "for (const image of spec.figure.layout.images || []) image.source = spec.sources[image.source];"
+        f'Plotly.newPlot("{element_id}", spec.figure.data, spec.figure.layout, {{responsive: true}});'
+        "});</script>"
+    )
 
 
 def _table_html(table: pd.DataFrame, empty_message: str, drop: tuple[str, ...] = ()) -> str:

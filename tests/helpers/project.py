@@ -40,12 +40,13 @@ def train_params(**overrides: Any) -> dict[str, Any]:
 
 
 def copy_project(root: Path) -> Path:
-    """A throwaway copy of the project (config, sources, an empty data/) at `root`, so CLI runs never touch the
+    """A throwaway copy of the project (config with its logging, sources, an empty data/) at `root`, so CLI runs never touch the
     real data/ folder or MLflow store."""
     root.mkdir(parents=True, exist_ok=True)
     for name in ("pyproject.toml", ".telemetry"):
         shutil.copy(PROJECT_ROOT / name, root / name)
     shutil.copytree(PROJECT_ROOT / "conf" / "base", root / "conf" / "base")
+    shutil.copy(PROJECT_ROOT / "conf" / "logging.yml", root / "conf" / "logging.yml")
     (root / "conf" / "local").mkdir()
     (root / "data").mkdir()
     shutil.copytree(PROJECT_ROOT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))

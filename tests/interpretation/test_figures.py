@@ -80,3 +80,32 @@ def test_tiff_without_pyramid_is_read_strided(tmp_path, tiled):
     tifffile.imwrite(path, np.full((1200, 1600, 3), 90, dtype=np.uint8), tile=(256, 256) if tiled else None)
     thumbnail, full_size = read_thumbnail(path, 100)
     assert full_size == (1600, 1200) and max(thumbnail.shape[:2]) <= 100 and thumbnail.mean() == pytest.approx(90)
+
+
+def test_report_figures_carry_each_image_once_and_plotly_js_compressed(synthetic_run, sections_with_images):
+    import base64
+    import gzip
+    import json
+    import re
+
+    from plotly.offline import get_plotlyjs
+
+    from spahgc_kedro.report import figure_html, plotly_loader_html
+
+    predictions = gather_predictions(synthetic_run["predictions"], synthetic_run["folds"])
+    run_info = describe_run(predictions, synthetic_run["folds"])
+    figure, _ = plot_spatial_maps(predictions, sections_with_images, {"best": ["G3"], "markers": []}, run_info, PARAMS)
+    figure.layout.title.text = "</script> in a title"
+    page = figure_html(figure, "maps")
+    (text,) = re.findall(r'<script type="application/json" id="maps-spec">(.*?)</script>', page, re.S)
+    spec = json.loads(text)
+    # each distinct thumbnail once (these sections share one image), referenced by both axes of every section
+    images = spec["figure"]["layout"]["images"]
+    assert len(images) == 6 and len(spec["sources"]) == len({image.source for image in figure.layout.images})
+    restored = [spec["sources"][image["source"]] for image in spec["figure"]["layout"]["images"]]
+    assert restored == [image.source for image in figure.layout.images]
+    assert spec["figure"]["layout"]["title"]["text"] == "</script> in a title"
+    # spot positions to 0.1 px, values to 1e-4: what the map can show
+    np.testing.assert_allclose(spec["figure"]["data"][0]["x"], figure.data[0].x, atol=0.05)
+    (packed,) = re.findall(r'atob\("([^"]+)"\)', plotly_loader_html())
+    assert gzip.decompress(base64.b64decode(packed)).decode() == get_plotlyjs()

@@ -281,8 +281,9 @@ def test_predict_is_registered_but_not_in_the_default_run():
 
     configure_project("spahgc_kedro")
     pipelines = register_pipelines()
-    assert "predict_new_sections" in {n.name for n in pipelines["predict"].nodes}
-    assert not {n.name for n in pipelines["predict"].nodes} & {n.name for n in pipelines["__default__"].nodes}
+    assert "predict.predict_new_sections" in {n.name for n in pipelines["predict"].nodes}
+    assert {n.namespace for n in pipelines["predict"].nodes} == {"predict"}
+    assert "predict" not in {n.namespace for n in pipelines["__default__"].nodes}
 
 
 def test_real_encoder_embeds_new_spots_like_the_reference_embedding(tmp_path, demo_raw):

@@ -15,7 +15,13 @@ from spahgc_kedro.images import data_uri, read_thumbnail
 from spahgc_kedro.metrics import pearson_per_gene
 from spahgc_kedro.partitions import load_partition
 from spahgc_kedro.predictions import SectionPrediction, describe_run_text, with_run_info
-from spahgc_kedro.report import render_report, spatial_maps_matplotlib, spatial_maps_plotly
+from spahgc_kedro.report import (
+    figure_html,
+    plotly_loader_html,
+    render_report,
+    spatial_maps_matplotlib,
+    spatial_maps_plotly,
+)
 from spahgc_kedro.schema import Uns
 
 logger = logging.getLogger(__name__)
@@ -239,8 +245,8 @@ def build_report(
 ) -> str:
     """The per-run HTML report (plotly.js embedded so it opens offline)."""
     figures_html = {
-        "comparison_figure": comparison_figure.to_html(full_html=False, include_plotlyjs=True),
-        "spatial_maps": spatial_maps.to_html(full_html=False, include_plotlyjs=False),
+        "comparison_figure": plotly_loader_html() + figure_html(comparison_figure, "comparison-figure"),
+        "spatial_maps": figure_html(spatial_maps, "spatial-maps"),
     }
     return render_report(
         run_info,
