@@ -160,3 +160,21 @@ def test_predict_whole_slide_quick_prints_every_step_and_exponents(tmp_path):
     assert "EXTRAPOLATED" in table and "growth exponent" in table
     # the slides' predictions were written where the predict pipeline writes them
     assert len(list(tmp_path.rglob("new_predictions/*.h5ad"))) == 2
+
+
+def test_mutation_table_counts_mutmut_results_by_module(tmp_path):
+    import json
+
+    from benchmarks import mutation
+
+    meta = tmp_path / "spahgc_kedro" / "metrics.py.meta"
+    meta.parent.mkdir(parents=True)
+    codes = {f"spahgc_kedro.metrics.x_pcc__mutmut_{i}": code for i, code in enumerate([1, 1, 1, 0, 33, 36, 34], 1)}
+    codes["spahgc_kedro.metrics.xǁFitǁrun__mutmut_1"] = 0
+    meta.write_text(json.dumps({"exit_code_by_key": codes}))
+    statuses = mutation.mutant_status(tmp_path)
+    assert list(statuses) == ["spahgc_kedro/metrics.py"]
+    table = mutation.report(statuses)
+    # 3 killed + 1 timeout over 8 mutants less 1 skipped
+    assert "| spahgc_kedro/metrics.py | 8 | 3 | 2 | 1 | 1 | 0 | 0 | 57.1% |" in table
+    assert "- `spahgc_kedro.metrics.pcc`: 2" in table and "- `spahgc_kedro.metrics.Fit.run`: 1" in table

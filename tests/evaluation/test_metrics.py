@@ -113,3 +113,50 @@ def test_gene_specific_pcc_flags_constant_genes_as_undefined():
     measured[:, 3] = 5.0
     pcc = gene_specific_pcc(measured, predicted)
     assert np.isnan(pcc[1]) and np.isnan(pcc[3]) and pcc[0] == pytest.approx(1.0)
+
+
+def test_gene_specific_pcc_is_scipys_partial_correlation_with_its_edge_cases():
+    from scipy import stats
+
+    from spahgc_kedro.metrics import gene_specific_pcc
+
+    rng = np.random.default_rng(3)
+    measured = rng.gamma(2.0, 1.0, size=(80, 6))
+    predicted = measured + rng.normal(0, 1.0, size=measured.shape)
+    measured[:, 0] = 1.0  # measured constant: undefined
+    depth = measured.mean(axis=1)
+    predicted[:, 1] = 2.0  # predicted constant: undefined
+    predicted[:, 2] = 0.001 * depth + 0.002  # depth only, on a small scale: 0, not noise
+    pcc = gene_specific_pcc(measured, predicted)
+    assert np.isnan(pcc[0]) and np.isnan(pcc[1]) and pcc[2] == 0.0
+    # by hand: residuals of each gene after regressing on [1, depth], then their Pearson correlation
+    design = np.column_stack([np.ones(80), measured.mean(axis=1)])
+    for gene in (3, 4, 5):
+        resid_m = measured[:, gene] - design @ np.linalg.lstsq(design, measured[:, gene], rcond=None)[0]
+        resid_p = predicted[:, gene] - design @ np.linalg.lstsq(design, predicted[:, gene], rcond=None)[0]
+        assert pcc[gene] == pytest.approx(stats.pearsonr(resid_m, resid_p)[0], abs=1e-10)
+    with pytest.raises(ValueError, match=r"^Shapes differ: measured \(80, 6\), predicted \(80, 5\)\.$"):
+        gene_specific_pcc(measured, predicted[:, :5])
+
+
+def test_top_genes_break_ties_in_panel_order_and_heg50_takes_fifty():
+    from spahgc_kedro.metrics import finite_mean, section_metrics, top_genes
+
+    means = np.repeat(np.arange(20.0), 3)[::-1]  # 60 genes, each mean three times
+    measured = np.tile(means, (4, 1)) + np.array([[0.0], [1.0], [2.0], [3.0]])
+    assert top_genes(measured, 7, "mean").tolist() == [0, 1, 2, 3, 4, 5, 6]
+    with pytest.raises(ValueError, match="Unknown gene ranking 'median'"):
+        top_genes(measured, 3, "median")
+    rng = np.random.default_rng(0)
+    measured = rng.gamma(2.0, 1.0, size=(30, 60))
+    predicted = measured + rng.normal(0, 1.0, size=measured.shape)
+    pcc = np.array([stats_pcc(measured[:, g], predicted[:, g]) for g in range(60)])
+    top = np.argsort(-measured.mean(axis=0))[:50]
+    assert section_metrics(measured, predicted)["pcc_heg50"] == pytest.approx(pcc[top].mean())
+    assert np.isnan(finite_mean([])) and np.isnan(finite_mean([np.nan])) and finite_mean([1.0, np.nan, 3.0]) == 2.0
+
+
+def stats_pcc(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy import stats
+
+    return float(stats.pearsonr(a, b)[0])

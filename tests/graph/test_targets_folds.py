@@ -189,3 +189,31 @@ def test_the_real_her2st_panel_loads_without_pickle(her2st_gene_list):
     genes = load_gene_list(her2st_gene_list)
     assert len(genes) == 785 and len(set(genes)) == 785
     assert genes[:3] == ["HPS6", "TNC", "NR1H2"]  # the file's order is kept
+
+
+def test_gene_list_messages_say_where_to_get_the_list_and_how_to_save_one(tmp_path):
+    missing = tmp_path / "missing.npy"
+    with pytest.raises(FileNotFoundError) as error:
+        load_gene_list(missing)
+    assert str(error.value) == (
+        f"Gene list '{missing}' not found (paths are relative to the project root). The HisToGene/Hist2ST lists "
+        "(her_hvg_cut_1000.npy, skin_hvg_cut_1000.npy) are in the data/ folder of github.com/biomed-AI/Hist2ST: put "
+        "them in data/01_raw/gene_lists/, or point to your file with "
+        "--params datasets.<dataset>.gene_panel.path:/path/to/list.npy"
+    )
+    npy = tmp_path / "objects.npy"
+    np.save(npy, np.array(["G1", None], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError) as error:
+        load_gene_list(npy)
+    assert str(error.value) == (
+        f"Gene list '{npy}' is a .npy of Python objects, which only loads with pickle, and pickle can run code: it is "
+        "refused. Save the genes as strings (np.save(path, np.asarray(genes, dtype=str))) or as a text file with one "
+        "gene a line."
+    )
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n  \n")
+    with pytest.raises(ValueError) as error:
+        load_gene_list(blank)
+    assert str(error.value) == f"Gene list '{blank}' is empty: give one gene a line (or a .npy of strings)."
+    blank.write_text("G2\n\nG1\n")
+    assert load_gene_list(blank) == ["G2", "G1"]

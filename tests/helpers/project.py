@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+# the mutation run (`make mutation`) tests a copy of the project in mutants/ and points here explicitly
+SHARED_DATA = Path(os.environ.get("SPAHGC_SHARED_DATA", PROJECT_ROOT.parent / "shared" / "data"))
 
 
 def _config(kind: str, runtime_params: dict[str, Any]) -> dict[str, Any]:

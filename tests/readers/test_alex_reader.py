@@ -70,3 +70,47 @@ def test_missing_file_is_named(tmp_path, missing):
     (sample / missing).unlink()
     with pytest.raises(InputDataError, match=Path(missing).name):
         alex.read_section(tmp_path, "CID4465")
+
+
+@pytest.mark.parametrize(
+    ("missing", "what"),
+    [
+        ("", "folder of sample CID4465"),
+        ("filtered_count_matrix", "count matrix folder of CID4465"),
+        ("spatial/tissue_positions_list.csv", "spot table of CID4465"),
+        ("image.tif", "full-resolution image of CID4465"),
+    ],
+)
+def test_a_missing_file_is_named_with_what_it_is_and_the_layout(tmp_path, missing, what):
+    import shutil
+
+    sample = make_sample(tmp_path)
+    path = sample / missing if missing else sample
+    shutil.rmtree(path) if path.is_dir() else path.unlink()
+    with pytest.raises(InputDataError) as error:
+        alex.read_section(tmp_path, "CID4465")
+    assert str(error.value) == f"Missing {what}: '{path}'. Expected layout: {alex.ALEX_LAYOUT}"
+
+
+def test_an_empty_folder_says_which_layout_it_expects(tmp_path):
+    with pytest.raises(InputDataError) as error:
+        alex.discover_sections(tmp_path)
+    assert str(error.value) == f"No Alex samples found in '{tmp_path}'. Expected layout: {alex.ALEX_LAYOUT}"
+
+
+def test_space_ranger_scale_factors_set_the_spot_diameter_and_scale(tmp_path):
+    import json
+
+    sample = make_sample(tmp_path)
+    (sample / "spatial" / "scalefactors_json.json").write_text(json.dumps({"spot_diameter_fullres": 27.5}))
+    adata = alex.read_section(tmp_path, "CID4465")
+    assert adata.uns["spot_diameter_px"] == 27.5
+    assert adata.uns["microns_per_pixel"] == pytest.approx(55.0 / 27.5)  # a Visium spot is 55 um wide
+    assert adata.uns["section_id"] == "CID4465"
+    assert adata.uns["image_path"] == str((sample / "image.tif").resolve())
+
+
+def test_duplicated_barcodes_name_the_matrix_folder(tmp_path):
+    sample = make_sample(tmp_path, barcodes=BARCODES[:5] + BARCODES[:1])
+    with pytest.raises(InputDataError, match=f"duplicated barcodes in '{sample / 'filtered_count_matrix'}'"):
+        alex.read_section(tmp_path, "CID4465")

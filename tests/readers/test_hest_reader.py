@@ -195,3 +195,57 @@ def test_hest_convention_pyramidal_wsi_is_read_at_full_resolution_at_each_spot(t
         patch = read_patch(image, tuple(centre), 16, 255)
         assert tuple(patch[8, 8]) == (40 * i, 255 - 40 * i, 100), i
     assert tuple(read_patch(image, tuple(xy[0] + 40), 16, 255)[8, 8]) == (230, 230, 230)
+
+
+@pytest.mark.parametrize(
+    ("missing", "what"),
+    [("st/NCBI681.h5ad", "counts"), ("wsis/NCBI681.tif", "whole-slide image"), ("metadata/NCBI681.json", "metadata")],
+)
+def test_a_missing_file_says_what_it_is_and_the_layout(tmp_path, missing, what):
+    make_sample(tmp_path)
+    (tmp_path / missing).unlink()
+    with pytest.raises(InputDataError) as error:
+        hest.read_section(tmp_path, "NCBI681")
+    assert str(error.value) == f"Missing {what} of NCBI681: '{tmp_path / missing}'. Expected layout: {hest.HEST_LAYOUT}"
+
+
+@pytest.mark.parametrize(
+    ("technology", "platform"),
+    [
+        (None, "visium"),
+        ("", "visium"),
+        (" Visium ", "visium"),
+        ("Spatial Transcriptomics", "legacy_st"),
+        ("Visium HD", "visium_hd"),
+    ],
+)
+def test_hest_st_technology_names_the_platform(technology, platform):
+    assert hest._platform(technology) == platform
+
+
+def test_spot_centres_agree_within_half_a_pixel_and_use_the_first_two_obsm_columns(tmp_path):
+    import anndata as ad
+
+    xy = np.array([[10.0, 20.0], [30.0, 40.0]])
+    adata = ad.AnnData(
+        obs=pd.DataFrame({"pxl_col_in_fullres": xy[:, 0], "pxl_row_in_fullres": xy[:, 1]}, index=["a", "b"])
+    )
+    adata.obsm["spatial"] = np.column_stack([xy + 0.4, [1.0, 1.0]])  # rounding, and a third column some copies carry
+    np.testing.assert_array_equal(hest.spot_centres(adata, tmp_path / "s.h5ad"), xy)
+    del adata.obs["pxl_col_in_fullres"]
+    np.testing.assert_array_equal(hest.spot_centres(adata, tmp_path / "s.h5ad"), xy + 0.4)
+    adata.obs["pxl_col_in_fullres"] = xy[:, 0]
+    adata.obsm["spatial"] = np.column_stack([xy[:, 0] + 0.6, xy[:, 1]])
+    with pytest.raises(InputDataError) as error:
+        hest.spot_centres(adata, tmp_path / "s.h5ad")
+    assert str(error.value) == (
+        f"'{tmp_path / 's.h5ad'}': obsm['spatial'] and obs pxl_col_in_fullres/pxl_row_in_fullres disagree (x/y swapped "
+        "or rescaled?); HEST writes them equal. Re-download the sample."
+    )
+    del adata.obsm["spatial"], adata.obs["pxl_row_in_fullres"]
+    with pytest.raises(InputDataError) as error:
+        hest.spot_centres(adata, tmp_path / "s.h5ad")
+    assert str(error.value) == (
+        f"'{tmp_path / 's.h5ad'}' has neither obs pxl_col_in_fullres/pxl_row_in_fullres nor obsm['spatial'] spot "
+        "centres; expected a HEST-1k st/ file."
+    )

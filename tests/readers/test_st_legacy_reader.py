@@ -13,7 +13,6 @@ from native_layouts import write_image
 from spahgc_kedro.errors import InputDataError
 from spahgc_kedro.readers import st_legacy
 
-HER2ST = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "her2st"
 GENES = ["KRT14", "COL1A1", "MMP1"]
 
 
@@ -94,8 +93,8 @@ def test_missing_cscc_image_is_named(tmp_path):
 
 
 @pytest.mark.shared_data
-@pytest.mark.skipif(not HER2ST.is_dir(), reason=f"real her2st sections not found at {HER2ST}")
-def test_her2st_real_sections():
+def test_her2st_real_sections(her2st_dir):
+    HER2ST = her2st_dir
     assert st_legacy.discover_sections(HER2ST) == ["C2", "C3", "C4", "C5"]
     for section in ("C2", "C3", "C4", "C5"):
         adata = st_legacy.read_section(HER2ST, section)
@@ -107,3 +106,85 @@ def test_her2st_real_sections():
             for gene in genes:
                 assert adata[spot, gene].X.toarray()[0, 0] == table.loc[spot, gene], (section, spot, gene)
         assert adata.uns["image_size"][0] > 5000
+
+
+def test_unselected_spots_are_dropped_and_the_spot_is_100_um(tmp_path):
+    make_cscc(tmp_path)
+    spot_file = tmp_path / "GSM4284316_spot_data-selection-P2_ST_rep1.tsv.gz"
+    spots = pd.read_csv(spot_file, sep="\t")
+    spots.loc[0, "selected"] = 0
+    spots.to_csv(spot_file, sep="\t", index=False)
+    adata = st_legacy.read_section(tmp_path, "P2_ST_rep1")
+    assert "10x5" not in adata.obs_names and adata.n_obs == 5
+    # 200 um between spot centres (40 px) -> 5 um per pixel; a legacy ST spot is 100 um wide
+    assert adata.uns["spot_diameter_px"] == pytest.approx(20.0)
+    assert adata.obs["array_row"].tolist()[:2] == [5, 5] and adata.obs["array_col"].tolist()[:2] == [11, 12]
+    assert adata.uns["section_id"] == "P2_ST_rep1"
+
+
+def test_legacy_st_messages_name_the_file_and_the_layout(tmp_path):
+    make_cscc(tmp_path)
+    spot_file = tmp_path / "GSM4284316_spot_data-selection-P2_ST_rep1.tsv.gz"
+    pd.DataFrame({"x": [10.0], "y": [5.0]}).to_csv(spot_file, sep="\t", index=False)
+    with pytest.raises(InputDataError) as error:
+        st_legacy.read_section(tmp_path, "P2_ST_rep1")
+    assert str(error.value) == (
+        f"Spot table '{spot_file}' lacks columns ['pixel_x', 'pixel_y']; expected x y pixel_x pixel_y."
+    )
+    spot_file.unlink()
+    with pytest.raises(InputDataError) as error:
+        st_legacy.read_section(tmp_path, "P2_ST_rep1")
+    assert str(error.value) == (
+        f"Missing spot table of P2_ST_rep1: no file matches '{tmp_path / '*spot_data-selection-P2_ST_rep1.tsv*'}'. "
+        f"Expected layout: {st_legacy.CSCC_LAYOUT}"
+    )
+    with pytest.raises(InputDataError) as error:
+        st_legacy.discover_sections(tmp_path / "absent")
+    assert str(error.value) == (
+        f"No legacy ST sections found in '{tmp_path / 'absent'}'. Expected either {st_legacy.HER2ST_LAYOUT}, or "
+        f"{st_legacy.CSCC_LAYOUT}."
+    )
+
+
+def test_a_gzipped_cscc_image_says_to_decompress_it(tmp_path):
+    import gzip
+
+    make_cscc(tmp_path)
+    image = tmp_path / "GSM4284316_P2_ST_rep1.jpg"
+    (tmp_path / "GSM4284316_P2_ST_rep1.jpg.gz").write_bytes(gzip.compress(image.read_bytes()))
+    image.unlink()
+    with pytest.raises(InputDataError) as error:
+        st_legacy.read_section(tmp_path, "P2_ST_rep1")
+    assert str(error.value) == (
+        f"Missing image of P2_ST_rep1 in '{tmp_path}'. Found 'GSM4284316_P2_ST_rep1.jpg.gz': decompress it with "
+        f"gunzip. Expected layout: {st_legacy.CSCC_LAYOUT}"
+    )
+
+
+def test_her2st_layout_is_discovered_and_its_missing_files_named(tmp_path):
+    root = tmp_path / "data"
+    make_cscc(tmp_path / "scratch")
+    counts = pd.read_csv(tmp_path / "scratch" / "GSM4284316_P2_ST_rep1_stdata.tsv.gz", sep="\t", index_col=0)
+    (root / "ST-cnts").mkdir(parents=True)
+    counts.to_csv(root / "ST-cnts" / "A1.tsv.gz", sep="\t")
+    counts.to_csv(root / "ST-cnts" / "B10.tsv.gz", sep="\t")
+    assert st_legacy.discover_sections(tmp_path) == ["A1", "B10"]
+    with pytest.raises(InputDataError) as error:
+        st_legacy.read_section(tmp_path, "A1")
+    spots = root / "ST-spotfiles" / "A1_selection.tsv"
+    assert str(error.value) == f"Missing spot table of A1: '{spots}'. Expected layout: {st_legacy.HER2ST_LAYOUT}"
+    spots.parent.mkdir()
+    pd.read_csv(tmp_path / "scratch" / "GSM4284316_spot_data-selection-P2_ST_rep1.tsv.gz", sep="\t").to_csv(
+        spots, sep="\t", index=False
+    )
+    with pytest.raises(InputDataError) as error:
+        st_legacy.read_section(tmp_path, "A1")
+    folder = root / "ST-imgs" / "A" / "A1"
+    assert str(error.value) == f"Missing image folder of A1: '{folder}'. Expected layout: {st_legacy.HER2ST_LAYOUT}"
+    folder.mkdir(parents=True)
+    with pytest.raises(InputDataError) as error:
+        st_legacy.read_section(tmp_path, "A1")
+    assert str(error.value) == f"No .jpg image in '{folder}'. Expected layout: {st_legacy.HER2ST_LAYOUT}"
+    write_image(folder / "HE_A1.jpg")
+    adata = st_legacy.read_section(tmp_path, "A1")
+    assert list(adata.obs_names) == list(counts.index)

@@ -135,3 +135,40 @@ def test_visium_hd_runs_end_to_end_through_the_cli(project_copy, tmp_path):
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     predictions = project_copy / "data" / "07_model_output" / "visium_hd" / "efficientnet_lite0" / "predictions"
     assert sorted(p.stem for p in predictions.glob("*.h5ad")) == ["HD0", "HD1", "HD2", "HD3"]
+
+
+def test_messages_name_the_file_what_it_is_and_the_fix(hd_section, tmp_path_factory):
+    raw, _, _ = hd_section
+    folder = raw / "HD1" / "outs" / "binned_outputs" / "square_002um"
+    with pytest.raises(InputDataError) as error:
+        visium_hd.read_section(raw, "HD1", bin_um=2)
+    assert str(error.value) == (
+        f"Section HD1 has no 2 um bins: '{folder}' does not exist (found: square_008um, square_016um). Choose a "
+        "bin size it has with --params datasets.<name>.reader_options.bin_um:<8|16|...>."
+    )
+    positions = raw / "HD1" / "outs" / "binned_outputs" / "square_016um" / "spatial" / "tissue_positions.parquet"
+    positions.unlink()
+    with pytest.raises(InputDataError) as error:
+        visium_hd.read_section(raw, "HD1")
+    assert (
+        str(error.value)
+        == f"Missing bin positions of HD1: '{positions}'. Expected layout: {visium_hd.VISIUM_HD_LAYOUT}"
+    )
+    empty = tmp_path_factory.mktemp("empty")
+    (empty / "HD9" / "outs").mkdir(parents=True)
+    with pytest.raises(InputDataError, match=r"\(found: nothing\)"):
+        visium_hd.read_section(empty, "HD9")
+    with pytest.raises(InputDataError) as error:
+        visium_hd.discover_sections(empty / "absent")
+    assert str(error.value).startswith(f"No Visium HD sections found in '{empty / 'absent'}'. Expected layout: ")
+
+
+def test_the_scale_is_space_rangers_microns_per_pixel(hd_section):
+    raw, _, _ = hd_section
+    scale_path = raw / "HD1" / "outs" / "binned_outputs" / "square_016um" / "spatial" / "scalefactors_json.json"
+    scale = json.loads(scale_path.read_text())
+    # Space Ranger's own value wins over bin size / bin width in pixels (which rounds)
+    scale_path.write_text(json.dumps({**scale, "microns_per_pixel": 0.2503}))
+    adata = visium_hd.read_section(raw, "HD1")
+    assert adata.uns["microns_per_pixel"] == 0.2503
+    assert adata.uns["section_id"] == "HD1"

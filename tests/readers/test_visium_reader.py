@@ -143,3 +143,76 @@ def test_agrees_with_scanpy_read_visium(tmp_path, header):
     np.testing.assert_allclose(ours.obsm["spatial"], np.asarray(theirs.obsm["spatial"], dtype=np.float64))
     np.testing.assert_array_equal(ours.obs["array_row"], theirs.obs["array_row"])
     np.testing.assert_array_equal(ours.obs["array_col"], theirs.obs["array_col"])
+
+
+def test_space_ranger_1_mtx_folder_with_genes_tsv_and_antibody_rows(tmp_path):
+    """Space Ranger 1 wrote genes.tsv (id, symbol); 2+ write features.tsv (id, symbol, type) where
+    non-gene rows (antibody capture) must not become genes."""
+    import scipy.io
+    import scipy.sparse as sp
+
+    folder = tmp_path / "filtered_feature_bc_matrix"
+    folder.mkdir()
+    scipy.io.mmwrite(folder / "matrix.mtx", sp.coo_matrix(COUNTS.T))
+    (folder / "genes.tsv").write_text("".join(f"ENSG{i}\t{g}\n" for i, g in enumerate(GENES)))
+    (folder / "barcodes.tsv").write_text("".join(f"{b}\n" for b in BARCODES))
+    counts, genes, barcodes = visium.read_mtx_folder(folder, "layout")
+    assert genes == GENES and barcodes == BARCODES
+    np.testing.assert_array_equal(counts.toarray(), COUNTS)
+
+    (folder / "genes.tsv").unlink()
+    types = ["Gene Expression", "Antibody Capture", "Gene Expression", "Gene Expression"]
+    rows = "".join(f"ENSG{i}\t{g}\t{t}\n" for i, (g, t) in enumerate(zip(GENES, types, strict=True)))
+    (folder / "features.tsv").write_text(rows)
+    counts, genes, _ = visium.read_mtx_folder(folder, "layout")
+    assert genes == [GENES[0], GENES[2], GENES[3]]
+    np.testing.assert_array_equal(counts.toarray(), COUNTS[:, [0, 2, 3]])
+
+    (folder / "features.tsv").write_text("".join(f"{g}\n" for g in GENES))  # symbols only, as hand-made files do
+    assert visium.read_mtx_folder(folder, "layout")[1] == GENES
+
+
+def test_mtx_files_that_do_not_belong_together_are_named(tmp_path):
+    folder = write_mtx(tmp_path / "m", COUNTS, GENES, BARCODES)
+    (folder / "barcodes.tsv").write_text("".join(f"{b}\n" for b in BARCODES[:5]))
+    with pytest.raises(InputDataError) as error:
+        visium.read_mtx_folder(folder, "layout")
+    assert str(error.value) == (
+        f"'{folder / 'matrix.mtx'}' is 4 x 6 (genes x spots) but '{folder / 'features.tsv'}' lists 4 genes and "
+        f"'{folder / 'barcodes.tsv'}' 5 barcodes: the files do not belong together."
+    )
+    (folder / "barcodes.tsv").unlink()
+    with pytest.raises(InputDataError) as error:
+        visium.read_mtx_folder(folder, "the layout")
+    assert str(error.value) == (
+        f"Missing 10x barcodes.tsv (or barcodes.tsv.gz): '{folder / 'barcodes.tsv'}'. Expected layout: the layout"
+    )
+
+
+def test_spot_table_messages_name_the_file_and_the_columns(tmp_path):
+    path = tmp_path / "tissue_positions.csv"
+    columns = ", ".join(visium.POSITION_COLUMNS)
+    path.write_text("barcode,in_tissue,array_row\nBC00-1,1,0\n")
+    with pytest.raises(InputDataError) as error:
+        visium.read_tissue_positions(path)
+    assert str(error.value) == f"Spot table '{path}' has 3 columns; expected the six Space Ranger columns {columns}."
+    path.write_text("BC00-1,1,0,1,ten,20\n")
+    with pytest.raises(InputDataError) as error:
+        visium.read_tissue_positions(path)
+    assert str(error.value) == f"Spot table '{path}' has non-numeric positions; expected {columns}."
+    # without a header the first row is a spot (told by its numeric second field); barcodes stay text
+    path.write_text("0001,1,0,1,10,20\n0002,0,0,3,10,60\n")
+    table = visium.read_tissue_positions(path)
+    assert list(table.index) == ["0001"] and table["pxl_col_in_fullres"].tolist() == [20]
+
+
+def test_scale_factors_without_the_spot_diameter_are_refused(tmp_path):
+    (tmp_path / "scalefactors_json.json").write_text(json.dumps({"tissue_hires_scalef": 0.5}))
+    with pytest.raises(InputDataError) as error:
+        visium.read_scale_factors(tmp_path, "S1", "layout")
+    path = tmp_path / "scalefactors_json.json"
+    assert str(error.value) == f"'{path}' lacks 'spot_diameter_fullres'; re-export it with Space Ranger."
+    path.unlink()
+    with pytest.raises(InputDataError) as error:
+        visium.read_scale_factors(tmp_path, "S1", "layout")
+    assert str(error.value) == f"Missing scale factors of S1: '{path}'. Expected layout: layout"

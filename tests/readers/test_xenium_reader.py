@@ -140,3 +140,58 @@ def test_xenium_runs_end_to_end_through_the_cli(project_copy, tmp_path):
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     predictions = project_copy / "data" / "07_model_output" / "xenium" / "efficientnet_lite0" / "predictions"
     assert sorted(p.stem for p in predictions.glob("*.h5ad")) == ["X0", "X1", "X2", "X3"]
+
+
+def test_older_xenium_bundles_with_cells_csv_gz_read_the_same(tmp_path):
+    folder = write_xenium(tmp_path / "X1")
+    expected = xenium.read_section(tmp_path, "X1", spot_um=50.0)
+    cells = pd.read_parquet(folder / "cells.parquet")
+    cells["cell_id"] = cells["cell_id"].astype(str)
+    cells.to_csv(folder / "cells.csv.gz", index=False)
+    (folder / "cells.parquet").unlink()
+    assert xenium.discover_sections(tmp_path) == ["X1"]
+    adata = xenium.read_section(tmp_path, "X1", spot_um=50.0)
+    assert list(adata.obs_names) == list(expected.obs_names)
+    np.testing.assert_array_equal(adata.X.toarray(), expected.X.toarray())
+    np.testing.assert_array_equal(adata.obsm["spatial"], expected.obsm["spatial"])
+    (folder / "cells.csv.gz").unlink()
+    with pytest.raises(InputDataError) as error:
+        xenium.read_section(tmp_path, "X1")
+    assert str(error.value) == (
+        f"Missing Xenium cell table: '{folder / 'cells.csv.gz'}'. Expected layout: {xenium.XENIUM_LAYOUT}"
+    )
+
+
+def test_alignment_and_image_problems_name_the_file_and_the_fix(tmp_path):
+    folder = write_xenium(tmp_path / "X1")
+    np.savetxt(folder / "section_he_imagealignment.csv", np.diag([2.0, 0.0, 1.0]), delimiter=",")
+    with pytest.raises(InputDataError) as error:
+        xenium.read_section(tmp_path, "X1")
+    assert str(error.value) == (
+        f"The H&E alignment in {folder / 'section_he_imagealignment.csv'} is not an invertible 3x3 affine matrix."
+    )
+    with pytest.raises(InputDataError, match=r"^The H&E alignment in reader_options\.alignment is not"):
+        xenium.read_alignment(folder, [[1.0, 0.0], [0.0, 1.0]])
+    np.testing.assert_array_equal(xenium.read_alignment(folder, [[1, 0, 0], [0, 1, 0], [0, 0, 1]]), np.eye(3))
+    np.savetxt(folder / "other_he_imagealignment.csv", ALIGNMENT, delimiter=",")
+    with pytest.raises(InputDataError, match=r"^Several H&E alignment file \(\*he_imagealignment\.csv\) in"):
+        xenium.read_alignment(folder, None)
+    # with two H&E images, the one named as an H&E wins; morphology images never count
+    write_image(folder / "notes.png", size=(20, 20))
+    assert xenium._image(folder).name == "section_he_image.ome.tif"
+    (folder / "section_he_image.ome.tif").rename(folder / "slide.tif")
+    with pytest.raises(InputDataError) as error:
+        xenium._image(folder)
+    assert str(error.value) == (
+        f"Expected one H&E image in '{folder}', found notes.png, slide.tif: keep the post-Xenium H&E "
+        "(morphology*.ome.tif files are ignored)."
+    )
+
+
+def test_no_xenium_section_says_which_layout_it_expects(tmp_path):
+    with pytest.raises(InputDataError) as error:
+        xenium.discover_sections(tmp_path / "absent")
+    assert (
+        str(error.value)
+        == f"No Xenium sections found in '{tmp_path / 'absent'}'. Expected layout: {xenium.XENIUM_LAYOUT}"
+    )

@@ -1,0 +1,120 @@
+"""The mutation score of the science modules, from a finished `mutmut run` (`make mutation`).
+
+mutmut changes one thing at a time in `metrics`, `targets`, `folds`, `graph`, `model/` and the readers
+(an operator, a constant, a string, a call's argument...) and runs the tests that reach the changed
+function; a mutant is killed when a test fails. This script reads mutmut's results (`mutants/**.meta`)
+and writes the score per module and every surviving mutant, grouped by function, with the reason it
+is accepted where one is recorded in `ACCEPTED`.
+
+    python -m benchmarks.mutation --out benchmarks/results/mutation.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from benchmarks import common
+
+MUTANTS = common.REPO / "mutants" / "src"
+
+# mutmut's exit codes (mutmut/stats.py, version 3.8): what happened to each mutant
+STATUS_BY_EXIT_CODE = {
+    None: "not checked",
+    0: "survived",
+    1: "killed",
+    3: "killed",
+    5: "no tests",
+    33: "no tests",
+    34: "skipped",
+    36: "timeout",
+    24: "timeout",
+    -24: "timeout",
+    152: "timeout",
+    255: "timeout",
+    37: "caught by type check",
+    -11: "segfault",
+    -9: "segfault",
+}
+
+# functions whose surviving mutants change only wording or logging, not a result: why each is accepted
+ACCEPTED: dict[str, str] = {}
+
+
+def mutant_status(meta_root: Path = MUTANTS) -> dict[str, dict[str, str]]:
+    """{module: {mutant name: status}} from mutmut's result files (status: killed, survived, no tests...)."""
+    statuses: dict[str, dict[str, str]] = {}
+    for meta in sorted(meta_root.rglob("*.py.meta")):
+        module = meta.relative_to(meta_root).as_posix().removesuffix(".meta")
+        codes = json.loads(meta.read_text())["exit_code_by_key"]
+        if codes:
+            statuses[module] = {name: STATUS_BY_EXIT_CODE.get(code, "suspicious") for name, code in codes.items()}
+    return statuses
+
+
+def score(counts: Counter) -> float:
+    """mutmut's score: killed (and timed out) over all mutants but the skipped ones, in percent."""
+    tested = sum(counts.values()) - counts["skipped"]
+    return 100.0 * (counts["killed"] + counts["timeout"]) / tested if tested else 0.0
+
+
+def function_of(mutant: str) -> str:
+    """`spahgc_kedro.graph.x_build__mutmut_3` -> `spahgc_kedro.graph.build` (classes: `Class.method`)."""
+    head, _, _ = mutant.rpartition("__mutmut_")
+    module, _, name = head.rpartition(".")
+    name = name[2:].replace("ǁ", ".") if name.startswith("xǁ") else name.removeprefix("x_")
+    return f"{module}.{name}"
+
+
+def report(statuses: dict[str, dict[str, str]]) -> str:
+    """The markdown table per module and the survivors by function."""
+    kinds = ("killed", "survived", "no tests", "timeout", "suspicious", "not checked")
+    lines = [
+        "| module | mutants | " + " | ".join(kinds) + " | score |",
+        "|---|---|" + "---|" * len(kinds) + "---|",
+    ]
+    total: Counter = Counter()
+    survivors: dict[str, list[str]] = defaultdict(list)
+    for module, by_mutant in statuses.items():
+        counts = Counter(by_mutant.values())
+        total += counts
+        cells = " | ".join(str(counts[kind]) for kind in kinds)
+        lines.append(f"| {module} | {len(by_mutant)} | {cells} | {score(counts):.1f}% |")
+        for mutant, status in by_mutant.items():
+            if status in ("survived", "no tests"):
+                survivors[function_of(mutant)].append(mutant.rpartition("__mutmut_")[2])
+    cells = " | ".join(str(total[kind]) for kind in kinds)
+    lines.append(f"| **all** | {sum(total.values())} | {cells} | **{score(total):.1f}%** |")
+    lines += ["", "Surviving mutants (and those no selected test reaches), by function:", ""]
+    for function in sorted(survivors, key=lambda f: (-len(survivors[f]), f)):
+        reason = ACCEPTED.get(function, "")
+        lines.append(f"- `{function}`: {len(survivors[function])}" + (f" (accepted: {reason})" if reason else ""))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    statuses = mutant_status()
+    if not statuses:
+        raise SystemExit("No mutmut results under mutants/: run `make mutation` first.")
+    header = [
+        "### Mutation testing: how many one-line changes to the science modules the tests catch",
+        "",
+        "- tool: mutmut 3 (`make mutation`), configured in `pyproject.toml` `[tool.mutmut]`: modules mutated and",
+        "  the test files run against each mutant (the fast unit, science-guard and reader tests; real HER2+",
+        "  sections from ../shared/data where present)",
+        "- score = (killed + timeout) / mutants, the target is >= 80%; `no tests`: no selected test reaches the",
+        "  function, counted as not killed",
+        f"- machine: {common.cpu_model()}",
+        "",
+        "",
+    ]
+    common.write_table("\n".join(header) + report(statuses), args.out)
+
+
+if __name__ == "__main__":
+    main()
