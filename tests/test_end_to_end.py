@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -110,6 +111,12 @@ def test_full_run_logs_comparable_runs_and_builds_viz(project_copy: Path):
 
     _kedro(project_copy, "viz", "build")
     assert (project_copy / "build" / "index.html").is_file()
+    # every node, the work-group ones included, carries its code and file for the viz side panel
+    api = project_copy / "build" / "api"
+    tasks = [n for n in json.loads((api / "main").read_text())["nodes"] if n["type"] == "task"]
+    details = {n["name"]: json.loads((api / "nodes" / n["id"]).read_text()) for n in tasks}
+    assert len(details) > 20 and all(d["code"] and d["filepath"] for d in details.values())
+    assert details["train_fold_group_0"]["code"].startswith("def train_fold_group(")
 
     # what a user sees: the viz DAG and the report, rendered by a real browser
     browser = chromium()

@@ -8,14 +8,17 @@ run them at the same time.
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 import os
+import types
 from collections.abc import Callable
-from functools import partial, update_wrapper
 from pathlib import Path
 from typing import Any
 
 DEFAULT_GROUPS = {"section_groups": 2, "fold_groups": 4}
+# the group functions made so far, by the name they pickle under (see `group_function`)
+_GROUP_FUNCTIONS: dict[str, Callable[..., Any]] = {}
 
 
 def _conf_source() -> Path:
@@ -76,16 +79,41 @@ def merge_groups(group_results: tuple[dict[str, Any], ...], unit: str) -> dict[s
     return dict(sorted(merged.items()))
 
 
+def group_function(func: Callable[..., Any], group: int, groups: int) -> Callable[..., Any]:
+    """`func` with `group` and `groups` as its defaults.
+
+    A copy of the function itself rather than a `partial`, so kedro-viz shows the node's code and file; it
+    pickles by name (ParallelRunner's and Dask's workers) and this module's `__getattr__` rebuilds it there.
+    """
+    name = f"group_function:{func.__module__.replace('.', '/')}:{func.__name__}:{group}:{groups}"
+    if name not in _GROUP_FUNCTIONS:
+        code, values = func.__code__, func.__defaults__ or ()
+        arguments = code.co_varnames[code.co_argcount - len(values) : code.co_argcount]
+        defaults = dict(zip(arguments, values, strict=True))
+        if not {"group", "groups"} <= set(defaults):
+            raise TypeError(f"{func.__name__} needs `group` and `groups` arguments with defaults to run in groups.")
+        defaults.update(group=group, groups=groups)
+        copy = types.FunctionType(code, func.__globals__, func.__name__, tuple(defaults.values()), func.__closure__)
+        copy.__kwdefaults__, copy.__doc__ = func.__kwdefaults__, func.__doc__
+        copy.__annotations__, copy.__module__, copy.__qualname__ = func.__annotations__, __name__, name
+        _GROUP_FUNCTIONS[name] = copy
+    return _GROUP_FUNCTIONS[name]
+
+
+def __getattr__(name: str) -> Callable[..., Any]:
+    """A group function by the name it pickled under (a worker process has not built the pipelines)."""
+    if not name.startswith("group_function:"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    _, module, func_name, group, groups = name.split(":")
+    func = getattr(importlib.import_module(module.replace("/", ".")), func_name)
+    return group_function(func, int(group), int(groups))
+
+
 def group_nodes(func: Callable[..., Any], inputs: list[str], output: str, name: str, groups: int) -> list[Any]:
     """`groups` Kedro nodes running `func(..., group=i, groups=groups)`, output `<output>_group_<i>`."""
     from kedro.pipeline import node
 
     return [
-        node(
-            update_wrapper(partial(func, group=group, groups=groups), func),
-            inputs,
-            f"{output}_group_{group}",
-            name=f"{name}_{group}",
-        )
+        node(group_function(func, group, groups), inputs, f"{output}_group_{group}", name=f"{name}_{group}")
         for group in range(groups)
     ]
