@@ -169,11 +169,22 @@ def code_version() -> str:
     return common.digest(contents)
 
 
+# parameter groups that do not change a score: the report's maps and the predict pipeline
+UNSCORED_PARAMS = ("interpretation", "predict")
+
+
+def score_key(params: dict[str, Any]) -> dict[str, Any]:
+    """What a score depends on: every resolved parameter of the run (of the datasets, only the active one's
+    preset, so adding a preset for another dataset keeps the scores) and the scored sources."""
+    resolved = common.project_parameters(**params)
+    scored = {name: value for name, value in resolved.items() if name not in ("datasets", *UNSCORED_PARAMS)}
+    return {"params": scored, "preset": resolved["datasets"][resolved["dataset"]], "code": code_version()}
+
+
 def score_path(args: argparse.Namespace, params: dict[str, Any]) -> Path:
-    """Where one (variant, seed) score is saved: keyed on every resolved parameter of the run and on the code,
-    so a changed default in conf/base or a changed source file never reuses an older score."""
-    key = {"params": common.project_parameters(**params), "code": code_version()}
-    return args.work_dir / args.dataset / "scores" / f"seed{params['seed']}-{common.digest(key)}.json"
+    """Where one (variant, seed) score is saved: keyed on `score_key`, so a changed default in conf/base or a
+    changed source file never reuses an older score."""
+    return args.work_dir / args.dataset / "scores" / f"seed{params['seed']}-{common.digest(score_key(params))}.json"
 
 
 def fit_and_score(

@@ -178,3 +178,15 @@ def test_mutation_table_counts_mutmut_results_by_module(tmp_path):
     # 3 killed + 1 timeout over 8 mutants less 1 skipped
     assert "| spahgc_kedro/metrics.py | 8 | 3 | 2 | 1 | 1 | 0 | 0 | 57.1% |" in table
     assert "- `spahgc_kedro.metrics.pcc`: 2" in table and "- `spahgc_kedro.metrics.Fit.run`: 1" in table
+
+
+def test_a_score_is_keyed_on_what_it_depends_on_only():
+    base = accuracy.score_key({"dataset": "her2st", "seed": 0})
+    assert "xenium" not in str(base["params"]) and base["preset"]["format"] == "st_legacy"
+    assert accuracy.score_key({"dataset": "her2st", "seed": 0}) == base
+    # another dataset's preset and the report's settings leave the key alone; a training setting changes it
+    assert accuracy.score_key({"dataset": "her2st", "seed": 0, "datasets": {"demo": {"exclude": ["B2"]}}}) == base
+    assert accuracy.score_key({"dataset": "her2st", "seed": 0, "interpretation": {"n_top_genes": 9}}) == base
+    assert accuracy.score_key({"dataset": "her2st", "seed": 0, "train": {"lr": 0.5}}) != base
+    assert accuracy.score_key({"dataset": "her2st", "seed": 0, "datasets": {"her2st": {"exclude": ["C2"]}}}) != base
+    assert accuracy.score_key({"dataset": "her2st", "seed": 1}) != base
