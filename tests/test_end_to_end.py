@@ -45,6 +45,9 @@ def test_full_run_logs_comparable_runs_and_builds_viz(project_copy: Path):
     # a fresh clone: the train stage alone runs the stages it needs first
     first = _kedro(project_copy, "run", "--pipeline=train", "--params", TINY_MODEL)
     assert "so these run first: ingestion, embedding, graph" in first.stdout + first.stderr
+    # not a terminal: one line per event, no progress-bar redraws, no params chatter
+    log = first.stdout + first.stderr
+    assert "\r" not in log and "Loading data from params:" not in log
     _kedro(project_copy, "run", "--params", TINY_MODEL)
     _kedro(project_copy, "run", "--pipeline=train", "--params", f"{TINY_MODEL},train.teacher:frozen")
 

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import click
 
+from spahgc_kedro.progress import progress
+
 logger = logging.getLogger(__name__)
 
 HER2ST_BASE_URL = "https://github.com/almaan/her2st/raw/master"
@@ -89,7 +91,6 @@ def _sha256(path: Path) -> str:
 def fetch(url: str, target: Path, *, size: int | None = None, sha256: str | None = None, session=None) -> bool:
     """Download `url` to `target` unless it is already there; True when something was fetched."""
     import requests
-    from tqdm.auto import tqdm
 
     if target.exists():
         if size is not None and target.stat().st_size != size:
@@ -116,7 +117,7 @@ def fetch(url: str, target: Path, *, size: int | None = None, sha256: str | None
                 total = _content_total(response, offset)
                 with (
                     part.open("ab" if offset else "wb") as out,
-                    tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc=target.name) as bar,
+                    progress(total=total, initial=offset, unit="B", unit_scale=True, desc=target.name) as bar,
                 ):
                     for chunk in response.iter_content(CHUNK_BYTES):
                         out.write(chunk)

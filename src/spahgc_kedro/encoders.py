@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from spahgc_kedro.progress import progress
+
 from .errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -359,7 +361,6 @@ def encode_patches(
 ) -> np.ndarray:
     """Embed every patch of a map-style dataset of uint8 HxWx3 arrays; float32 [n, dim] in order."""
     import torch
-    from tqdm.auto import tqdm
 
     on_cuda = device.type == "cuda"
     model, mean, std = on_device(encoder, device)
@@ -377,11 +378,11 @@ def encode_patches(
     with (
         torch.inference_mode(),
         torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda),
-        tqdm(total=len(patches), unit="patch", desc=description, leave=False) as progress,
+        progress(total=len(patches), unit="patch", desc=description, leave=False) as bar,
     ):
         for batch in loader:
             features = forward_uint8(model, batch, mean, std, device).float().cpu().numpy()
             out[start : start + len(features)] = features
             start += len(features)
-            progress.update(len(features))
+            bar.update(len(features))
     return out

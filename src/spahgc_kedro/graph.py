@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from spahgc_kedro.hints import AnnData, HeteroData
+from spahgc_kedro.progress import progress
 
 __all__ = [
     "FoldReferences",
@@ -369,7 +370,6 @@ def pair_neighbours(
     device: str = "cpu",
 ) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
     """k nearest spots of each query section within each candidate section (fold-independent)."""
-    from tqdm.auto import tqdm
 
     return {
         (query, candidate): nearest_neighbours(
@@ -380,7 +380,7 @@ def pair_neighbours(
             block_size,
             device=device,
         )
-        for query, candidate in tqdm(pairs, desc="cross-section retrieval", unit="pair")
+        for query, candidate in progress(pairs, desc="cross-section retrieval", unit="pair")
     }
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from spahgc_kedro.hints import AnnData, HeteroData
 from spahgc_kedro.partitions import iter_partitions, load_partition
+from spahgc_kedro.progress import progress
 from spahgc_kedro.schema import Layers, Obsm, Uns
 from spahgc_kedro.targets import minmax_unscale
 
@@ -125,7 +126,6 @@ def gather_predictions(
 ) -> dict[str, SectionPrediction]:
     """Every test section's prediction by its fold's own model, keyed by partition (a leave-one-patient-out
     fold tests several); the rotated members of an ensemble are left to `ensemble_predictions`."""
-    from tqdm.auto import tqdm
 
     if not predictions:
         raise ValueError("No predictions found: run the train pipeline first (`kedro run --pipeline=train`).")
@@ -133,7 +133,7 @@ def gather_predictions(
     own = {key: load for key, load in predictions.items() if key not in members}
     return {
         key: SectionPrediction.from_anndata(adata, key)
-        for key, adata in tqdm(iter_partitions(own), total=len(own), desc="loading predictions")
+        for key, adata in progress(iter_partitions(own), total=len(own), desc="loading predictions")
     }
 
 

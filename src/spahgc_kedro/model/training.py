@@ -14,9 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm import tqdm
 
 from spahgc_kedro.hints import HeteroData
+from spahgc_kedro.progress import progress as progress_bar
 
 from .contrastive import Predictor, Teacher, complementary_masks, contrastive_loss
 from .spahgc import ModelConfig, SpaHGC
@@ -332,7 +332,7 @@ def _fit(
 
     history: list[dict] = []
     best_epoch, best_pcc, best_state = 0, -math.inf, None
-    epochs = tqdm(range(1, config.epochs + 1), desc="epochs", disable=not progress)
+    epochs = progress_bar(range(1, config.epochs + 1), desc="epochs", disable=not progress)
     for epoch in epochs:
         model.train()
         if predictor is not None:

@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from spahgc_kedro.baselines import oracle_depth_predict, predict_baseline
 from spahgc_kedro.graph import raw_embeddings
@@ -28,6 +27,7 @@ from spahgc_kedro.metrics import (
 )
 from spahgc_kedro.partitions import load_partition
 from spahgc_kedro.predictions import SectionPrediction, describe_run_text, with_run_info
+from spahgc_kedro.progress import progress
 from spahgc_kedro.tracking import log_fold_test_metrics
 
 logger = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def predict_baselines(
     baselines: dict[str, dict[str, np.ndarray]] = {}
     oracle: dict[str, np.ndarray] = {}
     training: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for key, prediction in tqdm(sorted(gathered.items()), desc="baselines"):
+    for key, prediction in progress(sorted(gathered.items()), desc="baselines"):
         fold = prediction.fold
         if fold not in training:
             split = folds["folds"][fold]

@@ -12,6 +12,7 @@ from spahgc_kedro.folds import make_folds
 from spahgc_kedro.graph import aligned_embedding, fold_graph_builders, graph_preset, pair_neighbours, retrieval_pairs
 from spahgc_kedro.hints import AnnData, HeteroData
 from spahgc_kedro.partitions import load_partition
+from spahgc_kedro.progress import progress
 from spahgc_kedro.schema import Obsm, Uns
 from spahgc_kedro.targets import fold_target_scaling, transformed_expression
 
@@ -52,13 +53,12 @@ def fit_target_scaling(
     graph_params: dict[str, Any],
 ) -> dict[str, Any]:
     """Per fold: gene panel and per-gene min-max of the training and validation sections."""
-    from tqdm.auto import tqdm
 
     loaded = _load_sections(sections, [s["section_id"] for s in section_manifest["sections"]])
     hvg_cache: dict[str, set[str]] = {}
     return {
         name: fold_target_scaling(loaded, fold, graph_preset["gene_panel"], graph_params["target_transform"], hvg_cache)
-        for name, fold in tqdm(folds["folds"].items(), desc="target scaling", unit="fold")
+        for name, fold in progress(folds["folds"].items(), desc="target scaling", unit="fold")
     }
 
 

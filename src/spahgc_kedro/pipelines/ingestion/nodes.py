@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from spahgc_kedro.errors import InputDataError, MissingInputError, ParameterError, UserError
 from spahgc_kedro.partitions import iter_partitions
+from spahgc_kedro.progress import progress
 from spahgc_kedro.readers import get_reader
 from spahgc_kedro.schema import Uns
 from spahgc_kedro.targets import load_gene_list
@@ -104,7 +104,7 @@ def read_sections(
     min_spots = int(ingestion_params["min_spots_per_section"])
     min_counts = float(preset.get("min_counts_per_spot") or 0)
     sections = {}
-    for section_id in tqdm(section_ids, desc="Reading sections", unit="section"):
+    for section_id in progress(section_ids, desc="Reading sections", unit="section"):
         try:
             adata = reader.read_section(raw_folder, section_id, **(preset.get("reader_options") or {}))
         except UserError:

@@ -8,13 +8,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from spahgc_kedro.enrichment import ENRICHMENT_COLUMNS, hypergeometric_enrichment, read_gmt
 from spahgc_kedro.images import data_uri, read_thumbnail
 from spahgc_kedro.metrics import pearson_per_gene
 from spahgc_kedro.partitions import load_partition
 from spahgc_kedro.predictions import SectionPrediction, describe_run_text, with_run_info
+from spahgc_kedro.progress import progress
 from spahgc_kedro.report import (
     figure_html,
     plotly_loader_html,
@@ -79,7 +79,7 @@ def plot_spatial_maps(
     caption = describe_run_text(run_info)
     genes = list(dict.fromkeys([*map_genes["best"], *map_genes["markers"]]))
     all_panels, pngs = [], {}
-    for prediction in tqdm(section_predictions.values(), desc="spatial maps"):
+    for prediction in progress(section_predictions.values(), desc="spatial maps"):
         image = _section_image(sections, prediction.section_id, int(params["thumbnail_max_side"]))
         present = [g for g in genes if g in prediction.genes]
         columns = [prediction.genes.index(g) for g in present]
