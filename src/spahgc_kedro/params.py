@@ -141,6 +141,7 @@ class InterpretationParams(_Strict):
 
 class PredictParams(_Strict):
     device: str = Device
+    chunk_spots: int = Field(ge=0)
     model_fold: str = Field(min_length=1)
     grid_spacing_px: float = Field(gt=0.0)
     tissue_only: bool

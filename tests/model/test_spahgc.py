@@ -325,3 +325,31 @@ def test_fit_threads_setting_is_restored():
     before = torch.get_num_threads()
     fit([make_graph(seed=1)], [make_graph(seed=2)], small_config(epochs=1, threads=2), progress=False)
     assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("chunk_spots", [1, 5, 7, 23])
+def test_predicting_in_chunks_of_spots_gives_the_full_graph_numbers(chunk_spots):
+    graph = make_graph()
+    model = SpaHGC(D, G, **{**SMALL, "n_layers": 3})
+    full = predict(model, graph)
+    chunked = predict(model, graph, chunk_spots=chunk_spots)
+    np.testing.assert_allclose(chunked, full, rtol=1e-5, atol=1e-6)
+    # a chunk as large as the section is the ordinary full-graph pass
+    np.testing.assert_array_equal(predict(model, graph, chunk_spots=graph["target"].num_nodes), full)
+
+
+def test_chunks_hold_only_the_edges_into_their_spots():
+    from spahgc_kedro.model.training import _edges_into
+    from spahgc_kedro.model.spahgc import REFERENCE_EDGES, REFERENCE_NEIGHBOUR_EDGES, SPATIAL_EDGES
+
+    near = torch.tensor([[0, 1, 2, 3], [1, 0, 3, 2]])
+    refer = torch.tensor([[0, 1, 2, 0], [0, 1, 2, 3]])  # reference -> target
+    close = torch.tensor([[0, 1, 2], [1, 2, 0]])
+    targets, references = torch.tensor([True, True, False, False]), torch.tensor([False, False, True])
+    kept = _edges_into(
+        {SPATIAL_EDGES: near, REFERENCE_EDGES: refer, REFERENCE_NEIGHBOUR_EDGES: close}, targets, references
+    )
+    assert kept[SPATIAL_EDGES].tolist() == [[0, 1], [1, 0]]
+    # into a chunk target, or out of a chunk reference (CNDA sends messages both ways)
+    assert kept[REFERENCE_EDGES].tolist() == [[0, 1, 2], [0, 1, 2]]
+    assert kept[REFERENCE_NEIGHBOUR_EDGES].tolist() == [[1], [2]]

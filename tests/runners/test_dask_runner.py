@@ -55,6 +55,7 @@ def _catalog(root, run, tiny, graph_params):
             ),
             "params:dataset": MemoryDataset("tiny"),
             "params:encoder": MemoryDataset("random"),
+            "params:prediction_chunk_spots": MemoryDataset(0),
             "params:train": MemoryDataset(train_params(epochs=2, threads=1)),
             "folds": JSONDataset(filepath=str(root / "folds.json")),
             "target_scaling": JSONDataset(filepath=str(root / "target_scaling.json")),

@@ -36,6 +36,7 @@ def _run(tmp_path, folds, scaling, graphs, runner=None, fold_groups=None, **over
             "params:train": MemoryDataset(train_params(**overrides)),
             "params:dataset": MemoryDataset("tiny"),
             "params:encoder": MemoryDataset("random"),
+            "params:prediction_chunk_spots": MemoryDataset(0),
             "trained_models": TorchObjectDataset(filepath=str(tmp_path / "models.pt")),
             "fold_models": CacheFolderDataset(
                 path=str(tmp_path / "fold_models"),

@@ -231,13 +231,16 @@ class SpaHGC(nn.Module):
         """A model for `target_dim`-d embeddings and `n_genes` genes with the configured architecture."""
         return cls(target_dim, n_genes, **asdict(config))
 
-    def encode(self, x_dict: dict[str, Tensor], edge_index_dict: dict[EdgeType, Tensor]) -> dict[str, Tensor]:
-        """Node states {'target': [N, h], 'reference': [M, h]} (masked views are just other x_dicts)."""
+    def project_inputs(self, x_dict: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """Initial (target, reference) states and the references' expression projection."""
         x_target, x_reference = x_dict["target"], x_dict["reference"]
         # the expression part keeps its own projection, fed unchanged to every CNDA layer
         reference_y = self.reference_y_in(x_reference[:, -self.n_genes :])
-        target = self.shared_in(self.target_in(x_target))
-        reference = self.shared_in(self.reference_in(x_reference))
+        return self.shared_in(self.target_in(x_target)), self.shared_in(self.reference_in(x_reference)), reference_y
+
+    def encode(self, x_dict: dict[str, Tensor], edge_index_dict: dict[EdgeType, Tensor]) -> dict[str, Tensor]:
+        """Node states {'target': [N, h], 'reference': [M, h]} (masked views are just other x_dicts)."""
+        target, reference, reference_y = self.project_inputs(x_dict)
         for layer in self.layers:
             target, reference = layer(target, reference, reference_y, edge_index_dict)
             # the reference code applies the activation after every layer, the last included

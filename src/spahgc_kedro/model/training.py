@@ -19,7 +19,7 @@ from spahgc_kedro.hints import HeteroData
 from spahgc_kedro.progress import progress as progress_bar
 
 from .contrastive import Predictor, Teacher, complementary_masks, contrastive_loss
-from .spahgc import ModelConfig, SpaHGC
+from .spahgc import REFERENCE_EDGES, REFERENCE_NEIGHBOUR_EDGES, SPATIAL_EDGES, EdgeType, ModelConfig, SpaHGC
 
 logger = logging.getLogger(__name__)
 
@@ -374,13 +374,77 @@ def _fit(
     )
 
 
-def predict(model: SpaHGC, graph: HeteroData, device: str = "cpu") -> np.ndarray:
-    """Predicted normalised expression [N, G] from the unmasked graph, in eval mode."""
+def predict(model: SpaHGC, graph: HeteroData, device: str = "cpu", chunk_spots: int = 0) -> np.ndarray:
+    """Predicted normalised expression [N, G] from the unmasked graph, in eval mode.
+
+    With `chunk_spots` > 0 and more target spots than that, layer by layer in chunks of spots
+    (`predict_in_chunks`): the same numbers with memory set by the chunk, not the section.
+    """
     was_training = model.training
     model.to(device).eval()
     try:
         with torch.inference_mode():
             graph = copy.copy(graph).to(device)
-            return model(graph.x_dict, graph.edge_index_dict).float().cpu().numpy()
+            if 0 < chunk_spots < graph["target"].num_nodes:
+                predicted = predict_in_chunks(model, graph.x_dict, graph.edge_index_dict, chunk_spots)
+            else:
+                predicted = model(graph.x_dict, graph.edge_index_dict)
+            return predicted.float().cpu().numpy()
     finally:
         model.train(was_training)
+
+
+def _edges_into(edge_index_dict: dict[EdgeType, Tensor], target: Tensor, reference: Tensor) -> dict[EdgeType, Tensor]:
+    """The edges whose receiving node is in the chunk: `target`/`reference` are boolean masks over the nodes.
+
+    Reference edges carry messages both ways (CNDA), so they are kept when either end is in the chunk.
+    """
+    receiving = {
+        SPATIAL_EDGES: lambda index: target[index[1]],
+        REFERENCE_EDGES: lambda index: target[index[1]] | reference[index[0]],
+        REFERENCE_NEIGHBOUR_EDGES: lambda index: reference[index[1]],
+    }
+    return {kind: index[:, receiving[kind](index)] for kind, index in edge_index_dict.items() if kind in receiving}
+
+
+def predict_in_chunks(
+    model: SpaHGC, x_dict: dict[str, Tensor], edge_index_dict: dict[EdgeType, Tensor], chunk_spots: int
+) -> Tensor:
+    """The model's forward pass, one layer at a time over chunks of target (and reference) spots.
+
+    A node's next state depends only on the current states and its incoming edges, so each chunk
+    keeps the edges into its nodes: the per-edge attention and message tensors (the memory of a
+    full-graph pass) hold one chunk's edges at a time.
+    """
+    target, reference, reference_y = model.project_inputs(x_dict)
+    n_chunks = -(-target.shape[0] // chunk_spots)
+    chunks = [
+        (
+            _chunk_mask(target.shape[0], n_chunks, chunk, target.device),
+            _chunk_mask(reference.shape[0], n_chunks, chunk, target.device),
+        )
+        for chunk in range(n_chunks)
+    ]
+    for layer in model.layers:
+        next_target, next_reference = torch.empty_like(target), torch.empty_like(reference)
+        for in_target, in_reference in chunks:
+            edges_in = _edges_into(edge_index_dict, in_target, in_reference)
+            out_target, out_reference = layer(target, reference, reference_y, edges_in)
+            next_target[in_target], next_reference[in_reference] = out_target[in_target], out_reference[in_reference]
+        target, reference = F.leaky_relu(next_target, 0.2), F.leaky_relu(next_reference, 0.2)
+    predicted = []
+    for in_target, in_reference in chunks:
+        states = {"target": target, "reference": reference}
+        predicted.append((in_target, model.decode(states, _edges_into(edge_index_dict, in_target, in_reference))))
+    out = torch.empty(target.shape[0], model.n_genes, dtype=predicted[0][1].dtype, device=target.device)
+    for in_target, rows in predicted:
+        out[in_target] = rows[in_target]
+    return out
+
+
+def _chunk_mask(n: int, n_chunks: int, chunk: int, device: torch.device) -> Tensor:
+    """Nodes of chunk `chunk` of `n_chunks` contiguous, near-equal chunks of `n` nodes."""
+    bounds = torch.linspace(0, n, n_chunks + 1).round().long()
+    mask = torch.zeros(n, dtype=torch.bool, device=device)
+    mask[bounds[chunk] : bounds[chunk + 1]] = True
+    return mask

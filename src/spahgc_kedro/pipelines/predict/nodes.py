@@ -188,7 +188,9 @@ def build_new_section_graphs(
     return graphs
 
 
-def _fold_prediction(checkpoint: dict[str, Any], graph: HeteroData, fold: str, device: str) -> np.ndarray:
+def _fold_prediction(
+    checkpoint: dict[str, Any], graph: HeteroData, fold: str, device: str, chunk_spots: int = 0
+) -> np.ndarray:
     """One fold model's normalised prediction of a new section's graph, after checking they fit together."""
     from spahgc_kedro.model.training import load_model, predict
 
@@ -200,7 +202,7 @@ def _fold_prediction(checkpoint: dict[str, Any], graph: HeteroData, fold: str, d
             f"{len(graph.genes)} genes: the model and the graph inputs come from different runs. Re-run the graph "
             "and train pipelines."
         )
-    return predict(load_model(checkpoint), graph, device)
+    return predict(load_model(checkpoint), graph, device, chunk_spots)
 
 
 def shared_panel(panels: dict[str, list[str]]) -> tuple[list[str], dict[str, list[int]]]:
@@ -266,7 +268,9 @@ def predict_new_sections(
     for section_id, graphs in sorted(new_section_graphs.items()):
         per_model = {
             fold: minmax_unscale(
-                _fold_prediction(trained_models[fold], graphs[fold], fold, device)[:, columns[fold]],
+                _fold_prediction(trained_models[fold], graphs[fold], fold, device, int(predict_params["chunk_spots"]))[
+                    :, columns[fold]
+                ],
                 scaling[fold]["min"],
                 scaling[fold]["max"],
             )

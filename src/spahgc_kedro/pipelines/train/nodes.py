@@ -135,8 +135,9 @@ def predict_test_sections(
     target_scaling: dict[str, Any],
     dataset: str,
     encoder: str,
+    chunk_spots: int = 0,
 ) -> dict[str, AnnData]:
-    """Predict each fold's test section from its unmasked graph, as AnnData partitions."""
+    """Predict each fold's test section from its unmasked graph (in chunks of spots above `chunk_spots`)."""
     from spahgc_kedro.model.training import load_model, predict
     from spahgc_kedro.predictions import prediction_anndata, prediction_key
     from spahgc_kedro.schema import Uns
@@ -146,7 +147,7 @@ def predict_test_sections(
         model = load_model(checkpoint)
         for graph in graphs_by_role(section_graphs, folds, fold, "test"):
             predictions[prediction_key(fold, graph.section_id)] = prediction_anndata(
-                predict(model, graph),
+                predict(model, graph, chunk_spots=chunk_spots),
                 graph,
                 target_scaling[fold],
                 measured=True,

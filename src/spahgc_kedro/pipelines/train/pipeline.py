@@ -22,7 +22,15 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 predict_test_sections,
-                ["trained_models", "section_graphs", "folds", "target_scaling", "params:dataset", "params:encoder"],
+                [
+                    "trained_models",
+                    "section_graphs",
+                    "folds",
+                    "target_scaling",
+                    "params:dataset",
+                    "params:encoder",
+                    "params:prediction_chunk_spots",
+                ],
                 "predictions",
                 name="predict_test_sections",
             ),
