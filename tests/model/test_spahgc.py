@@ -339,8 +339,8 @@ def test_predicting_in_chunks_of_spots_gives_the_full_graph_numbers(chunk_spots)
 
 
 def test_chunks_hold_only_the_edges_into_their_spots():
-    from spahgc_kedro.model.training import _edges_into
     from spahgc_kedro.model.spahgc import REFERENCE_EDGES, REFERENCE_NEIGHBOUR_EDGES, SPATIAL_EDGES
+    from spahgc_kedro.model.training import _edges_into
 
     near = torch.tensor([[0, 1, 2, 3], [1, 0, 3, 2]])
     refer = torch.tensor([[0, 1, 2, 0], [0, 1, 2, 3]])  # reference -> target
