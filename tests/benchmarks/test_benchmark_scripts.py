@@ -190,3 +190,14 @@ def test_a_score_is_keyed_on_what_it_depends_on_only():
     assert accuracy.score_key({"dataset": "her2st", "seed": 0, "train": {"lr": 0.5}}) != base
     assert accuracy.score_key({"dataset": "her2st", "seed": 0, "datasets": {"her2st": {"exclude": ["C2"]}}}) != base
     assert accuracy.score_key({"dataset": "her2st", "seed": 1}) != base
+
+
+def test_chunked_prediction_table_runs_and_compares_like_with_like():
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "benchmarks.chunked_prediction", "--sizes", "300", "--chunk", "100"]
+    output = subprocess.run(command, capture_output=True, text=True, check=True, cwd=common.REPO, timeout=600).stdout
+    rows = [line for line in output.splitlines() if line.startswith("| 300 |")]
+    assert rows and all(row.endswith("| yes |") for row in rows)
+    assert "chunks of 100" in output and "measured, one process per cell" in output
