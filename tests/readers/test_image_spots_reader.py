@@ -83,3 +83,38 @@ def test_bad_tables_and_empty_folders_fail_clearly(tmp_path):
     pd.DataFrame({"spot_id": ["a"], "x": [1000.0], "y": [1.0]}).to_csv(tmp_path / "s_spots.csv", index=False)
     with pytest.raises(InputDataError, match="outside"):
         image_spots.read_section(tmp_path, "s")
+
+
+def test_space_rangers_own_spot_tables_are_read_as_they_are(tmp_path):
+    _half_tissue_image(tmp_path / "sr.png")
+    # Space Ranger 1's tissue_positions_list.csv: no header; barcode, in_tissue, row, col, pxl_row, pxl_col
+    (tmp_path / "sr_spots.csv").write_text("0001-1,1,0,0,30,40\n0002-1,0,0,2,30,90\n0003-1,1,2,4,130,140\n")
+    adata = image_spots.read_section(tmp_path, "sr")
+    assert list(adata.obs_names) == ["0001-1", "0003-1"]
+    np.testing.assert_allclose(adata.obsm["spatial"], [[40.0, 30.0], [140.0, 130.0]])
+    assert adata.obs["array_col"].tolist() == [0, 4]
+    # with a header but another name for the id column: the first column, kept as text
+    pd.DataFrame(
+        {"spot": ["0007", "0008"], "pxl_row_in_fullres": [30.0, 130.0], "pxl_col_in_fullres": [40.0, 140.0]}
+    ).to_csv(tmp_path / "sr_spots.csv", index=False)
+    adata = image_spots.read_section(tmp_path, "sr")
+    assert list(adata.obs_names) == ["0007", "0008"]
+    np.testing.assert_allclose(adata.obsm["spatial"], [[40.0, 30.0], [140.0, 130.0]])
+
+
+def test_spot_table_messages_name_the_file_and_the_columns(tmp_path):
+    path = tmp_path / "t.csv"
+    pd.DataFrame({"id": ["a"], "col": [1.0]}).to_csv(path, index=False)
+    with pytest.raises(InputDataError) as error:
+        image_spots.read_spot_table(path)
+    assert str(error.value) == (
+        f"Spot table '{path}' has columns ['id', 'col']; expected spot_id,x,y or Visium's "
+        "barcode,...,pxl_row_in_fullres,pxl_col_in_fullres (full-resolution pixels)."
+    )
+    pd.DataFrame({"spot_id": ["a", "a"], "x": [1.0, 2.0], "y": [1.0, 2.0]}).to_csv(path, index=False)
+    with pytest.raises(InputDataError, match=rf"^1 duplicated spot ids in '{path}'"):
+        image_spots.read_spot_table(path)
+    pd.DataFrame({"spot_id": ["a"], "x": ["left"], "y": [1.0]}).to_csv(path, index=False)
+    with pytest.raises(InputDataError) as error:
+        image_spots.read_spot_table(path)
+    assert str(error.value) == f"Spot table '{path}' has no spots or non-numeric coordinates in ['x', 'y']."
