@@ -160,3 +160,21 @@ def stats_pcc(a: np.ndarray, b: np.ndarray) -> float:
     from scipy import stats
 
     return float(stats.pearsonr(a, b)[0])
+
+
+def test_metrics_of_float32_predictions_are_computed_in_float64():
+    """Predictions are stored as float32; correlating them in float32 loses digits when values sit far from 0."""
+    from spahgc_kedro.metrics import finite_mean, pearson_per_gene, section_metrics
+
+    rng = np.random.default_rng(5)
+    measured = (1000.0 + rng.normal(0, 0.01, size=(200, 3))).astype(np.float32)
+    predicted = (1000.0 + rng.normal(0, 0.01, size=(200, 3))).astype(np.float32)
+    exact = [stats_pcc(measured[:, g].astype(np.float64), predicted[:, g].astype(np.float64)) for g in range(3)]
+    np.testing.assert_allclose(pearson_per_gene(measured, predicted), exact, rtol=1e-12)
+    metrics = section_metrics(measured, predicted)
+    diff = predicted.astype(np.float64) - measured.astype(np.float64)
+    assert metrics["mse"] == pytest.approx(float((diff**2).mean()), rel=1e-12)
+    thirds = np.array([1.0, 2.0, 4.0], dtype=np.float32) / 3
+    assert finite_mean(thirds) == pytest.approx(float(thirds.astype(np.float64).mean()), rel=1e-12)
+    with pytest.raises(ValueError, match=r"^Shapes differ: measured \(200, 3\), predicted \(200, 2\)\.$"):
+        pearson_per_gene(measured, predicted[:, :2])
