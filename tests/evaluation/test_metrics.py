@@ -178,3 +178,16 @@ def test_metrics_of_float32_predictions_are_computed_in_float64():
     assert finite_mean(thirds) == pytest.approx(float(thirds.astype(np.float64).mean()), rel=1e-12)
     with pytest.raises(ValueError, match=r"^Shapes differ: measured \(200, 3\), predicted \(200, 2\)\.$"):
         pearson_per_gene(measured, predicted[:, :2])
+
+
+def test_pcc_is_nan_for_columns_constant_up_to_rounding_and_never_beyond_one():
+    # 0.1 three times has a mean of 0.10000000000000002: the centred column is 1e-17, not 0
+    varying = np.array([0.3, 0.7, 0.9])
+    constant = np.full(3, 0.1)
+    pcc = pearson_per_gene(np.column_stack([varying, constant]), np.column_stack([constant, varying]))
+    assert np.isnan(pcc).all()
+    # exact lines whose PCC rounds to 1.0000000000000002 and -1.0000000000000002 unless clipped
+    up = np.array([-0.54, -0.32, 0.41, 1.04, -0.13, 1.37, -0.67])
+    down = np.array([0.36, 0.29, 0.03, 0.55, -0.74, -0.16, -0.48])
+    pcc = pearson_per_gene(np.column_stack([up, down]), np.column_stack([6.51 * up + 0.3, -4.59 * down + 0.3]))
+    assert pcc.tolist() == [1.0, -1.0]
