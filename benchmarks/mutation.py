@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -59,9 +60,15 @@ def mutant_status(meta_root: Path = MUTANTS) -> dict[str, dict[str, str]]:
 
 
 def score(counts: Counter) -> float:
-    """mutmut's score: killed (and timed out) over all mutants but the skipped ones, in percent."""
-    tested = sum(counts.values()) - counts["skipped"]
-    return 100.0 * (counts["killed"] + counts["timeout"]) / tested if tested else 0.0
+    """The mutation score of the mutants checked so far: killed (and timed out) over those checked, in percent
+    (mutmut's own score also counts the unchecked ones as not killed)."""
+    tested = sum(counts.values()) - counts["skipped"] - counts["not checked"]
+    return 100.0 * (counts["killed"] + counts["timeout"]) / tested if tested else float("nan")
+
+
+def percent(value: float) -> str:
+    """`85.5%`, or `-` when nothing was checked."""
+    return "-" if math.isnan(value) else f"{value:.1f}%"
 
 
 def function_of(mutant: str) -> str:
@@ -85,16 +92,20 @@ def report(statuses: dict[str, dict[str, str]]) -> str:
         counts = Counter(by_mutant.values())
         total += counts
         cells = " | ".join(str(counts[kind]) for kind in kinds)
-        lines.append(f"| {module} | {len(by_mutant)} | {cells} | {score(counts):.1f}% |")
+        lines.append(f"| {module} | {len(by_mutant)} | {cells} | {percent(score(counts))} |")
         for mutant, status in by_mutant.items():
             if status in ("survived", "no tests"):
                 survivors[function_of(mutant)].append(mutant.rpartition("__mutmut_")[2])
     cells = " | ".join(str(total[kind]) for kind in kinds)
-    lines.append(f"| **all** | {sum(total.values())} | {cells} | **{score(total):.1f}%** |")
-    lines += ["", "Surviving mutants (and those no selected test reaches), by function:", ""]
-    for function in sorted(survivors, key=lambda f: (-len(survivors[f]), f)):
-        reason = ACCEPTED.get(function, "")
-        lines.append(f"- `{function}`: {len(survivors[function])}" + (f" (accepted: {reason})" if reason else ""))
+    lines.append(f"| **all** | {sum(total.values())} | {cells} | **{percent(score(total))}** |")
+    ordered = sorted(survivors, key=lambda f: (-len(survivors[f]), f))
+    accepted = [f"`{f}` {len(survivors[f])} ({ACCEPTED[f]})" for f in ordered if f in ACCEPTED]
+    others = [f"`{f}` {len(survivors[f])}" for f in ordered if f not in ACCEPTED]
+    lines += [
+        "",
+        "Surviving mutants (and those no selected test reaches), by function, not yet read: " + ", ".join(others),
+    ]
+    lines += ["", "Read and found equivalent: " + ("; ".join(accepted) if accepted else "none")]
     return "\n".join(lines)
 
 
@@ -111,8 +122,9 @@ def main() -> None:
         "- tool: mutmut 3 (`make mutation`), configured in `pyproject.toml` `[tool.mutmut]`: modules mutated and",
         "  the test files run against each mutant (the fast unit, science-guard and reader tests; real HER2+",
         "  sections from ../shared/data where present)",
-        "- score = (killed + timeout) / mutants, the target is >= 80%; `no tests`: no selected test reaches the",
-        "  function, counted as not killed",
+        "- score = (killed + timeout) / mutants checked, the target is >= 80%; `no tests` (no selected test",
+        "  reaches the function) counts as not killed; `not checked`: the run stopped before these mutants (it",
+        "  resumes there), so a module with some unchecked has a partial score",
         f"- machine: {common.cpu_model()}",
         "",
         "",
