@@ -39,7 +39,10 @@ def _embedded_or_cached(
                 logger.info("Section %s: embeddings unchanged, reusing the cached ones", section_id)
                 return previous, True
             logger.info("Section %s: the cached embeddings are for other inputs; embedding again.", section_id)
-    return embed_section(section, key, patch, lazy, params), False
+    embedded = embed_section(section, key, patch, lazy, params)
+    # one line per section: progress bars are drawn on a terminal only
+    logger.info("Section %s: embedded %d spots with %s", section_id, embedded.n_obs, params["encoder"])
+    return embedded, False
 
 
 def embed_section_group(
