@@ -25,9 +25,8 @@ def progress(iterable: Any = None, **options: Any) -> Any:
 
         def close_and_restore_logging() -> None:
             close()
-            if bar.__dict__.pop("_logging_redirected", False):  # close runs again on garbage collection
-                redirect.__exit__(None, None, None)
+            bar.close = close  # once: tqdm closes again on garbage collection
+            redirect.__exit__(None, None, None)
 
-        bar._logging_redirected = True
         bar.close = close_and_restore_logging
     return bar
