@@ -1,10 +1,13 @@
-"""The mutation score of the science modules, from a finished `mutmut run` (`make mutation`).
+"""The mutation score of the science modules, from mutmut's results (`make mutation`) and the record of earlier runs.
 
 mutmut changes one thing at a time in `metrics`, `targets`, `folds`, `graph`, `model/` and the readers
 (an operator, a constant, a string, a call's argument...) and runs the tests that reach the changed
-function; a mutant is killed when a test fails. This script reads mutmut's results (`mutants/**.meta`)
-and writes the score per module and every surviving mutant, grouped by function, with the reason it
-is accepted where one is recorded in `ACCEPTED`.
+function; a mutant is killed when a test fails. This script reads mutmut's results (`mutants/**.meta`),
+merges them into the record of earlier runs (`benchmarks/results/mutation.json`: per module, the counts,
+the survivors by function and the SHA-256 of the source they were checked on), and writes the score per
+module and every surviving mutant, grouped by function, with the reason it is accepted where one is
+recorded in `ACCEPTED`. A module keeps its recorded result until a run checks it again; a record whose
+source has changed since is marked stale.
 
     python -m benchmarks.mutation --out benchmarks/results/mutation.md
 """
@@ -12,14 +15,19 @@ is accepted where one is recorded in `ACCEPTED`.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
-from collections import Counter, defaultdict
+import subprocess
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from benchmarks import common
 
 MUTANTS = common.REPO / "mutants" / "src"
+RECORD = common.REPO / "benchmarks" / "results" / "mutation.json"
+KINDS = ("killed", "survived", "no tests", "timeout", "suspicious", "not checked")
 
 # mutmut's exit codes (mutmut/stats.py, version 3.8): what happened to each mutant
 STATUS_BY_EXIT_CODE = {
@@ -59,6 +67,42 @@ def mutant_status(meta_root: Path = MUTANTS) -> dict[str, dict[str, str]]:
     return statuses
 
 
+def source_sha256(module: str, root: Path = common.REPO / "src") -> str:
+    """The SHA-256 of a mutated module's source (`spahgc_kedro/graph.py`), or '' when it is gone."""
+    path = root / module
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else ""
+
+
+def function_of(mutant: str) -> str:
+    """`spahgc_kedro.graph.x_build__mutmut_3` -> `spahgc_kedro.graph.build` (classes: `Class.method`)."""
+    head, _, _ = mutant.rpartition("__mutmut_")
+    module, _, name = head.rpartition(".")
+    name = name[2:].replace("ǁ", ".") if name.startswith("xǁ") else name.removeprefix("x_")
+    return f"{module}.{name}"
+
+
+def module_result(by_mutant: dict[str, str], sha256: str, commit: str) -> dict[str, Any]:
+    """One module's entry of the record: counts per status, survivors per function, the source checked."""
+    survivors = Counter(function_of(m) for m, status in by_mutant.items() if status in ("survived", "no tests"))
+    return {
+        "source_sha256": sha256,
+        "commit": commit,
+        "counts": dict(Counter(by_mutant.values())),
+        "survivors": dict(survivors),
+    }
+
+
+def merge(record: dict[str, dict[str, Any]], fresh: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The record with every module that this run checked at least once replaced by this run's result."""
+    merged = dict(record)
+    for module, result in fresh.items():
+        if sum(n for kind, n in result["counts"].items() if kind not in ("not checked", "skipped")):
+            merged[module] = result
+        else:
+            merged.setdefault(module, result)
+    return dict(sorted(merged.items()))
+
+
 def score(counts: Counter) -> float:
     """The mutation score of the mutants checked so far: killed (and timed out) over those checked, in percent
     (mutmut's own score also counts the unchecked ones as not killed)."""
@@ -71,51 +115,58 @@ def percent(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:.1f}%"
 
 
-def function_of(mutant: str) -> str:
-    """`spahgc_kedro.graph.x_build__mutmut_3` -> `spahgc_kedro.graph.build` (classes: `Class.method`)."""
-    head, _, _ = mutant.rpartition("__mutmut_")
-    module, _, name = head.rpartition(".")
-    name = name[2:].replace("ǁ", ".") if name.startswith("xǁ") else name.removeprefix("x_")
-    return f"{module}.{name}"
-
-
-def report(statuses: dict[str, dict[str, str]]) -> str:
-    """The markdown table per module and the survivors by function."""
-    kinds = ("killed", "survived", "no tests", "timeout", "suspicious", "not checked")
+def report(results: dict[str, dict[str, Any]], current_sha: dict[str, str]) -> str:
+    """The markdown table per module (with the commit it was checked at) and the survivors by function."""
     lines = [
-        "| module | mutants | " + " | ".join(kinds) + " | score |",
-        "|---|---|" + "---|" * len(kinds) + "---|",
+        "| module | mutants | " + " | ".join(KINDS) + " | score | checked at |",
+        "|---|---|" + "---|" * len(KINDS) + "---|---|",
     ]
     total: Counter = Counter()
-    survivors: dict[str, list[str]] = defaultdict(list)
-    for module, by_mutant in statuses.items():
-        counts = Counter(by_mutant.values())
+    survivors: Counter = Counter()
+    for module, result in results.items():
+        counts = Counter(result["counts"])
         total += counts
-        cells = " | ".join(str(counts[kind]) for kind in kinds)
-        lines.append(f"| {module} | {len(by_mutant)} | {cells} | {percent(score(counts))} |")
-        for mutant, status in by_mutant.items():
-            if status in ("survived", "no tests"):
-                survivors[function_of(mutant)].append(mutant.rpartition("__mutmut_")[2])
-    cells = " | ".join(str(total[kind]) for kind in kinds)
-    lines.append(f"| **all** | {sum(total.values())} | {cells} | **{percent(score(total))}** |")
-    ordered = sorted(survivors, key=lambda f: (-len(survivors[f]), f))
-    accepted = [f"`{f}` {len(survivors[f])} ({ACCEPTED[f]})" for f in ordered if f in ACCEPTED]
-    others = [f"`{f}` {len(survivors[f])}" for f in ordered if f not in ACCEPTED]
+        survivors.update(result["survivors"])
+        cells = " | ".join(str(counts[kind]) for kind in KINDS)
+        stale = "" if current_sha.get(module) == result["source_sha256"] else " (STALE: source changed since)"
+        lines.append(
+            f"| {module} | {sum(counts.values())} | {cells} | {percent(score(counts))} | {result['commit']}{stale} |"
+        )
+    cells = " | ".join(str(total[kind]) for kind in KINDS)
+    lines.append(f"| **all** | {sum(total.values())} | {cells} | **{percent(score(total))}** | |")
+    ordered = sorted(survivors, key=lambda f: (-survivors[f], f))
+    accepted = [f"`{f}` {survivors[f]} ({ACCEPTED[f]})" for f in ordered if f in ACCEPTED]
+    others = [f"`{f}` {survivors[f]}" for f in ordered if f not in ACCEPTED]
     lines += [
         "",
-        "Surviving mutants (and those no selected test reaches), by function, not yet read: " + ", ".join(others),
+        "Surviving mutants (and those no selected test reaches), by function, not yet read: "
+        + (", ".join(others) if others else "none"),
     ]
     lines += ["", "Read and found equivalent: " + ("; ".join(accepted) if accepted else "none")]
     return "\n".join(lines)
 
 
+def head_commit() -> str:
+    """The short commit of the working tree, `+changes` when it has uncommitted changes to src/."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=common.REPO, capture_output=True, text=True).stdout.strip()
+
+    return git("rev-parse", "--short", "HEAD") + ("+changes" if git("status", "--porcelain", "src") else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--record", type=Path, default=RECORD)
     args = parser.parse_args()
-    statuses = mutant_status()
-    if not statuses:
-        raise SystemExit("No mutmut results under mutants/: run `make mutation` first.")
+    record = json.loads(args.record.read_text()) if args.record.exists() else {}
+    commit = head_commit()
+    fresh = {m: module_result(s, source_sha256(m), commit) for m, s in mutant_status().items()}
+    results = merge(record, fresh)
+    if not results:
+        raise SystemExit("No mutmut results under mutants/ and no record: run `make mutation` first.")
+    args.record.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
     header = [
         "### Mutation testing: how many one-line changes to the science modules the tests catch",
         "",
@@ -125,11 +176,14 @@ def main() -> None:
         "- score = (killed + timeout) / mutants checked, the target is >= 80%; `no tests` (no selected test",
         "  reaches the function) counts as not killed; `not checked`: the run stopped before these mutants (it",
         "  resumes there), so a module with some unchecked has a partial score",
-        f"- machine: {common.cpu_model()}",
+        "- each module's row comes from the last run that checked it (`checked at` = the commit; the record,",
+        "  `mutation.json`, keeps the source's SHA-256: a row whose source changed since is marked STALE)",
+        f"- machine of the last run: {common.cpu_model()}",
         "",
         "",
     ]
-    common.write_table("\n".join(header) + report(statuses), args.out)
+    current = {module: source_sha256(module) for module in results}
+    common.write_table("\n".join(header) + report(results, current), args.out)
 
 
 if __name__ == "__main__":

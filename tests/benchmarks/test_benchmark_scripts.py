@@ -175,10 +175,36 @@ def test_mutation_table_counts_mutmut_results_by_module(tmp_path):
     meta.write_text(json.dumps({"exit_code_by_key": codes}))
     statuses = mutation.mutant_status(tmp_path)
     assert list(statuses) == ["spahgc_kedro/metrics.py"]
-    table = mutation.report(statuses)
+    fresh = {"spahgc_kedro/metrics.py": mutation.module_result(statuses["spahgc_kedro/metrics.py"], "abc", "c1")}
+    table = mutation.report(fresh, {"spahgc_kedro/metrics.py": "abc"})
     # 3 killed + 1 timeout over 8 mutants less 1 skipped and 1 not checked
-    assert "| spahgc_kedro/metrics.py | 9 | 3 | 2 | 1 | 1 | 0 | 1 | 57.1% |" in table
+    assert "| spahgc_kedro/metrics.py | 9 | 3 | 2 | 1 | 1 | 0 | 1 | 57.1% | c1 |" in table
     assert "`spahgc_kedro.metrics.pcc` 2, `spahgc_kedro.metrics.Fit.run` 1" in table
+
+
+def test_mutation_record_keeps_modules_a_run_did_not_check_and_marks_stale_sources():
+    from benchmarks import mutation
+
+    recorded = {
+        "a.py": {
+            "source_sha256": "old",
+            "commit": "c0",
+            "counts": {"killed": 9, "survived": 1},
+            "survivors": {"a.f": 1},
+        },
+        "b.py": {"source_sha256": "b", "commit": "c0", "counts": {"killed": 1, "survived": 1}, "survivors": {"b.g": 1}},
+    }
+    fresh = {
+        "a.py": mutation.module_result({"a.x_f__mutmut_1": "not checked"}, "new", "c1"),
+        "b.py": mutation.module_result({"b.x_g__mutmut_1": "killed", "b.x_g__mutmut_2": "not checked"}, "b", "c1"),
+    }
+    merged = mutation.merge(recorded, fresh)
+    # a.py was not checked by this run: its record stays; b.py was: this run's result replaces it
+    assert merged["a.py"] == recorded["a.py"] and merged["b.py"]["commit"] == "c1"
+    table = mutation.report(merged, {"a.py": "new", "b.py": "b"})
+    assert "| a.py | 10 | 9 | 1 | 0 | 0 | 0 | 0 | 90.0% | c0 (STALE: source changed since) |" in table
+    assert "| b.py | 2 | 1 | 0 | 0 | 0 | 0 | 1 | 100.0% | c1 |" in table
+    assert "`a.f` 1" in table and "b.g" not in table
 
 
 def test_a_score_is_keyed_on_what_it_depends_on_only():
