@@ -173,23 +173,3 @@ def test_a_rerun_reuses_stored_fold_models_and_retrains_only_what_changed(tmp_pa
     fits.clear()
     _run(tmp_path, folds, scaling, graphs, lr=2e-4, resume=False)
     assert len(fits) == len(names)
-
-
-def test_training_key_follows_settings_and_graph_content_not_device(tiny_graphs):
-    from spahgc_kedro.model.training import TrainConfig, training_key
-
-    folds, _, graphs = tiny_graphs
-    fold = next(iter(folds["folds"]))
-    train = graphs_by_role(graphs, folds, fold, "train")
-    validation = graphs_by_role(graphs, folds, fold, "validation")
-    config = TrainConfig.from_params(train_params())
-    key = training_key(config, train, validation)
-    assert (
-        training_key(TrainConfig.from_params(train_params(threads=1, resume=False, device="cuda")), train, validation)
-        == key
-    )
-    assert training_key(TrainConfig.from_params(train_params(seed=1)), train, validation) != key
-    assert training_key(config, validation, train) != key
-    changed = train[0].clone()
-    changed["target"].y[0, 0] += 1.0
-    assert training_key(config, [changed, *train[1:]], validation) != key

@@ -1,0 +1,150 @@
+"""Training bookkeeping on tiny random graphs: the fold model's reuse key, checkpoints, and shape checks."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import pytest
+import torch
+
+from spahgc_kedro.model import FitResult, ModelConfig, TrainConfig, fit
+from spahgc_kedro.model.training import training_key
+from tests.helpers.random_graphs import D, G, make_graph
+
+
+@pytest.fixture
+def graphs():
+    """Two training graphs and one validation graph, fresh for each test (the tests edit them)."""
+    return [make_graph(seed=1), make_graph(seed=2)], [make_graph(seed=3)]
+
+
+def test_training_key_ignores_where_a_model_trains_and_whether_it_is_reused(graphs):
+    train, validation = graphs
+    key = training_key(TrainConfig(), train, validation)
+    assert len(key) == 16 and int(key, 16) >= 0
+    assert training_key(TrainConfig(device="cuda", threads=3, resume=False), train, validation) == key
+    assert training_key(TrainConfig(), train, validation) == key
+
+
+@pytest.mark.parametrize("change", [{"seed": 1}, {"epochs": 7}, {"model": ModelConfig(hidden=8)}, {"w_pcc": 0.0}])
+def test_training_key_follows_every_setting_that_changes_the_model(graphs, change):
+    train, validation = graphs
+    assert training_key(TrainConfig(**change), train, validation) != training_key(TrainConfig(), train, validation)
+
+
+def test_training_key_follows_which_graph_trains_and_which_validates(graphs):
+    train, validation = graphs
+    key = training_key(TrainConfig(), train, validation)
+    assert training_key(TrainConfig(), train[:1], [train[1], *validation]) != key
+    assert training_key(TrainConfig(), train[::-1], validation) != key
+
+
+def test_training_key_follows_tensor_values_dtypes_shapes_stores_and_attributes(graphs):
+    train, validation = graphs
+    key = training_key(TrainConfig(), train, validation)
+
+    def key_after(edit) -> str:
+        graph = train[0].clone()
+        edit(graph)
+        return training_key(TrainConfig(), [graph, train[1]], validation)
+
+    def values(graph):
+        graph["target"].y[0, 0] += 1.0
+
+    def dtype(graph):
+        # the same bytes read as another dtype
+        graph["target"].x = graph["target"].x.view(torch.int32)
+
+    def shape(graph):
+        graph["target"].y = graph["target"].y.reshape(G, -1)
+
+    def attribute(graph):
+        graph.section_id = "another"
+
+    for edit in (values, dtype, shape, attribute):
+        assert key_after(edit) != key, edit.__name__
+
+
+def test_training_key_tells_two_node_types_apart_when_their_tensors_swap():
+    first, second = make_graph(seed=1), make_graph(seed=1)
+    # same tensors, stored under swapped node types: only the store names tell the graphs apart
+    second["target"].x, second["target"].y = first["target"].y.clone(), first["target"].x.clone()
+    first_key = training_key(TrainConfig(), [first], [])
+    assert training_key(TrainConfig(), [second], []) != first_key
+
+
+def test_training_key_follows_the_model_code(graphs, monkeypatch):
+    from pathlib import Path
+
+    train, validation = graphs
+    key = training_key(TrainConfig(), train, validation)
+    read_bytes = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda path: read_bytes(path) + (b"#" if path.name == "spahgc.py" else b""))
+    assert training_key(TrainConfig(), train, validation) != key
+
+
+def test_a_checkpoint_gives_back_the_result_it_was_made_from():
+    result = fit(
+        [make_graph(seed=1)],
+        [make_graph(seed=2)],
+        TrainConfig(epochs=2, lr=1e-3, model=ModelConfig(hidden=8, n_layers=1, heads=2)),
+        progress=False,
+    )
+    back = FitResult.from_checkpoint(result.to_checkpoint("run"))
+    for name in (f.name for f in fields(FitResult)):
+        if name == "state_dict":
+            assert back.state_dict.keys() == result.state_dict.keys()
+            assert all(torch.equal(back.state_dict[k], result.state_dict[k]) for k in result.state_dict)
+        else:
+            assert getattr(back, name) == getattr(result, name), name
+    assert (back.target_dim, back.n_genes, back.best_epoch) == (D, G, result.best_epoch)
+    assert type(back.target_dim) is int and type(back.best_epoch) is int and isinstance(back.history, list)
+    assert len(back.history) == 2 and back.model == ModelConfig(hidden=8, n_layers=1, heads=2)
+
+
+def _section(graph, section_id="C3", fold="C2"):
+    graph.section_id, graph.fold = section_id, fold
+    return graph
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda g: setattr(g["target"], "x", g["target"].x[:, :5]),
+            rf"^section 'C3' \(fold 'C2'\): target.x has shape \(24, 5\), expected \[N, {D}\]; rebuild the "
+            "fold's graphs with one embedding encoder$",
+        ),
+        (
+            lambda g: setattr(g["target"], "x", g["target"].x[:, :, None]),
+            rf"target.x has shape \(24, {D}, 1\), expected \[N, {D}\]",
+        ),
+        (
+            lambda g: setattr(g["reference"], "x", g["reference"].x[:, :-1]),
+            rf"^section 'C3' \(fold 'C2'\): reference.x has {D + G - 1} columns, expected {D} \+ {G} "
+            r"\(embedding \|\| expression\); rebuild the fold's graphs with one gene panel$",
+        ),
+        (
+            lambda g: delattr(g["target"], "y"),
+            rf"^section 'C3' \(fold 'C2'\): target.y missing or not \[N, {G}\]; training graphs need labels$",
+        ),
+        (lambda g: setattr(g["target"], "y", g["target"].y[:-1]), r"target.y missing or not \[N, 6\]"),
+        (lambda g: setattr(g["target"], "y", g["target"].y[:, :-1]), r"target.y missing or not \[N, 6\]"),
+    ],
+)
+def test_a_graph_unlike_the_first_training_graph_is_named_with_the_fix(edit, message):
+    bad = _section(make_graph(seed=2))
+    edit(bad)
+    config = TrainConfig(epochs=1, model=ModelConfig(hidden=8, n_layers=1, heads=2))
+    with pytest.raises(ValueError, match=message):
+        fit([make_graph(seed=1)], [bad], config, progress=False)
+    with pytest.raises(ValueError, match=message):
+        fit([make_graph(seed=1), bad], [], config, progress=False)
+
+
+def test_a_graph_without_a_name_is_described_by_question_marks():
+    bad = make_graph(seed=2)
+    del bad.section_id
+    bad["target"].x = bad["target"].x[:, :5]
+    with pytest.raises(ValueError, match=r"^section '\?' \(fold '\?'\): target.x"):
+        fit([make_graph(seed=1)], [bad], TrainConfig(epochs=1), progress=False)
