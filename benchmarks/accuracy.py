@@ -312,7 +312,7 @@ def describe(args: argparse.Namespace, written: dict[str, Any], params: dict[str
         f"- genes: {'/'.join(map(str, genes))} ({panel}); target transform: {project['graph']['target_transform']} "
         "(log10(count + 1)), min-max scaled per gene with the fold's train+validation statistics",
         f"- folds: {folds['scheme']}, {len(folds['folds'])} folds ({plan}); SpaHGC trains on `train`, picks its "
-        "epoch by validation PCC; baselines fit on train + validation",
+        "epoch by validation PCC; baselines fit on train + validation (L1 kNN: on train, from the test graph's retrieval)",
         "- PCC conventions: ACG / HEG-50 / HVG-50 = per test section, Pearson per gene over its spots, mean over "
         "(all / 50 most expressed / 50 most variable measured) genes, then mean over folds; pooled PCC = Pearson per "
         "gene over all test spots of all folds concatenated (HEST-Benchmark), mean over genes; MSE on the min-max "

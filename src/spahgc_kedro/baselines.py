@@ -3,7 +3,8 @@
 - ``ridge_pca``: the HEST-Benchmark recipe: standardise, PCA to
   ``min(256, n_samples, dim)`` components, ridge regression (``alpha``).
 - ``knn_l1``: mean expression of the k = 7 nearest training spots by L1 distance on
-  embeddings (the retrieval step of SpaHGC without the graph).
+  embeddings (the retrieval step of SpaHGC without the graph): read from the test graph's
+  refer edges, so its pool is exactly SpaHGC's references (the fold's training sections).
 - ``depth_rank1``: one number per spot, its depth (the mean of its normalised targets
   over the panel), predicted by the ``ridge_pca`` recipe; each gene is then
   ``a_g + b_g * depth`` with ``a_g, b_g`` fitted by least squares on the training spots.
@@ -18,6 +19,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from .hints import HeteroData
 
 BASELINES = ("ridge_pca", "depth_rank1", "knn_l1", "train_mean")
 
@@ -42,29 +45,40 @@ def ridge_pca_predict(
     return model.predict(test_x).astype(np.float32)
 
 
+def retrieved_neighbours(graph: HeteroData) -> tuple[np.ndarray, np.ndarray]:
+    """A section graph's retrieval: its reference spots' normalised expression `[M, G]` and each target spot's
+    retrieved reference rows `[N, k_refer]`, nearest first (the `refer` edges' contract, docs/design.md)."""
+    edges = graph["reference", "refer", "target"].edge_index.numpy()
+    n_spots = graph["target"].num_nodes
+    k = edges.shape[1] // max(n_spots, 1)
+    if k == 0 or not np.array_equal(edges[1], np.repeat(np.arange(n_spots), k)):
+        raise ValueError(
+            f"Section graph {getattr(graph, 'section_id', '?')!r} (fold {getattr(graph, 'fold', '?')!r}): its refer "
+            "edges are not k per target spot grouped by spot; rebuild it with the graph pipeline."
+        )
+    expression = graph["reference"].x[:, int(graph.embedding_dim) :].numpy()
+    return expression, edges[0].reshape(n_spots, k)
+
+
 def knn_l1_predict(
-    train_x: np.ndarray,
-    train_y: np.ndarray,
-    test_x: np.ndarray,
-    k: int = 7,
-    block_size: int = 2048,
-    device: str = "cpu",
+    reference_expression: np.ndarray, neighbours: np.ndarray, k: int = 7, block_size: int = 2048
 ) -> np.ndarray:
-    """Mean training expression of each test spot's k nearest training spots by L1 distance.
+    """Mean expression of each test spot's k nearest training spots, as the graph stage retrieved them.
 
-    Through the graph stage's blocked retrieval (`graph.nearest_neighbours`): linear in the test
-    spots with tile-bounded memory, on `device` (cpu, cuda or auto) as `graph.retrieval_device`.
+    `neighbours` are the test graph's refer edges (`retrieved_neighbours`): the graph stage's blocked
+    L1 retrieval (graph.metric) from the fold's training sections, nearest first, so this costs
+    O(spots x k x genes) and no distance is computed again.
     """
-    from .graph import nearest_neighbours
-
-    train_x = np.asarray(train_x, dtype=np.float32)
-    test_x = np.asarray(test_x, dtype=np.float32)
-    _, nearest = nearest_neighbours(test_x, train_x, min(k, train_x.shape[0]), "l1", block_size, device=device)
-    train_y = np.asarray(train_y, dtype=np.float32)
-    out = np.empty((test_x.shape[0], train_y.shape[1]), dtype=np.float32)
+    if not 0 < k <= neighbours.shape[1]:
+        raise ValueError(
+            f"evaluation.baselines.knn_l1.k = {k}: the section graphs hold {neighbours.shape[1]} retrieved "
+            "spots per test spot (graph.k_refer); choose k between 1 and graph.k_refer."
+        )
+    reference_expression = np.asarray(reference_expression, dtype=np.float32)
+    out = np.empty((neighbours.shape[0], reference_expression.shape[1]), dtype=np.float32)
     # in row blocks: the gathered [spots, k, genes] array would not fit for large sections
-    for start in range(0, test_x.shape[0], block_size):
-        out[start : start + block_size] = train_y[nearest[start : start + block_size]].mean(axis=1)
+    for start in range(0, neighbours.shape[0], block_size):
+        out[start : start + block_size] = reference_expression[neighbours[start : start + block_size, :k]].mean(axis=1)
     return out
 
 
@@ -113,15 +127,24 @@ def train_mean_predict(train_y: np.ndarray, n_spots: int) -> np.ndarray:
 
 
 def predict_baseline(
-    name: str, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, options: dict[str, Any], seed: int
+    name: str,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    options: dict[str, Any],
+    seed: int,
+    retrieval: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
-    """Run the baseline called `name` with its options from the parameters."""
+    """Run the baseline called `name` with its options from the parameters (`knn_l1` reads the test graph's
+    `retrieval`: `retrieved_neighbours`, rows in `test_x`'s order)."""
     if name == "ridge_pca":
         return ridge_pca_predict(train_x, train_y, test_x, seed=seed, **options)
     if name == "depth_rank1":
         return depth_rank1_predict(train_x, train_y, test_x, seed=seed, **options)
     if name == "knn_l1":
-        return knn_l1_predict(train_x, train_y, test_x, **options)
+        if retrieval is None:
+            raise ValueError("The knn_l1 baseline reads the test section graph's retrieval: pass `retrieval`.")
+        return knn_l1_predict(*retrieval, **options)
     if name == "train_mean":
         return train_mean_predict(train_y, test_x.shape[0])
     raise ValueError(f"Unknown baseline '{name}': choose among {', '.join(BASELINES)}.")

@@ -8,6 +8,7 @@ from spahgc_kedro.baselines import (
     knn_l1_predict,
     oracle_depth_predict,
     predict_baseline,
+    retrieved_neighbours,
     ridge_pca_predict,
     train_mean_predict,
 )
@@ -21,18 +22,42 @@ def test_ridge_pca_recovers_a_linear_relation():
     np.testing.assert_allclose(predicted, y[200:], atol=1e-2)
 
 
-def test_knn_retrieves_a_duplicated_section_exactly():
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=(40, 6))
-    y = rng.random((40, 3))
-    np.testing.assert_allclose(knn_l1_predict(x, y, x, k=1), y, rtol=1e-6)
+def _graph_with_retrieval(neighbours, expression, dim=2):
+    import torch
+    from torch_geometric.data import HeteroData
+
+    graph = HeteroData()
+    n, k = neighbours.shape
+    graph["target"].x = torch.zeros(n, dim)
+    graph["reference"].x = torch.from_numpy(np.hstack([np.zeros((len(expression), dim)), expression]).astype("f4"))
+    graph["reference", "refer", "target"].edge_index = torch.from_numpy(
+        np.vstack([neighbours.reshape(-1), np.repeat(np.arange(n), k)])
+    )
+    graph.embedding_dim, graph.section_id, graph.fold = dim, "C3", "C2"
+    return graph
 
 
-def test_knn_averages_the_k_nearest_by_l1():
-    train_x = np.array([[0.0, 0.0], [1.0, 1.0], [10.0, 0.0]])
-    train_y = np.array([[0.0], [2.0], [100.0]])
-    # L1 from (0, 1.5): 1.5, 1.5, 11.5 -> the first two.
-    assert knn_l1_predict(train_x, train_y, np.array([[0.0, 1.5]]), k=2)[0, 0] == pytest.approx(1.0)
+def test_knn_averages_the_first_k_retrieved_spots_of_each_test_spot():
+    expression = np.array([[0.0, 1.0], [2.0, 3.0], [100.0, 5.0]])
+    # nearest first: spot 0 retrieved rows 1, 0, 2; spot 1 rows 2, 2, 0
+    graph = _graph_with_retrieval(np.array([[1, 0, 2], [2, 2, 0]]), expression)
+    retrieved, neighbours = retrieved_neighbours(graph)
+    np.testing.assert_array_equal(retrieved, expression)
+    np.testing.assert_array_equal(neighbours, [[1, 0, 2], [2, 2, 0]])
+    np.testing.assert_allclose(knn_l1_predict(retrieved, neighbours, k=2), [[1.0, 2.0], [100.0, 5.0]])
+    np.testing.assert_allclose(knn_l1_predict(retrieved, neighbours, k=3, block_size=1)[1], [200 / 3, 11 / 3])
+    for k in (0, 4):
+        with pytest.raises(ValueError, match=rf"knn_l1.k = {k}: the section graphs hold 3 retrieved spots"):
+            knn_l1_predict(retrieved, neighbours, k=k)
+    with pytest.raises(ValueError, match="reads the test section graph's retrieval"):
+        predict_baseline("knn_l1", np.zeros((3, 2)), expression, np.zeros((2, 2)), {"k": 1}, 0)
+
+
+def test_refer_edges_not_grouped_by_target_spot_are_refused():
+    graph = _graph_with_retrieval(np.array([[1, 0], [2, 2]]), np.zeros((3, 2)))
+    graph["reference", "refer", "target"].edge_index = graph["reference", "refer", "target"].edge_index[:, [0, 2, 1, 3]]
+    with pytest.raises(ValueError, match=r"^Section graph 'C3' \(fold 'C2'\): its refer edges are not k per target"):
+        retrieved_neighbours(graph)
 
 
 def test_train_mean_and_unknown_baseline():

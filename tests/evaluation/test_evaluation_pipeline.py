@@ -152,3 +152,22 @@ def test_ensemble_row_scores_the_mean_of_each_folds_rotated_members(synthetic_ru
     del predictions[prediction_key(f"{next(iter(synthetic_run['folds']['folds']))}@V0", "S0")]
     with pytest.raises(Exception, match="rotated member fold"):
         run_evaluation({**synthetic_run, "folds": folds, "predictions": predictions}, tmp_path / "missing")
+
+
+def test_knn_baseline_is_the_mean_of_the_k_nearest_training_spots_by_l1():
+    from spahgc_kedro.pipelines.evaluation.nodes import predict_baselines
+    from spahgc_kedro.predictions import gather_predictions
+
+    run = make_run(n_sections=4)
+    gathered = gather_predictions(run["predictions"], run["folds"])
+    baselines, _ = predict_baselines(
+        run["section_graphs"], run["folds"], gathered, {"seed": 0, "baselines": {"knn_l1": {"k": 2}}}
+    )
+    for key, prediction in gathered.items():
+        # the pool is SpaHGC's: the fold's training sections, not its validation or test section
+        pool = run["folds"]["folds"][prediction.fold]["train"]
+        train_x = np.vstack([run["sections"][s]["x"] for s in pool])
+        train_y = np.vstack([run["sections"][s]["y"] for s in pool])
+        for row, spot_x in enumerate(run["sections"][prediction.section_id]["x"]):
+            nearest = np.argsort(np.abs(train_x - spot_x).sum(axis=1), kind="stable")[:2]
+            np.testing.assert_allclose(baselines[key]["knn_l1"][row], train_y[nearest].mean(axis=0), rtol=1e-5)

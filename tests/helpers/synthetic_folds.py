@@ -10,9 +10,16 @@ from tests.helpers.partitions import as_partitions
 
 
 def make_run(
-    n_sections: int = 3, side: int = 6, n_genes: int = 10, dim: int = 8, seed: int = 0, tests_per_fold: int = 1
+    n_sections: int = 3,
+    side: int = 6,
+    n_genes: int = 10,
+    dim: int = 8,
+    seed: int = 0,
+    tests_per_fold: int = 1,
+    k_refer: int = 7,
 ) -> dict[str, Any]:
-    """Leave-one-out folds (of `tests_per_fold` sections) over sections whose targets are linear in embeddings."""
+    """Leave-one-out folds (of `tests_per_fold` sections) over sections whose targets are linear in embeddings;
+    each graph's refer edges are its `k_refer` nearest spots by L1 (scipy) among the fold's other training sections."""
     import torch
     from torch_geometric.data import HeteroData
 
@@ -39,7 +46,9 @@ def make_run(
             data = HeteroData()
             data["target"].x = torch.from_numpy(sections[name]["x"])
             data["target"].y = torch.from_numpy(sections[name]["y"])
-            data["reference"].x = torch.zeros((2, dim + n_genes))
+            train = folds["folds"][fold]["train"]
+            # a lone training section retrieves from itself (only the test graphs' retrieval is read here)
+            _add_retrieval(data, sections, name, [t for t in train if t != name] or train, k_refer)
             data.section_id, data.fold, data.genes, data.spot_ids = name, fold, genes, sections[name]["spots"]
             data.role = "test" if name in tests else "train"
             # identity standardisation: target.x are the raw embeddings
@@ -56,6 +65,24 @@ def make_run(
         "predictions": predictions,
         "genes": genes,
     }
+
+
+def _add_retrieval(data: Any, sections: dict[str, Any], name: str, pool: list[str], k: int) -> None:
+    """Reference nodes and refer edges as the graph stage writes them, found here by scipy's L1 distances."""
+    import torch
+    from scipy.spatial.distance import cdist
+
+    x = np.vstack([sections[s]["x"] for s in pool])
+    y = np.vstack([sections[s]["y"] for s in pool])
+    nearest = np.argsort(cdist(sections[name]["x"], x, "cityblock"), axis=1, kind="stable")[:, :k]
+    used, rows = np.unique(nearest, return_inverse=True)
+    data["reference"].x = torch.from_numpy(np.hstack([x[used], y[used]]).astype(np.float32))
+    n = nearest.shape[0]
+    data["reference", "refer", "target"].edge_index = torch.from_numpy(
+        np.vstack([rows.reshape(-1), np.repeat(np.arange(n), k)])
+    )
+    data.embedding_dim = x.shape[1]
+    data.reference_sections = pool
 
 
 def _prediction(section: dict[str, Any], genes: list[str], fold: str, test: str, scheme: str, rng: Any) -> Any:

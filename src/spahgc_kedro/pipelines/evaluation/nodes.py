@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from spahgc_kedro.baselines import oracle_depth_predict, predict_baseline
+from spahgc_kedro.baselines import oracle_depth_predict, predict_baseline, retrieved_neighbours
 from spahgc_kedro.graph import raw_embeddings
 from spahgc_kedro.hints import HeteroData
 from spahgc_kedro.metrics import (
@@ -75,17 +75,20 @@ def predict_baselines(
     gathered: dict[str, SectionPrediction],
     evaluation_params: dict[str, Any],
 ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
-    """Baseline predictions of each test section from its fold's train+validation section graphs,
-    and the oracle-depth reference line (the test section's measured depth through the training gene lines)."""
+    """Baseline predictions of each test section from its fold's train+validation section graphs (knn_l1:
+    from the test graph's retrieval, i.e. the fold's training sections), and the oracle-depth reference
+    line (the test section's measured depth through the training gene lines)."""
     seed = int(evaluation_params["seed"])
     baselines: dict[str, dict[str, np.ndarray]] = {}
     oracle: dict[str, np.ndarray] = {}
     training: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for key, prediction in progress(sorted(gathered.items()), desc="baselines"):
+    by_fold = sorted(gathered.items(), key=lambda item: (item[1].fold, item[0]))
+    for key, prediction in progress(by_fold, desc="baselines"):
         fold = prediction.fold
         if fold not in training:
             split = folds["folds"][fold]
-            training[fold] = _fold_training_data(section_graphs, fold, [*split["train"], *split["validation"]])
+            # one fold's training data in memory at a time: large sections
+            training = {fold: _fold_training_data(section_graphs, fold, [*split["train"], *split["validation"]])}
         train_x, train_y = training[fold]
         test_graph = load_partition(section_graphs[f"{fold}/{prediction.section_id}"])
         # align the graph's spot order to the prediction's, so every method is scored on the same rows
@@ -96,8 +99,11 @@ def predict_baselines(
             raise ValueError(f"Fold '{fold}': the section graph's genes differ from the prediction's genes.")
         if not np.allclose(test_graph["target"].y.numpy()[rows], prediction.measured, atol=1e-4):
             logger.warning("Fold '%s': the test graph's targets differ from the prediction's measured layer.", fold)
+        expression, neighbours = retrieved_neighbours(test_graph)
         baselines[key] = {
-            name: predict_baseline(name, train_x, train_y, test_x, dict(options or {}), seed)
+            name: predict_baseline(
+                name, train_x, train_y, test_x, dict(options or {}), seed, (expression, neighbours[rows])
+            )
             for name, options in evaluation_params["baselines"].items()
         }
         oracle[key] = oracle_depth_predict(train_y, prediction.measured)
