@@ -146,13 +146,14 @@ def report(results: dict[str, dict[str, Any]], current_sha: dict[str, str]) -> s
     return "\n".join(lines)
 
 
-def head_commit() -> str:
-    """The short commit of the working tree, `+changes` when it has uncommitted changes to src/."""
+def checked_commit(module: str) -> str:
+    """The short commit the module was checked at, `+changes` when its source differs from that commit's."""
 
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=common.REPO, capture_output=True, text=True).stdout.strip()
 
-    return git("rev-parse", "--short", "HEAD") + ("+changes" if git("status", "--porcelain", "src") else "")
+    changed = git("status", "--porcelain", "--", f"src/{module}")
+    return git("rev-parse", "--short", "HEAD") + ("+changes" if changed else "")
 
 
 def main() -> None:
@@ -161,8 +162,7 @@ def main() -> None:
     parser.add_argument("--record", type=Path, default=RECORD)
     args = parser.parse_args()
     record = json.loads(args.record.read_text()) if args.record.exists() else {}
-    commit = head_commit()
-    fresh = {m: module_result(s, source_sha256(m), commit) for m, s in mutant_status().items()}
+    fresh = {m: module_result(s, source_sha256(m), checked_commit(m)) for m, s in mutant_status().items()}
     results = merge(record, fresh)
     if not results:
         raise SystemExit("No mutmut results under mutants/ and no record: run `make mutation` first.")

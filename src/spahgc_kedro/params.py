@@ -75,6 +75,7 @@ class TrainParams(_Strict):
     w_gene_specific: float = Field(ge=0.0)
     threads: int = Field(ge=0)
     resume: bool = True
+    max_full_graph_spots: int = Field(default=0, ge=0)
 
 
 class GraphParams(_Strict):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import pytest
 import torch
+from torch_geometric.data import HeteroData
 
 from spahgc_kedro.model import FitResult, ModelConfig, TrainConfig, fit
 from spahgc_kedro.model.training import training_key
@@ -148,3 +149,84 @@ def test_a_graph_without_a_name_is_described_by_question_marks():
     bad["target"].x = bad["target"].x[:, :5]
     with pytest.raises(ValueError, match=r"^section '\?' \(fold '\?'\): target.x"):
         fit([make_graph(seed=1)], [bad], TrainConfig(epochs=1), progress=False)
+
+
+def _two_islands(seed: int = 1) -> HeteroData:
+    """Two random section graphs side by side (far apart in x, no edge between them) as one graph."""
+    # as in the graph contract, every reference node is retrieved by some target spot
+    first, second = (
+        graph.subgraph({"reference": graph["reference", "refer", "target"].edge_index[0].unique()})
+        for graph in (make_graph(seed=seed), make_graph(seed=seed + 10))
+    )
+    union = HeteroData()
+    n, m = first["target"].num_nodes, first["reference"].num_nodes
+    for store in ("target", "reference"):
+        union[store].x = torch.cat([first[store].x, second[store].x])
+    union["target"].y = torch.cat([first["target"].y, second["target"].y])
+    grid = torch.stack([torch.arange(n) % 6, torch.arange(n) // 6], dim=1).float() * 100
+    union["target"].pos = torch.cat([grid, grid + torch.tensor([10_000.0, 0.0])])
+    for kind in first.edge_types:
+        src, dst = kind[0], kind[2]
+        offset = torch.tensor([[n if src == "target" else m], [n if dst == "target" else m]])
+        # (m: the first island's reference count; both islands' spots and references keep their order)
+        union[kind].edge_index = torch.cat([first[kind].edge_index, second[kind].edge_index + offset], dim=1)
+    return union
+
+
+def test_spatial_tiles_are_quadrants_of_a_grid_and_cover_every_spot_once():
+    from spahgc_kedro.model.training import spatial_tiles
+
+    pos = torch.stack([torch.arange(16) % 4, torch.arange(16) // 4], dim=1).float()
+    for max_spots in (4, 5, 7):
+        tiles = spatial_tiles(pos, max_spots)
+        assert sorted(torch.cat(tiles).tolist()) == list(range(16))
+        quadrants = {tuple(sorted(((pos[t] // 2) * torch.tensor([1.0, 10.0])).sum(1).unique().tolist())) for t in tiles}
+        assert len(tiles) == 4 and all(len(q) == 1 for q in quadrants), max_spots
+    assert [t.tolist() for t in spatial_tiles(pos, 16)] == [list(range(16))]
+    assert sorted(len(t) for t in spatial_tiles(pos, 3)) == [2] * 8
+
+
+def test_a_tile_holding_a_whole_island_predicts_what_the_full_graph_predicts():
+    from spahgc_kedro.model import SpaHGC
+    from spahgc_kedro.model.training import spatial_tiles, tile_subgraph
+
+    graph = _two_islands()
+    model = SpaHGC(D, G, hidden=16, n_layers=2, heads=2).eval()
+    with torch.no_grad():
+        full = model(graph.x_dict, graph.edge_index_dict)
+        tiles = spatial_tiles(graph["target"].pos, 24)
+        assert [t.tolist() for t in tiles] == [list(range(24)), list(range(24, 48))]
+        for tile in tiles:
+            sub = tile_subgraph(graph, tile)
+            torch.testing.assert_close(model(sub.x_dict, sub.edge_index_dict), full[tile])
+        # each island's references go with its spots, none with the other island's
+        subgraphs = [tile_subgraph(graph, tile) for tile in tiles]
+        assert sum(sub["reference"].num_nodes for sub in subgraphs) == graph["reference"].num_nodes
+
+
+def test_tiled_training_steps_once_per_tile_and_is_reproducible():
+    from spahgc_kedro.model.training import training_steps
+
+    graph = _two_islands()
+    assert [(i, None if t is None else len(t)) for i, t in training_steps([graph], 24)] == [(0, 24), (0, 24)]
+    assert training_steps([graph, graph], 0) == [(0, None), (1, None)] == training_steps([graph, graph], 48)
+    config = TrainConfig(epochs=3, lr=1e-3, max_full_graph_spots=24, model=ModelConfig(hidden=16, n_layers=2, heads=2))
+    first = fit([graph], [make_graph(seed=5)], config, progress=False)
+    again = fit([graph], [make_graph(seed=5)], config, progress=False)
+    assert all(torch.equal(first.state_dict[k], again.state_dict[k]) for k in first.state_dict)
+    whole = fit([graph], [make_graph(seed=5)], replace(config, max_full_graph_spots=0), progress=False)
+    assert not all(torch.equal(first.state_dict[k], whole.state_dict[k]) for k in first.state_dict)
+    # a limit above the section's size trains the whole graph: the same numbers as no limit
+    above = fit([graph], [make_graph(seed=5)], replace(config, max_full_graph_spots=48), progress=False)
+    assert all(torch.equal(whole.state_dict[k], above.state_dict[k]) for k in whole.state_dict)
+
+
+def test_validation_in_chunks_gives_the_whole_graph_numbers():
+    from spahgc_kedro.model import SpaHGC
+    from spahgc_kedro.model.training import _validate
+
+    model = SpaHGC(D, G, hidden=16, n_layers=2, heads=2)
+    graphs = [_two_islands(), make_graph(seed=3)]
+    whole = _validate(model, graphs)
+    for chunk in (5, 24, 30):
+        assert _validate(model, graphs, chunk) == pytest.approx(whole, rel=1e-5)

@@ -1,4 +1,5 @@
-"""Training and prediction: seeded whole-section steps, masked contrastive views, best epoch by validation PCC."""
+"""Training and prediction: seeded whole-section (or spatial-tile) steps, masked contrastive views, best epoch
+by validation PCC."""
 
 from __future__ import annotations
 
@@ -56,6 +57,10 @@ class TrainConfig:
     threads: int = 0
     # reuse a fold's stored model when its training key is unchanged (a rerun trains only unfinished folds)
     resume: bool = True
+    # a section with more target spots trains on spatial tiles of at most this many spots (one step per
+    # tile: the tile's spots, their retrieved references and the edges among them) and is validated in
+    # chunks of this many spots; 0: every section trains whole
+    max_full_graph_spots: int = 0
 
     @classmethod
     def from_params(cls, params: dict[str, Any], **overrides: Any) -> TrainConfig:
@@ -255,14 +260,19 @@ def _train_step(
 
 
 @torch.inference_mode()
-def _validate(model: SpaHGC, graphs: list[HeteroData]) -> tuple[float, float]:
-    """(mean MSE, mean per-section mean per-gene PCC) over unmasked validation graphs; NaN when there are none."""
+def _validate(model: SpaHGC, graphs: list[HeteroData], chunk_spots: int = 0) -> tuple[float, float]:
+    """(mean MSE, mean per-section mean per-gene PCC) over unmasked validation graphs; NaN when there are none.
+
+    Sections of more than `chunk_spots` spots (when > 0) are predicted in chunks: the same numbers."""
     if not graphs:
         return math.nan, math.nan
     model.eval()
     mses, pccs = [], []
     for graph in graphs:
-        pred = model(graph.x_dict, graph.edge_index_dict)
+        if 0 < chunk_spots < graph["target"].num_nodes:
+            pred = predict_in_chunks(model, graph.x_dict, graph.edge_index_dict, chunk_spots)
+        else:
+            pred = model(graph.x_dict, graph.edge_index_dict)
         y = graph["target"].y
         mses.append(F.mse_loss(pred, y).item())
         pcc = pcc_per_gene(pred, y)
@@ -307,6 +317,46 @@ def fit(
         torch.set_num_threads(previous_threads)
 
 
+def spatial_tiles(pos: Tensor, max_spots: int) -> list[Tensor]:
+    """Spot indices in spatially compact tiles of at most `max_spots`: halved at the median of the longer
+    side, recursively, so tiles are contiguous blocks of near-equal size (sorted indices, each spot once)."""
+    pending, tiles = [torch.arange(pos.shape[0], device=pos.device)], []
+    while pending:
+        spots = pending.pop()
+        if spots.numel() <= max_spots:
+            tiles.append(spots.sort().values)
+            continue
+        xy = pos[spots]
+        axis = int((xy.max(dim=0).values - xy.min(dim=0).values).argmax())
+        order = torch.argsort(xy[:, axis], stable=True)
+        half = spots.numel() // 2
+        pending += [spots[order[half:]], spots[order[:half]]]
+    return tiles
+
+
+def tile_subgraph(graph: HeteroData, spots: Tensor) -> HeteroData:
+    """The graph induced by target `spots` and the references they retrieved: every edge among them is kept."""
+    refer = graph[REFERENCE_EDGES].edge_index
+    in_tile = torch.zeros(graph["target"].num_nodes, dtype=torch.bool, device=refer.device)
+    in_tile[spots] = True
+    references = refer[0, in_tile[refer[1]]].unique()
+    return graph.subgraph({"target": spots, "reference": references})
+
+
+def training_steps(graphs: list[HeteroData], max_spots: int) -> list[tuple[int, Tensor | None]]:
+    """One optimiser step per (graph index, tile spots); whole graphs (tile None) up to `max_spots` spots."""
+    steps: list[tuple[int, Tensor | None]] = []
+    for index, graph in enumerate(graphs):
+        n_spots = graph["target"].num_nodes
+        if not 0 < max_spots < n_spots:
+            steps.append((index, None))
+            continue
+        # without pixel positions, tiles follow the spot order
+        pos = graph["target"].pos if "pos" in graph["target"] else torch.arange(n_spots)[:, None].float()
+        steps += [(index, tile) for tile in spatial_tiles(pos, max_spots)]
+    return steps
+
+
 def _fit(
     train_graphs: list[HeteroData],
     validation_graphs: list[HeteroData],
@@ -330,6 +380,10 @@ def _fit(
     order_generator = torch.Generator().manual_seed(config.seed)
     mask_generator = torch.Generator(device=device).manual_seed(config.seed + 1)
 
+    steps = training_steps(train_graphs, config.max_full_graph_spots)
+    if len(steps) > len(train_graphs):
+        logger.info("Training on %d spatial tiles of at most %d spots.", len(steps), config.max_full_graph_spots)
+
     history: list[dict] = []
     best_epoch, best_pcc, best_state = 0, -math.inf, None
     epochs = progress_bar(range(1, config.epochs + 1), desc="epochs", disable=not progress)
@@ -340,8 +394,10 @@ def _fit(
         sums = dict.fromkeys(
             ("loss", "mse", "pcc_loss", "gene_specific_loss", "contrastive_target", "contrastive_reference"), 0.0
         )
-        for index in torch.randperm(len(train_graphs), generator=order_generator).tolist():
-            terms = _train_step(model, train_graphs[index], config, teacher, predictor, mask_generator)
+        for index in torch.randperm(len(steps), generator=order_generator).tolist():
+            graph_index, tile = steps[index]
+            graph = train_graphs[graph_index] if tile is None else tile_subgraph(train_graphs[graph_index], tile)
+            terms = _train_step(model, graph, config, teacher, predictor, mask_generator)
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             optimizer.step()
@@ -349,8 +405,8 @@ def _fit(
                 teacher.update()
             for key, value in terms.items():
                 sums[key] += value.item()
-        val_loss, val_pcc = _validate(model, validation_graphs)
-        row = {"epoch": epoch, **{f"train_{key}": value / len(train_graphs) for key, value in sums.items()}}
+        val_loss, val_pcc = _validate(model, validation_graphs, config.max_full_graph_spots)
+        row = {"epoch": epoch, **{f"train_{key}": value / len(steps) for key, value in sums.items()}}
         row.update(val_loss=val_loss, val_pcc=val_pcc)
         history.append(row)
         # ties keep the earlier epoch; until some validation PCC is defined, the latest epoch is kept
