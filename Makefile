@@ -46,6 +46,8 @@ benchmarks: setup
 	$(BIN)/python -m benchmarks.uncertainty --out benchmarks/results/uncertainty_her2st.md
 	$(BIN)/python -m benchmarks.predict_whole_slide --out benchmarks/results/predict_whole_slide.md
 	$(BIN)/python -m benchmarks.chunked_prediction --out benchmarks/results/chunked_prediction.md
+	$(BIN)/python -m benchmarks.tiled_training --out benchmarks/results/tiled_training.md
+	$(BIN)/python -m benchmarks.evaluation_scaling --spots 10000 50000 --out benchmarks/results/evaluation_scaling.md
 	$(BIN)/python -m benchmarks.scaling --tables stages reference-count --out benchmarks/results/scaling.md
 	$(BIN)/python -m benchmarks.scaling --tables fixed-reference --out benchmarks/results/scaling_fixed_reference_cpu.md
 	$(BIN)/python -m benchmarks.runners --out benchmarks/results/runners.md

@@ -165,6 +165,15 @@ def measure(interval: float = 0.02, cuda: bool = False) -> Iterator[StageMeasure
         result.peak_rss_mib = max(result.peak_rss_mib, current_rss_mib())
 
 
+def in_fresh_process(function: Any, *args: Any) -> Any:
+    """`function(*args)` in a new (spawned) Python process: its peak RSS is not hidden by memory an earlier
+    measurement left mapped in this one. `function` must be importable by name, its result picklable."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(function, args)
+
+
 def log_log_slope(sizes: list[float], values: list[float]) -> float:
     """Least-squares slope of log(value) on log(size): the growth exponent (NaN with < 2 usable points)."""
     pairs = [(s, v) for s, v in zip(sizes, values, strict=True) if s > 0 and v > 0 and np.isfinite(v)]

@@ -113,8 +113,10 @@ def prediction(sections: dict[str, dict], test: str, fold: str, args) -> Any:
     return adata
 
 
-def measure_evaluation(n_spots: int, args) -> dict[str, Any]:
-    """Store one size's inputs, then time the evaluation pipeline on them."""
+def measure_evaluation(n_spots: int, args, warm_up: bool = True) -> dict[str, Any]:
+    """Store one size's inputs, then time the evaluation pipeline on them (after an untimed small run)."""
+    if warm_up:
+        measure_evaluation(200, args, warm_up=False)
     root = args.work_dir / f"{n_spots}"
     shutil.rmtree(root, ignore_errors=True)
     catalog = common.project_catalog(root)
@@ -154,27 +156,30 @@ def report(rows: list[dict[str, Any]], args) -> str:
         "- stage: the evaluation pipeline as `kedro run --pipeline=evaluation` runs it (SpaHGC's metrics, "
         "ridge_pca and depth_rank1 fitted on train + validation, knn_l1 from the test graphs' retrieval, "
         "train_mean, metrics with HEG/HVG-50, summary, figure); MEASURED, not extrapolated",
-        "- memory: peak RSS during the stage minus RSS at its start, sampled every 20 ms",
+        "- memory: each size in a fresh process; peak RSS = the process's peak during the stage, growth = that "
+        "peak minus RSS at the stage's start; sampled every 20 ms",
         f"- machine: {common.cpu_model()}",
         "",
-        "| spots per section | section graphs on disk (MiB) | evaluation s | peak RSS growth (MiB) |",
-        "|---|---|---|---|",
+        "| spots per section | section graphs on disk (MiB) | evaluation s | peak RSS (MiB) | growth (MiB) |",
+        "|---|---|---|---|---|",
     ]
     for row in rows:
         m = row["measure"]
-        lines.append(f"| {row['spots']:,} | {row['stored_mib']:,.0f} | {m.seconds:.1f} | {m.peak_growth_mib:,.0f} |")
+        lines.append(
+            f"| {row['spots']:,} | {row['stored_mib']:,.0f} | {m.seconds:.1f} | {m.peak_rss_mib:,.0f} "
+            f"| {m.peak_growth_mib:,.0f} |"
+        )
     if len(rows) > 1:
         sizes = [row["spots"] for row in rows]
         slope = common.log_log_slope(sizes, [row["measure"].seconds for row in rows])
-        lines.append(f"| growth exponent (time) | | {slope:.2f} | |")
+        lines.append(f"| growth exponent (time) | | {slope:.2f} | | |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> str:
     args = parse_args(argv)
-    # untimed warm-up: imports and first calls are not the stage's cost
-    measure_evaluation(200, args)
-    rows = [measure_evaluation(n, args) for n in args.spots]
+    # each size in a fresh process (its peak RSS not hidden by an earlier size's), after a warm-up there
+    rows = [common.in_fresh_process(measure_evaluation, n, args) for n in args.spots]
     text = report(rows, args)
     common.write_table(text, args.out)
     return text

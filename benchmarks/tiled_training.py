@@ -74,6 +74,13 @@ def one_epoch(n_spots: int, tile: int, args) -> tuple[int, common.StageMeasure]:
     from spahgc_kedro.model import ModelConfig, TrainConfig, fit
     from spahgc_kedro.model.training import training_steps
 
+    warm_up = section_graph(300, args, 2)
+    fit(
+        [warm_up],
+        [],
+        TrainConfig(epochs=1, threads=args.threads, model=ModelConfig(hidden=args.hidden)),
+        progress=False,
+    )
     train, validation = section_graph(n_spots, args, 0), section_graph(n_spots, args, 1)
     config = TrainConfig(
         epochs=1, threads=args.threads, max_full_graph_spots=tile, model=ModelConfig(hidden=args.hidden)
@@ -98,30 +105,33 @@ def report(rows: list[tuple[int, str, tuple[int, common.StageMeasure]]], args) -
         f"- tiled: `train.max_full_graph_spots` = {args.tile:,}: one optimiser step per spatial tile (the "
         "tile's spots, the references they retrieved and the edges among them), validation predicted in chunks "
         "of that many spots (the same numbers as whole)",
-        "- memory: peak RSS during the epoch minus RSS at its start (the graphs are already loaded), sampled "
-        "every 20 ms; MEASURED",
+        "- memory: each row in a fresh process; peak RSS = the process's peak during the epoch (graphs, model, "
+        "torch), growth = that peak minus RSS at the epoch's start (the graphs already loaded); sampled every "
+        "20 ms; MEASURED",
         f"- machine: {common.cpu_model()}; torch {torch.__version__}, {args.threads} threads",
         "",
-        "| spots per section | mode | steps | epoch s | peak RSS growth (MiB) |",
-        "|---|---|---|---|---|",
+        "| spots per section | mode | steps | epoch s | peak RSS (MiB) | growth (MiB) |",
+        "|---|---|---|---|---|---|",
     ]
     for n, mode, (steps, m) in rows:
-        lines.append(f"| {n:,} | {mode} | {steps} | {m.seconds:.1f} | {m.peak_growth_mib:,.0f} |")
+        lines.append(
+            f"| {n:,} | {mode} | {steps} | {m.seconds:.1f} | {m.peak_rss_mib:,.0f} | {m.peak_growth_mib:,.0f} |"
+        )
     for mode in ("whole", "tiled"):
         picked = [(n, m) for n, row_mode, (_, m) in rows if row_mode == mode]
         if len(picked) > 1:
             sizes = [n for n, _ in picked]
             time_slope = common.log_log_slope(sizes, [m.seconds for _, m in picked])
             memory_slope = common.log_log_slope(sizes, [m.peak_growth_mib for _, m in picked])
-            lines.append(f"| growth exponent | {mode} | | {time_slope:.2f} | {memory_slope:.2f} |")
+            lines.append(f"| growth exponent | {mode} | | {time_slope:.2f} | | {memory_slope:.2f} |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> str:
     args = parse_args(argv)
-    one_epoch(500, 0, args)  # untimed warm-up: imports and first calls
-    rows = [(n, "whole", one_epoch(n, 0, args)) for n in args.whole]
-    rows += [(n, "tiled", one_epoch(n, args.tile, args)) for n in args.tiled]
+    # each row in a fresh process, after an untimed warm-up there (imports and first calls)
+    rows = [(n, "whole", common.in_fresh_process(one_epoch, n, 0, args)) for n in args.whole]
+    rows += [(n, "tiled", common.in_fresh_process(one_epoch, n, args.tile, args)) for n in args.tiled]
     text = report(rows, args)
     common.write_table(text, args.out)
     return text

@@ -228,3 +228,24 @@ def test_chunked_prediction_table_runs_and_compares_like_with_like():
     rows = [line for line in output.splitlines() if line.startswith("| 300 |")]
     assert rows and all(row.endswith("| yes |") for row in rows)
     assert "chunks of 100" in output and "measured, one process per cell" in output
+
+
+def test_evaluation_scaling_runs_the_evaluation_stage_on_generated_large_sections(tmp_path):
+    from benchmarks import evaluation_scaling
+
+    out = tmp_path / "table.md"
+    argv = ["--spots", "150", "300", "--sections", "3", "--genes", "12", "--dim", "8", "--work-dir", str(tmp_path)]
+    table = evaluation_scaling.main([*argv, "--out", str(out)])
+    assert "| 150 |" in table and "| 300 |" in table and "growth exponent" in table and out.exists()
+    assert "MEASURED" in table and "leave-one-section-out, 3 folds" in table
+    # the work folders are removed after each size
+    assert not list(tmp_path.rglob("*.pt"))
+
+
+def test_tiled_training_table_compares_whole_and_tiled_epochs(tmp_path):
+    from benchmarks import tiled_training
+
+    argv = ["--whole", "300", "--tiled", "300", "600", "--tile", "150", "--genes", "6", "--dim", "8", "--hidden", "8"]
+    table = tiled_training.main([*argv, "--threads", "1"])
+    assert "| 300 | whole | 1 |" in table and "| 300 | tiled | 2 |" in table and "| 600 | tiled | 4 |" in table
+    assert "| growth exponent | tiled |" in table

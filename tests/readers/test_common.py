@@ -97,3 +97,14 @@ def test_an_unreadable_table_is_named(tmp_path):
         match=rf"^Cannot read '{path}' as a table \(BadGzipFile: .*\)\. Replace it with the file as the instrument or the dataset's download wrote it\.$",
     ):
         common.read_table(path)
+
+
+def test_every_format_name_gives_a_reader_and_an_unknown_one_lists_them_all():
+    from spahgc_kedro.readers import READERS, get_reader
+
+    for name in READERS:
+        reader = get_reader(name)
+        assert callable(reader.discover_sections) and callable(reader.read_section), name
+    known = "alex, hest, image_spots, st_legacy, visium, visium_hd, xenium"
+    with pytest.raises(ValueError, match=rf"^Unknown data format 'visum'. Known formats: {known}.$"):
+        get_reader("visum")
