@@ -25,6 +25,16 @@ from .hints import HeteroData
 BASELINES = ("ridge_pca", "depth_rank1", "knn_l1", "train_mean")
 
 
+def pca_projection(train_x: np.ndarray, n_components: int = 256, seed: int = 0) -> Any:
+    """Standardise, then PCA to `min(n_components, n_samples, dim)` components, fitted on the training spots."""
+    from sklearn.decomposition import PCA
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    n_components = min(n_components, train_x.shape[0], train_x.shape[1])
+    return make_pipeline(StandardScaler(), PCA(n_components=n_components, random_state=seed)).fit(train_x)
+
+
 def ridge_pca_predict(
     train_x: np.ndarray,
     train_y: np.ndarray,
@@ -32,17 +42,15 @@ def ridge_pca_predict(
     alpha: float = 100.0,
     n_components: int = 256,
     seed: int = 0,
+    projection: Any = None,
 ) -> np.ndarray:
-    """Standardise, project on PCA (fitted on training spots), ridge-regress the targets."""
-    from sklearn.decomposition import PCA
+    """Standardise, project on PCA (fitted on training spots), ridge-regress the targets; `projection`: the
+    fitted `pca_projection(train_x, n_components, seed)` when it is already at hand."""
     from sklearn.linear_model import Ridge
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
-    n_components = min(n_components, train_x.shape[0], train_x.shape[1])
-    model = make_pipeline(StandardScaler(), PCA(n_components=n_components, random_state=seed), Ridge(alpha=alpha))
-    model.fit(train_x, train_y)
-    return model.predict(test_x).astype(np.float32)
+    projection = projection if projection is not None else pca_projection(train_x, n_components, seed)
+    ridge = Ridge(alpha=alpha).fit(projection.transform(train_x), train_y)
+    return ridge.predict(projection.transform(test_x)).astype(np.float32)
 
 
 def retrieved_neighbours(graph: HeteroData) -> tuple[np.ndarray, np.ndarray]:
@@ -105,12 +113,13 @@ def depth_rank1_predict(
     alpha: float = 100.0,
     n_components: int = 256,
     seed: int = 0,
+    projection: Any = None,
 ) -> np.ndarray:
     """Ridge-predicted spot depth mapped to every gene by its least-squares line on the training spots."""
     from .metrics import spot_depth
 
     depth = spot_depth(train_y)[:, None]
-    predicted_depth = ridge_pca_predict(train_x, depth, test_x, alpha, n_components, seed)
+    predicted_depth = ridge_pca_predict(train_x, depth, test_x, alpha, n_components, seed, projection)
     return _through_lines(predicted_depth, _gene_depth_lines(train_y))
 
 
@@ -134,13 +143,18 @@ def predict_baseline(
     options: dict[str, Any],
     seed: int,
     retrieval: tuple[np.ndarray, np.ndarray] | None = None,
+    projections: dict[tuple[int, int], Any] | None = None,
 ) -> np.ndarray:
     """Run the baseline called `name` with its options from the parameters (`knn_l1` reads the test graph's
-    `retrieval`: `retrieved_neighbours`, rows in `test_x`'s order)."""
-    if name == "ridge_pca":
-        return ridge_pca_predict(train_x, train_y, test_x, seed=seed, **options)
-    if name == "depth_rank1":
-        return depth_rank1_predict(train_x, train_y, test_x, seed=seed, **options)
+    `retrieval`: `retrieved_neighbours`, rows in `test_x`'s order). `projections`: a cache of the PCA
+    projections fitted on these `train_x`, by (n_components, seed), shared by ridge_pca and depth_rank1."""
+    if name in ("ridge_pca", "depth_rank1"):
+        key = (int(options.get("n_components", 256)), seed)
+        cache = {} if projections is None else projections
+        if key not in cache:
+            cache[key] = pca_projection(train_x, *key)
+        predictor = ridge_pca_predict if name == "ridge_pca" else depth_rank1_predict
+        return predictor(train_x, train_y, test_x, seed=seed, projection=cache[key], **options)
     if name == "knn_l1":
         if retrieval is None:
             raise ValueError("The knn_l1 baseline reads the test section graph's retrieval: pass `retrieval`.")

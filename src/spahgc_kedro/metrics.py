@@ -63,10 +63,13 @@ def spot_depth(measured: np.ndarray) -> np.ndarray:
 
 
 def _depth_residuals(values: np.ndarray, depth: np.ndarray) -> np.ndarray:
-    """Residuals of each column after a least-squares fit on [1, depth]."""
-    design = np.column_stack([np.ones_like(depth), depth])
-    coefficients, *_ = np.linalg.lstsq(design, values, rcond=None)
-    return values - design @ coefficients
+    """Residuals of each column after a least-squares fit on [1, depth] (the closed form of the two-column
+    fit: centred values minus slope x centred depth; a constant depth leaves the centred values)."""
+    centred_depth = depth - depth.mean()
+    centred = values - values.mean(axis=0)
+    spread = centred_depth @ centred_depth
+    slope = centred_depth @ centred / spread if spread > 0 else np.zeros(values.shape[1])
+    return centred - np.outer(centred_depth, slope)
 
 
 def gene_specific_pcc(measured: np.ndarray, predicted: np.ndarray) -> np.ndarray:
@@ -111,13 +114,21 @@ def finite_mean(values: np.ndarray | list[float]) -> float:
     return float(finite.mean()) if finite.size else float("nan")
 
 
-def section_metrics(measured: np.ndarray, predicted: np.ndarray, n_top: int = 50) -> dict[str, float]:
-    """All per-section metrics of one test section (see the module docstring)."""
-    pcc = pearson_per_gene(measured, predicted)
+def section_metrics(
+    measured: np.ndarray,
+    predicted: np.ndarray,
+    n_top: int = 50,
+    pcc: np.ndarray | None = None,
+    gene_specific: np.ndarray | None = None,
+) -> dict[str, float]:
+    """All per-section metrics of one test section (see the module docstring); `pcc` and `gene_specific`:
+    the per-gene values when already computed (`pearson_per_gene`, `gene_specific_pcc`)."""
+    pcc = pearson_per_gene(measured, predicted) if pcc is None else pcc
+    gene_specific = gene_specific_pcc(measured, predicted) if gene_specific is None else gene_specific
     diff = np.asarray(predicted, dtype=np.float64) - np.asarray(measured, dtype=np.float64)
     return {
         "pcc_acg": finite_mean(pcc),
-        "pcc_gene_specific": finite_mean(gene_specific_pcc(measured, predicted)),
+        "pcc_gene_specific": finite_mean(gene_specific),
         "pcc_heg50": finite_mean(pcc[top_genes(measured, n_top, "mean")]),
         "pcc_hvg50": finite_mean(pcc[top_genes(measured, n_top, "variance")]),
         "mse": float((diff**2).mean()),

@@ -105,3 +105,21 @@ def test_oracle_depth_puts_the_measured_depth_through_the_training_lines():
     on_depth = (spot_depth(test) - lines[0].mean()) / lines[1].mean()
     expected = np.column_stack([np.ones(10), on_depth]) @ lines
     np.testing.assert_allclose(oracle_depth_predict(y, test), expected, atol=1e-5)
+
+
+def test_ridge_pca_is_sklearns_pipeline_and_both_pca_baselines_share_one_projection():
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(4)
+    train_x, train_y, test_x = rng.normal(size=(80, 12)), rng.random((80, 3)), rng.normal(size=(20, 12))
+    options = {"alpha": 3.0, "n_components": 5}
+    reference = make_pipeline(StandardScaler(), PCA(5, random_state=0), Ridge(alpha=3.0)).fit(train_x, train_y)
+    projections = {}
+    ridge = predict_baseline("ridge_pca", train_x, train_y, test_x, options, 0, projections=projections)
+    np.testing.assert_allclose(ridge, reference.predict(test_x), rtol=1e-4, atol=1e-5)
+    depth = predict_baseline("depth_rank1", train_x, train_y, test_x, options, 0, projections=projections)
+    assert list(projections) == [(5, 0)]
+    np.testing.assert_allclose(depth, depth_rank1_predict(train_x, train_y, test_x, 3.0, 5, 0), rtol=1e-5)

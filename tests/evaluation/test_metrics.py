@@ -191,3 +191,15 @@ def test_pcc_is_nan_for_columns_constant_up_to_rounding_and_never_beyond_one():
     down = np.array([0.36, 0.29, 0.03, 0.55, -0.74, -0.16, -0.48])
     pcc = pearson_per_gene(np.column_stack([up, down]), np.column_stack([6.51 * up + 0.3, -4.59 * down + 0.3]))
     assert pcc.tolist() == [1.0, -1.0]
+
+
+def test_depth_residuals_are_the_least_squares_residuals_on_one_and_depth():
+    from spahgc_kedro.metrics import _depth_residuals
+
+    rng = np.random.default_rng(3)
+    values, depth = rng.normal(size=(40, 5)) * [1, 10, 100, 0.1, 1], rng.random(40) * 7 + 2
+    design = np.column_stack([np.ones(40), depth])
+    expected = values - design @ np.linalg.lstsq(design, values, rcond=None)[0]
+    np.testing.assert_allclose(_depth_residuals(values, depth), expected, atol=1e-9)
+    # a constant depth explains the mean only
+    np.testing.assert_allclose(_depth_residuals(values, np.full(40, 3.0)), values - values.mean(axis=0), atol=1e-12)

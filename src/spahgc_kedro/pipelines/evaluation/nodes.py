@@ -89,6 +89,8 @@ def predict_baselines(
             split = folds["folds"][fold]
             # one fold's training data in memory at a time: large sections
             training = {fold: _fold_training_data(section_graphs, fold, [*split["train"], *split["validation"]])}
+            # the PCA fitted on the fold's training spots, shared by its test sections and baselines
+            projections: dict[tuple[int, int], Any] = {}
         train_x, train_y = training[fold]
         test_graph = load_partition(section_graphs[f"{fold}/{prediction.section_id}"])
         # align the graph's spot order to the prediction's, so every method is scored on the same rows
@@ -102,7 +104,7 @@ def predict_baselines(
         expression, neighbours = retrieved_neighbours(test_graph)
         baselines[key] = {
             name: predict_baseline(
-                name, train_x, train_y, test_x, dict(options or {}), seed, (expression, neighbours[rows])
+                name, train_x, train_y, test_x, dict(options or {}), seed, (expression, neighbours[rows]), projections
             )
             for name, options in evaluation_params["baselines"].items()
         }
@@ -142,13 +144,14 @@ def compute_fold_metrics(
         for key, predicted in by_section.items():
             prediction = gathered[key]
             measured = prediction.measured
+            pcc, gene_specific = pearson_per_gene(measured, predicted), gene_specific_pcc(measured, predicted)
             fold_rows.append(
                 {
                     "method": method,
                     "fold": prediction.fold,
                     "section_id": prediction.section_id,
                     "n_spots": measured.shape[0],
-                    **section_metrics(measured, predicted, n_top),
+                    **section_metrics(measured, predicted, n_top, pcc, gene_specific),
                     "mlflow_run_id": str(prediction.uns.get("mlflow_run_id", "")) if method == MODEL else "",
                 }
             )
@@ -163,8 +166,8 @@ def compute_fold_metrics(
                         "fold": prediction.fold,
                         "section_id": prediction.section_id,
                         "gene": prediction.genes,
-                        "pcc": pearson_per_gene(measured, predicted),
-                        "pcc_gene_specific": gene_specific_pcc(measured, predicted),
+                        "pcc": pcc,
+                        "pcc_gene_specific": gene_specific,
                         "measured_mean": measured.mean(axis=0),
                         "measured_var": measured.var(axis=0),
                         f"heg{n_top}": heg,
