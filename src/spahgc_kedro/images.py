@@ -2,7 +2,8 @@
 
 Tiled/pyramidal TIFFs (HEST WSIs, Visium full-res, `.svs`/`.ndpi`/`.scn` slides) are read
 lazily through tifffile's zarr store, decoding only the tiles a window touches; their size
-comes from the header. JPEG/PNG (legacy ST) are decoded once. Whole-slide images exceed
+comes from the header. OME-Zarr multiscale images (a SpatialData store's `images/<name>`)
+are read the same way from their level 0. JPEG/PNG (legacy ST) are decoded once. Whole-slide images exceed
 PIL's decompression-bomb guard by design, so it is lifted for the files the user names.
 """
 
@@ -22,6 +23,7 @@ __all__ = [
     "TIFF_SUFFIXES",
     "DecodedImage",
     "TiffImage",
+    "ZarrImage",
     "check_spots_inside",
     "data_uri",
     "image_size",
@@ -43,6 +45,21 @@ def is_tiff(path: str | Path) -> bool:
 def is_image(path: str | Path) -> bool:
     """Whether the file is a section image this project reads (by suffix)."""
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def multiscales(path: str | Path) -> dict[str, Any] | None:
+    """The OME-NGFF `multiscales` entry of a zarr group folder (NGFF 0.4 in zarr v2, 0.5 in v3), else None."""
+    path = Path(path)
+    if not path.is_dir() or not ((path / "zarr.json").is_file() or (path / ".zattrs").is_file()):
+        return None
+    import zarr
+
+    try:
+        attrs = dict(zarr.open_group(path, mode="r").attrs)
+    except Exception:  # noqa: BLE001 - a folder that is not a readable zarr group is not an image
+        return None
+    found = attrs.get("ome", attrs).get("multiscales")
+    return found[0] if found else None
 
 
 def _pil() -> Any:
@@ -79,6 +96,24 @@ def _level_size(level: Any) -> tuple[int, int]:
     return int(level.shape[level.axes.index("X")]), int(level.shape[level.axes.index("Y")])
 
 
+def _read_window(array: Any, axes: str, path: Path, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+    """Pixels of the window [y0:y1, x0:x1] of an array whose axes are named by `axes` (e.g. YXS, CYX), as HxWx3."""
+    index: list[Any] = []
+    for axis in axes:
+        # channels are kept whole; any other extra axis (time, z, pages) takes its first plane
+        index.append(
+            slice(y0, y1) if axis == "Y" else slice(x0, x1) if axis == "X" else slice(None) if axis in "SC" else 0
+        )
+    try:
+        window = np.asarray(array[tuple(index)])
+    except Exception as err:  # noqa: BLE001 - codec errors on damaged tiles vary by compression
+        raise InputDataError(
+            f"Cannot decode pixels ({x0}:{x1}, {y0}:{y1}) of '{path}': {err}. The file is "
+            "truncated or damaged: re-download or re-export it."
+        ) from err
+    return _as_rgb_uint8(_channels_last(window, axes))
+
+
 class TiffImage:
     """Level 0 of a (tiled, pyramidal) TIFF, read region by region through a zarr store."""
 
@@ -101,24 +136,56 @@ class TiffImage:
 
     def read(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
         """Pixels of the window [y0:y1, x0:x1] (inside the image) as HxWx3 uint8."""
-        index: list[Any] = []
-        for axis in self._axes:
-            # channels are kept whole; any other extra axis (time, z, pages) takes its first plane
-            index.append(
-                slice(y0, y1) if axis == "Y" else slice(x0, x1) if axis == "X" else slice(None) if axis in "SC" else 0
-            )
-        try:
-            window = np.asarray(self._array[tuple(index)])
-        except Exception as err:  # noqa: BLE001 - codec errors on damaged tiles vary by compression
-            raise InputDataError(
-                f"Cannot decode pixels ({x0}:{x1}, {y0}:{y1}) of '{self.path}': {err}. The file is "
-                "truncated or damaged: re-download or re-export it."
-            ) from err
-        return _as_rgb_uint8(_channels_last(window, self._axes))
+        return _read_window(self._array, self._axes, self.path, x0, y0, x1, y1)
 
     def close(self) -> None:
         """Release the file handle."""
         self._tif.close()
+
+
+def _ngff_axes(entry: dict[str, Any]) -> str:
+    """NGFF axes (`[{"name": "c"}, ...]`, or names in NGFF 0.3) as this module's letters: c -> C, y -> Y, x -> X."""
+    names = [axis["name"] if isinstance(axis, dict) else axis for axis in entry["axes"]]
+    return "".join(name.upper() if name in "cyx" else "T" for name in names)
+
+
+class ZarrImage:
+    """Level 0 of an OME-Zarr multiscale image (a SpatialData store's `images/<name>` folder), read by window."""
+
+    def __init__(self, path: Path) -> None:
+        import zarr
+
+        self.path = path
+        entry = multiscales(path)
+        if entry is None:
+            raise InputDataError(
+                f"'{path}' is not an OME-Zarr image (no multiscales metadata). Point to a SpatialData store's "
+                "images/<name> folder."
+            )
+        self._axes = _ngff_axes(entry)
+        self._levels = [zarr.open_array(path / level["path"], mode="r") for level in entry["datasets"]]
+        self._array = self._levels[0]
+        self.size = _zarr_size(self._array, self._axes)
+
+    def read(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        """Pixels of the window [y0:y1, x0:x1] (inside the image) as HxWx3 uint8."""
+        return _read_window(self._array, self._axes, self.path, x0, y0, x1, y1)
+
+    def thumbnail(self, max_side: int) -> np.ndarray:
+        """The smallest level at least `max_side` wide, strided down to about 2 x `max_side`, as HxWx3."""
+        sizes = [_zarr_size(level, self._axes) for level in self._levels]
+        large_enough = [i for i, size in enumerate(sizes) if max(size) >= max_side]
+        level = large_enough[-1] if large_enough else len(self._levels) - 1
+        step = max(1, max(sizes[level]) // (2 * max_side))
+        index = tuple(slice(None, None, step) if a in "YX" else slice(None) if a == "C" else 0 for a in self._axes)
+        return _as_rgb_uint8(_channels_last(np.asarray(self._levels[level][index]), self._axes))
+
+    def close(self) -> None:
+        """Nothing to release: zarr opens files per read."""
+
+
+def _zarr_size(array: Any, axes: str) -> tuple[int, int]:
+    return int(array.shape[axes.index("X")]), int(array.shape[axes.index("Y")])
 
 
 class DecodedImage:
@@ -143,9 +210,11 @@ class DecodedImage:
         """Nothing to release: the pixels live in memory."""
 
 
-def open_image(path: str | Path) -> TiffImage | DecodedImage:
-    """Open a section image: lazily for TIFFs, fully decoded otherwise."""
+def open_image(path: str | Path) -> TiffImage | ZarrImage | DecodedImage:
+    """Open a section image: lazily for TIFFs and OME-Zarr, fully decoded otherwise."""
     path = Path(path)
+    if path.is_dir():
+        return ZarrImage(path)
     if not path.is_file():
         raise InputDataError(
             f"Image '{path}' does not exist. Re-run the ingestion pipeline so that "
@@ -157,6 +226,8 @@ def open_image(path: str | Path) -> TiffImage | DecodedImage:
 def image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) of an image from its header, without decoding pixels."""
     path = Path(path)
+    if path.is_dir():
+        return ZarrImage(path).size
     try:
         if is_tiff(path):
             import tifffile
@@ -211,12 +282,16 @@ def _tiff_thumbnail(path: Path, max_side: int) -> tuple[np.ndarray, tuple[int, i
 def read_thumbnail(path: str | Path, max_side: int = 1024) -> tuple[np.ndarray, tuple[int, int]]:
     """An RGB thumbnail (longer side <= max_side) and the full-resolution (width, height).
 
-    Decoded downsampled: JPEG draft mode, the lowest useful TIFF pyramid level, strided
-    reads of unpyramided TIFFs, because whole-slide images do not fit in memory.
+    Decoded downsampled: JPEG draft mode, the lowest useful TIFF or OME-Zarr pyramid level,
+    strided reads of unpyramided ones, because whole-slide images do not fit in memory.
     """
     path = Path(path)
     Image = _pil()
-    if is_tiff(path):
+    if path.is_dir():
+        zarr_image = ZarrImage(path)
+        array, full_size = zarr_image.thumbnail(max_side), zarr_image.size
+        image = Image.fromarray(array)
+    elif is_tiff(path):
         array, full_size = _tiff_thumbnail(path, max_side)
         image = Image.fromarray(array)
     else:

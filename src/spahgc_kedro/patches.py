@@ -21,10 +21,12 @@ import numpy as np
 from spahgc_kedro.schema import Uns
 
 from .errors import InputDataError
-from .images import DecodedImage, TiffImage, check_spots_inside, open_image
+from .images import DecodedImage, TiffImage, ZarrImage, check_spots_inside, open_image
 
 
-def read_patch(image: TiffImage | DecodedImage, centre: tuple[float, float], size: int, pad_value: int) -> np.ndarray:
+def read_patch(
+    image: TiffImage | ZarrImage | DecodedImage, centre: tuple[float, float], size: int, pad_value: int
+) -> np.ndarray:
     """The `size` x `size` RGB patch centred on `centre` = (x, y), padded outside the image."""
     width, height = image.size
     left, top = math.floor(centre[0]) - size // 2, math.floor(centre[1]) - size // 2
@@ -81,7 +83,7 @@ class SpotPatches:
         self.patch_px, self.output_px, self.pad_value = int(patch_px), int(output_px), int(pad_value)
         image = open_image(self.image_path)
         check_spots_inside(self.centres, image.size, section_id, self.image_path)
-        if isinstance(image, TiffImage):
+        if isinstance(image, (TiffImage, ZarrImage)):
             image.close()
             image = None
         self._image = image
@@ -105,6 +107,6 @@ class SpotPatches:
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        if isinstance(state["_image"], TiffImage):
+        if isinstance(state["_image"], (TiffImage, ZarrImage)):
             state["_image"] = None
         return state

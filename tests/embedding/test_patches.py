@@ -80,6 +80,48 @@ def test_tiff_patches_survive_worker_pickling(tmp_path, pixels):
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(patches))[0], first)
 
 
+def write_ome_zarr(path, pixels, zarr_format: int):
+    """An OME-Zarr multiscale image written with zarr alone (NGFF 0.4 in zarr v2, 0.5 in v3): levels 0 and 1, c/y/x."""
+    import zarr
+
+    root = zarr.open_group(path, mode="w", zarr_format=zarr_format)
+    cyx = np.moveaxis(pixels, -1, 0)
+    root.create_array("s0", data=cyx, chunks=(3, 64, 64))
+    root.create_array("s1", data=np.ascontiguousarray(cyx[:, ::2, ::2]), chunks=(3, 64, 64))
+    axes = [{"name": "c", "type": "channel"}, {"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
+    entry = {"axes": axes, "datasets": [{"path": "s0"}, {"path": "s1"}]}
+    if zarr_format == 2:
+        root.attrs["multiscales"] = [{**entry, "version": "0.4"}]
+    else:
+        root.attrs["ome"] = {"version": "0.5", "multiscales": [entry]}
+    return path
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_ome_zarr_regions_thumbnail_and_pickling(tmp_path, pixels, zarr_format):
+    import pickle
+
+    from spahgc_kedro.images import ZarrImage, image_size, read_thumbnail
+
+    path = write_ome_zarr(tmp_path / "he", pixels, zarr_format)
+    image = open_image(path)
+    assert isinstance(image, ZarrImage) and image.size == image_size(path) == (WIDTH, HEIGHT)
+    np.testing.assert_array_equal(image.read(100, 50, 164, 114), pixels[50:114, 100:164])
+    thumbnail, full_size = read_thumbnail(path, max_side=150)
+    assert full_size == (WIDTH, HEIGHT) and thumbnail.shape == (113, 150, 3)
+    # read from level 1 (300 px wide, the smallest at least 150), then resized: the colours of the whole image
+    np.testing.assert_allclose(thumbnail.mean(axis=(0, 1)), pixels[::4, ::4].mean(axis=(0, 1)), atol=3)
+    patches = SpotPatches(path, np.array([[50.0, 60.0]]), patch_px=32, output_px=32)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(patches))[0], pixels[44:76, 34:66])
+
+
+def test_a_folder_that_is_not_an_ome_zarr_image_is_named(tmp_path):
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    with pytest.raises(InputDataError, match=r"'.*plain' is not an OME-Zarr image .*images/<name> folder"):
+        open_image(folder)
+
+
 def test_image_smaller_than_the_coordinates_is_named(png):
     with pytest.raises(InputDataError, match=r"Section B7: 1 of 2 spot centres.*section\.png.*full-resolution"):
         SpotPatches(png, np.array([[10.0, 10.0], [WIDTH * 2.0, 10.0]]), patch_px=224, output_px=224, section_id="B7")
