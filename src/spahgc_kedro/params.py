@@ -151,6 +151,7 @@ class PredictParams(_Strict):
     map_genes: list[str]
     n_map_genes: int = Field(ge=0)
     thumbnail_max_side: int = Field(ge=16)
+    spatialdata: Literal["auto"] | bool = "auto"
 
 
 SCHEMAS: dict[str, type[BaseModel]] = {

@@ -32,6 +32,7 @@ __all__ = [
     "describe_run_text",
     "ensemble_predictions",
     "gather_predictions",
+    "prediction_spatialdata",
     "prediction_anndata",
     "prediction_key",
     "with_run_info",
@@ -75,6 +76,42 @@ def prediction_anndata(
     )
     adata.uns.update(uns)
     return adata
+
+
+def prediction_spatialdata(adata: AnnData, library: str) -> Any:
+    """A new section's prediction as a SpatialData object for napari-spatialdata / spatialdata-plot: the prediction
+    AnnData as table `predictions` annotating circles `spots` (the spot centres, in full-resolution pixels of the
+    'global' coordinate system) and the H&E thumbnail of `uns['spatial'][library]` as image `he`, scaled onto them."""
+    import pandas as pd
+    from spatialdata import SpatialData
+    from spatialdata.models import Image2DModel, ShapesModel, TableModel
+    from spatialdata.transformations import Identity, Scale
+
+    spatial = adata.uns["spatial"][library]
+    thumbnail = np.round(np.asarray(spatial["images"]["hires"]) * 255).astype(np.uint8)
+    to_full_resolution = 1.0 / float(spatial["scalefactors"]["tissue_hires_scalef"])
+    image = Image2DModel.parse(
+        np.moveaxis(thumbnail, -1, 0),
+        dims=("c", "y", "x"),
+        c_coords=["r", "g", "b"],
+        transformations={"global": Scale([to_full_resolution, to_full_resolution], axes=("y", "x"))},
+    )
+    spot_ids = pd.Index([str(s) for s in adata.obs_names])
+    radius = float(spatial["scalefactors"]["spot_diameter_fullres"]) / 2
+    spots = ShapesModel.parse(
+        np.asarray(adata.obsm[Obsm.SPATIAL], dtype=np.float64)[:, :2],
+        geometry=0,
+        radius=np.full(len(spot_ids), radius),
+        index=spot_ids,
+        transformations={"global": Identity()},
+    )
+    # the image lives in the store, not a second time in the table
+    table = adata.copy()
+    del table.uns["spatial"]
+    table.obs["region"] = pd.Categorical(["spots"] * len(spot_ids))
+    table.obs["spot_id"] = spot_ids.to_numpy()
+    table = TableModel.parse(table, region="spots", region_key="region", instance_key="spot_id")
+    return SpatialData(images={"he": image}, shapes={"spots": spots}, tables={"predictions": table})
 
 
 @dataclass

@@ -4,6 +4,7 @@ fourth from its image and spot table alone (its counts withheld), alone or as an
 from __future__ import annotations
 
 import shutil
+from importlib.util import find_spec
 
 import numpy as np
 import pandas as pd
@@ -128,6 +129,11 @@ def _run(trained, new_dir, out_dir, **predict_overrides):
             "new_prediction_maps": PartitionedDataset(
                 path=str(out_dir / "maps"), dataset="plotly.HTMLDataset", filename_suffix=".html"
             ),
+            "new_predictions_spatialdata": PartitionedDataset(
+                path=str(out_dir / "spatialdata"),
+                dataset="spahgc_kedro.datasets.SpatialDataDataset",
+                filename_suffix=".zarr",
+            ),
         }
     )
     SequentialRunner().run(create_pipeline(), catalog)
@@ -159,6 +165,15 @@ def test_predicts_a_withheld_section_from_its_image_and_spots(trained, new_dir, 
     assert not prediction.layers["uncertainty"].any()
     np.testing.assert_array_equal(prediction.layers["fold_new"], prediction.layers["log_expression"])
     assert (tmp_path / "out" / "maps" / f"{NEW_SECTION}.html").stat().st_size > 0
+    stores = tmp_path / "out" / "spatialdata"
+    if find_spec("spatialdata") is None:  # predict.spatialdata: auto writes the stores only with the extra
+        assert not stores.exists()
+    else:
+        import spatialdata
+
+        store = spatialdata.read_zarr(stores / f"{NEW_SECTION}.zarr")
+        np.testing.assert_array_equal(store.tables["predictions"].X, prediction.X)
+        assert list(store.tables["predictions"].obs_names) == spot_order
 
     counts = pd.read_csv(demo_raw / "ST-cnts" / f"{NEW_SECTION}.tsv.gz", sep="\t", index_col=0)
     measured = np.log10(counts.loc[spot_order, genes].to_numpy(dtype=np.float64) + 1)

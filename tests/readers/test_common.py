@@ -105,6 +105,6 @@ def test_every_format_name_gives_a_reader_and_an_unknown_one_lists_them_all():
     for name in READERS:
         reader = get_reader(name)
         assert callable(reader.discover_sections) and callable(reader.read_section), name
-    known = "alex, hest, image_spots, st_legacy, visium, visium_hd, xenium"
+    known = "alex, hest, image_spots, spatialdata, st_legacy, visium, visium_hd, xenium"
     with pytest.raises(ValueError, match=rf"^Unknown data format 'visum'. Known formats: {known}.$"):
         get_reader("visum")

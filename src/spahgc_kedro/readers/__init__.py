@@ -20,6 +20,8 @@ READERS = {
     "visium_hd": "spahgc_kedro.readers.visium_hd",
     "hest": "spahgc_kedro.readers.hest",
     "xenium": "spahgc_kedro.readers.xenium",
+    # scverse SpatialData zarr stores (optional extra)
+    "spatialdata": "spahgc_kedro.readers.spatialdata_store",
     # sections without expression (prediction only): image + spot table or tile grid
     "image_spots": "spahgc_kedro.readers.image_spots",
 }

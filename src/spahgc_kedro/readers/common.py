@@ -14,6 +14,8 @@ from ..errors import InputDataError
 from ..images import check_spots_inside, image_size
 
 logger = logging.getLogger(__name__)
+# legacy ST spot names: "<x>x<y>" array coordinates
+_ST_SPOT_NAME = r"^(?P<x>\d+(?:\.\d+)?)x(?P<y>\d+(?:\.\d+)?)$"
 
 
 def require_file(path: Path, what: str, layout: str) -> Path:
@@ -90,6 +92,17 @@ def spot_spacing(xy: np.ndarray) -> float:
         return float("nan")
     dist, _ = cKDTree(xy).query(xy, k=2)
     return float(np.median(dist[:, 1]))
+
+
+def array_rowcol(obs: pd.DataFrame, xy: np.ndarray) -> np.ndarray:
+    """Array coordinates from the table, else from legacy ST `<x>x<y>` spot names, else a grid of the centres."""
+    if {"array_row", "array_col"} <= set(obs.columns):
+        return obs[["array_row", "array_col"]].to_numpy()
+    names = obs.index.to_series().str.extract(_ST_SPOT_NAME).astype(float)
+    if not names.isna().to_numpy().any():
+        return np.round(names[["y", "x"]].to_numpy()).astype(np.int64)
+    scaled = (xy - xy.min(axis=0)) / spot_spacing(xy)
+    return np.round(scaled[:, ::-1]).astype(np.int64)
 
 
 def build_section(

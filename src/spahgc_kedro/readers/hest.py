@@ -14,17 +14,15 @@ import math
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from spahgc_kedro.hints import AnnData
 from spahgc_kedro.schema import Obsm, Uns
 
-from .common import InputDataError, build_section, check_unique, require_file, spot_spacing
+from .common import InputDataError, array_rowcol, build_section, check_unique, require_file
 
 HEST_LAYOUT = "<raw_dir>/st/<id>.h5ad, <raw_dir>/wsis/<id>.tif and <raw_dir>/metadata/<id>.json (HEST-1k)"
 # HEST `st_technology` values -> the platform names of the standard section
 PLATFORMS = {"visium": "visium", "spatial transcriptomics": "legacy_st"}
-_ST_SPOT_NAME = r"^(?P<x>\d+(?:\.\d+)?)x(?P<y>\d+(?:\.\d+)?)$"
 
 
 def discover_sections(raw_dir: str | Path) -> list[str]:
@@ -33,17 +31,6 @@ def discover_sections(raw_dir: str | Path) -> list[str]:
     if not found:
         raise InputDataError(f"No HEST samples found in '{raw_dir}'. Expected layout: {HEST_LAYOUT}")
     return found
-
-
-def _array_rowcol(obs: pd.DataFrame, xy: np.ndarray) -> np.ndarray:
-    """Array coordinates from the table, else from legacy ST `<x>x<y>` spot names, else a grid of the centres."""
-    if {"array_row", "array_col"} <= set(obs.columns):
-        return obs[["array_row", "array_col"]].to_numpy()
-    names = obs.index.to_series().str.extract(_ST_SPOT_NAME).astype(float)
-    if not names.isna().to_numpy().any():
-        return np.round(names[["y", "x"]].to_numpy()).astype(np.int64)
-    scaled = (xy - xy.min(axis=0)) / spot_spacing(xy)
-    return np.round(scaled[:, ::-1]).astype(np.int64)
 
 
 def spot_centres(adata: AnnData, st_path: Path) -> np.ndarray:
@@ -99,7 +86,7 @@ def read_section(raw_dir: str | Path, section_id: str) -> AnnData:
         list(adata.var_names),
         list(adata.obs_names),
         xy,
-        _array_rowcol(adata.obs, xy),
+        array_rowcol(adata.obs, xy),
         section_id=section_id,
         platform=_platform(meta.get("st_technology")),
         image=image,

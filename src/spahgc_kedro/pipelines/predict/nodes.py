@@ -435,3 +435,27 @@ def plot_new_prediction_maps(new_predictions: dict[str, Any], predict: dict[str,
         genes = map_genes(adata, list(predict["map_genes"]), int(predict["n_map_genes"]))
         figures[section_id] = prediction_map(adata, genes, int(predict["thumbnail_max_side"]))
     return figures
+
+
+def export_new_predictions(new_predictions: dict[str, Any], predict: dict[str, Any]) -> dict[str, Any]:
+    """Each new section's prediction as a SpatialData object when `predict.spatialdata` asks for it (auto: when the
+    spatialdata package is installed)."""
+    from importlib.util import find_spec
+
+    wanted = predict.get("spatialdata", "auto")
+    installed = find_spec("spatialdata") is not None
+    if wanted is True and not installed:
+        raise ParameterError(
+            'predict.spatialdata is true but the spatialdata package is not installed: pip install -e ".[spatialdata]" '
+            "(or set predict.spatialdata: auto to skip the SpatialData stores)."
+        )
+    if wanted is False or not installed:
+        if wanted == "auto":
+            logger.info("SpatialData stores not written: the spatialdata package is not installed.")
+        return {}
+    from spahgc_kedro.predictions import prediction_spatialdata
+
+    return {
+        section_id: prediction_spatialdata(load_partition(new_predictions[section_id]), section_id)
+        for section_id in sorted(new_predictions)
+    }

@@ -8,6 +8,7 @@ from .nodes import (
     build_new_section_graphs,
     choose_model_folds,
     embed_new_sections,
+    export_new_predictions,
     fit_model_references,
     plot_new_prediction_maps,
     predict_new_sections,
@@ -16,7 +17,8 @@ from .nodes import (
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """New sections + the trained fold models and their reference sections -> predicted expression, uncertainty, maps."""
+    """New sections + the trained fold models and their reference sections -> predicted expression, uncertainty, maps,
+    SpatialData stores."""
     return pipeline(
         [
             node(read_new_sections, ["new_slides", "params:predict"], "new_sections", name="read_new_sections"),
@@ -69,6 +71,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ["new_predictions", "params:predict"],
                 "new_prediction_maps",
                 name="plot_new_prediction_maps",
+            ),
+            node(
+                export_new_predictions,
+                ["new_predictions", "params:predict"],
+                "new_predictions_spatialdata",
+                name="export_new_predictions",
             ),
         ]
     )
