@@ -123,3 +123,31 @@ def test_ridge_pca_is_sklearns_pipeline_and_both_pca_baselines_share_one_project
     depth = predict_baseline("depth_rank1", train_x, train_y, test_x, options, 0, projections=projections)
     assert list(projections) == [(5, 0)]
     np.testing.assert_allclose(depth, depth_rank1_predict(train_x, train_y, test_x, 3.0, 5, 0), rtol=1e-5)
+
+
+def test_gene_depth_lines_are_the_least_squares_lines_on_the_spot_depth():
+    from spahgc_kedro.baselines import _gene_depth_lines
+    from spahgc_kedro.metrics import spot_depth
+
+    rng = np.random.default_rng(9)
+    y = rng.random((300, 6)) * rng.uniform(0.5, 3, 6) + rng.random((300, 1))
+    design = np.column_stack([np.ones(300), spot_depth(y)])
+    expected, *_ = np.linalg.lstsq(design, y, rcond=None)
+    np.testing.assert_allclose(_gene_depth_lines(y), expected, rtol=1e-10, atol=1e-12)
+    # a constant training depth: flat lines at the gene means
+    flat = np.column_stack([np.full(5, 0.2), np.full(5, 0.6)])
+    np.testing.assert_allclose(_gene_depth_lines(flat), [[0.2, 0.6], [0.0, 0.0]])
+
+
+def test_pca_projection_is_the_exact_pca_of_the_standardised_spots():
+    """Against an SVD of the standardised matrix: the same subspace (projections agree up to each axis' sign)."""
+    from spahgc_kedro.baselines import pca_projection
+
+    rng = np.random.default_rng(10)
+    x = rng.normal(size=(500, 20)) @ rng.normal(size=(20, 20))
+    standardised = (x - x.mean(axis=0)) / x.std(axis=0)
+    _, _, axes = np.linalg.svd(standardised, full_matrices=False)
+    ours = pca_projection(x, n_components=6).transform(x)
+    expected = standardised @ axes[:6].T
+    np.testing.assert_allclose(np.abs(ours), np.abs(expected), rtol=1e-6, atol=1e-8)
+    assert pca_projection(x[:4], n_components=6).transform(x).shape == (500, 4)
