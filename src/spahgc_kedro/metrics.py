@@ -41,23 +41,33 @@ SECTION_METRICS = (
 )
 
 
+def _centred(values: np.ndarray) -> np.ndarray:
+    """A float64 copy of the columns minus their means."""
+    centred = np.array(values, dtype=np.float64)
+    centred -= centred.mean(axis=0)
+    return centred
+
+
+def _column_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Column sums of a * b without the product as a temporary (a 50,000-spot section is 300 MB per array)."""
+    return np.einsum("ij,ij->j", a, b)
+
+
+def _correlation_of_centred(dm: np.ndarray, dp: np.ndarray) -> np.ndarray:
+    """Per-column Pearson correlation of centred columns, NaN where either column is constant, clipped to [-1, 1]."""
+    norm = np.sqrt(_column_dot(dm, dm) * _column_dot(dp, dp))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pcc = _column_dot(dm, dp) / norm
+    pcc[(np.ptp(dm, axis=0) == 0) | (np.ptp(dp, axis=0) == 0)] = np.nan
+    return np.clip(pcc, -1.0, 1.0)
+
+
 def pearson_per_gene(measured: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     """Pearson correlation of each gene (column) over spots; NaN for constant genes."""
     measured, predicted = np.asarray(measured), np.asarray(predicted)
     if measured.shape != predicted.shape:
         raise ValueError(f"Shapes differ: measured {measured.shape}, predicted {predicted.shape}.")
-    # centred float64 copies, and column sums of products without a temporary per product: a 50,000-spot
-    # section is 300 MB per array
-    dm = np.array(measured, dtype=np.float64)
-    dm -= dm.mean(axis=0)
-    dp = np.array(predicted, dtype=np.float64)
-    dp -= dp.mean(axis=0)
-    norm = np.sqrt(np.einsum("ij,ij->j", dm, dm) * np.einsum("ij,ij->j", dp, dp))
-    constant = (np.ptp(measured, axis=0) == 0) | (np.ptp(predicted, axis=0) == 0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        pcc = np.einsum("ij,ij->j", dm, dp) / norm
-    pcc[constant] = np.nan
-    return np.clip(pcc, -1.0, 1.0)
+    return _correlation_of_centred(_centred(measured), _centred(predicted))
 
 
 def spot_depth(measured: np.ndarray) -> np.ndarray:
@@ -65,14 +75,18 @@ def spot_depth(measured: np.ndarray) -> np.ndarray:
     return np.asarray(measured, dtype=np.float64).mean(axis=1)
 
 
+def _remove_depth(centred: np.ndarray, centred_depth: np.ndarray) -> np.ndarray:
+    """Centred columns minus their least-squares slope on the centred depth, in place."""
+    spread = centred_depth @ centred_depth
+    if spread > 0:
+        centred -= np.outer(centred_depth, centred_depth @ centred / spread)
+    return centred
+
+
 def _depth_residuals(values: np.ndarray, depth: np.ndarray) -> np.ndarray:
     """Residuals of each column after a least-squares fit on [1, depth] (the closed form of the two-column
     fit: centred values minus slope x centred depth; a constant depth leaves the centred values)."""
-    centred_depth = depth - depth.mean()
-    centred = values - values.mean(axis=0)
-    spread = centred_depth @ centred_depth
-    slope = centred_depth @ centred / spread if spread > 0 else np.zeros(values.shape[1])
-    return centred - np.outer(centred_depth, slope)
+    return _remove_depth(_centred(values), depth - depth.mean())
 
 
 def gene_specific_pcc(measured: np.ndarray, predicted: np.ndarray) -> np.ndarray:
@@ -81,17 +95,19 @@ def gene_specific_pcc(measured: np.ndarray, predicted: np.ndarray) -> np.ndarray
     0 where the prediction is an affine function of the measured depth (no depth-independent
     variation); NaN where measured or predicted values are constant over the spots.
     """
-    measured = np.asarray(measured, dtype=np.float64)
-    predicted = np.asarray(predicted, dtype=np.float64)
+    measured, predicted = np.asarray(measured), np.asarray(predicted)
     if measured.shape != predicted.shape:
         raise ValueError(f"Shapes differ: measured {measured.shape}, predicted {predicted.shape}.")
     depth = spot_depth(measured)
-    residual_measured = _depth_residuals(measured, depth)
-    residual_predicted = _depth_residuals(predicted, depth)
-    pcc = pearson_per_gene(residual_measured, residual_predicted)
+    centred_depth = depth - depth.mean()
+    residual_measured = _remove_depth(_centred(measured), centred_depth)
+    residual_predicted = _centred(predicted)
+    spread = np.sqrt(_column_dot(residual_predicted, residual_predicted))
+    residual_predicted = _remove_depth(residual_predicted, centred_depth)
+    # the residuals are centred (both factors of the fit are), so their correlation needs no second centring
+    pcc = _correlation_of_centred(residual_measured, residual_predicted)
     # residuals at float32 rounding level: the prediction only carries depth, scored 0 rather than noise
-    spread = np.sqrt(((predicted - predicted.mean(axis=0)) ** 2).sum(axis=0))
-    depth_only = np.sqrt((residual_predicted**2).sum(axis=0)) <= 1e-5 * spread
+    depth_only = np.sqrt(_column_dot(residual_predicted, residual_predicted)) <= 1e-5 * spread
     pcc[depth_only & (spread > 0)] = 0.0
     pcc[(np.ptp(measured, axis=0) == 0) | (np.ptp(predicted, axis=0) == 0)] = np.nan
     return pcc
