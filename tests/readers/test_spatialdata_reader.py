@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from helpers.images import coordinate_image
-from native_layouts import BARCODES, COUNTS, GENES
+from native_layouts import BARCODES, COUNTS, GENES, write_image
 from test_visium_reader import SPOT_DIAMETER_FULLRES, _with_scanpy_images, make_section
 
 from spahgc_kedro.errors import InputDataError
@@ -129,6 +129,52 @@ def test_agrees_with_spatialdata_io_visium_and_reads_its_store_like_the_space_ra
     # a lower-resolution image of the store maps the same spots into its own pixels
     hires = spatialdata_store.read_section(stores, "block1", image="block1_hires_image")
     np.testing.assert_allclose(hires.obsm["spatial"], ours.obsm["spatial"] / 2)
+
+
+def test_agrees_with_spatialdata_io_visium_hd_and_reads_its_store_like_the_binned_outputs(tmp_path):
+    """spatialdata-io's Visium HD reader on the binned outputs our Visium HD reader reads: the same in-tissue bins,
+    counts, centres and bin width; its store (one table per bin size, bins as squares) reads back the same."""
+    import h5py
+    from spatialdata_io import visium_hd as sdio_visium_hd
+    from test_visium_hd_reader import write_bins
+
+    from spahgc_kedro.readers import visium_hd
+
+    raw = tmp_path / "hd"
+    outs = raw / "HD1" / "outs"
+    write_bins(outs, 16, 3, 4, off_tissue=(0, 0))
+    write_bins(outs, 8, 6, 8, off_tissue=(1, 1))
+    write_image(raw / "HD1" / "full.tif", size=(400, 300))
+    # what spatialdata-io needs beyond what our reader reads: the feature slice's layout version, lowres scale
+    with h5py.File(outs / "feature_slice.h5", "w") as slice_file:
+        slice_file.attrs["metadata_json"] = json.dumps({"hd_layout_json": json.dumps({"file_format": "1.0"})})
+    for factors in outs.rglob("scalefactors_json.json"):
+        factors.write_text(json.dumps({**json.loads(factors.read_text()), "tissue_lowres_scalef": 0.01}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = sdio_visium_hd(outs, dataset_id="HD1", fullres_image_file=raw / "HD1" / "full.tif")
+        theirs.write(tmp_path / "stores" / "HD1.zarr")
+    for bin_um in (16, 8):
+        ours = visium_hd.read_section(raw, "HD1", bin_um=bin_um)
+        table = theirs.tables[f"square_{bin_um:03d}um"]
+        table = table[table.obs["in_tissue"] == 1]
+        order = table.obs_names.get_indexer(ours.obs_names)
+        assert (order >= 0).all() and len(order) == table.n_obs
+        np.testing.assert_array_equal(np.asarray(table.X.todense())[order], ours.X.toarray())
+        squares = theirs.shapes[f"HD1_square_{bin_um:03d}um"].loc[table.obs["location_id"].to_numpy()[order]]
+        centroids = squares.geometry.centroid
+        np.testing.assert_allclose(np.column_stack([centroids.x, centroids.y]), ours.obsm["spatial"])
+        np.testing.assert_allclose(np.sqrt(squares.geometry.area), ours.uns["spot_diameter_px"])
+
+        again = spatialdata_store.read_section(
+            tmp_path / "stores", "HD1", table=f"square_{bin_um:03d}um", spot_diameter_um=float(bin_um)
+        )
+        assert sorted(again.obs_names) == sorted(ours.obs_names)
+        again = again[list(ours.obs_names)]
+        np.testing.assert_array_equal(again.X.toarray(), ours.X.toarray())
+        np.testing.assert_allclose(again.obsm["spatial"], ours.obsm["spatial"])
+        assert again.uns["spot_diameter_px"] == pytest.approx(ours.uns["spot_diameter_px"])
+        assert again.uns["microns_per_pixel"] == pytest.approx(ours.uns["microns_per_pixel"])
 
 
 def test_several_tables_must_be_named(tmp_path):

@@ -2,7 +2,8 @@
 
     <raw_dir>/<section>.zarr
         tables/<table>     AnnData of raw counts; its spatialdata_attrs name the shapes it annotates
-                           (`region`) and the obs column holding those shapes' index (`instance_key`)
+                           (`region`) and the obs column holding those shapes' index (`instance_key`);
+                           rows with obs `in_tissue` 0 are dropped, as Space Ranger's readers do
         shapes/<region>    the spots: circles (points + radius), or polygons such as Visium HD's square bins
         images/<image>     the H&E as an OME-Zarr multiscale image (the largest one unless `image` is given)
 
@@ -151,6 +152,8 @@ def read_section(
             f"{', '.join(sorted(sdata.images.keys())) or 'none'}). Add the H&E with spatialdata.models.Image2DModel."
         )
     rows = counts.obs[attrs["region_key"]].astype(str).to_numpy() == shapes
+    if "in_tissue" in counts.obs.columns:
+        rows &= counts.obs["in_tissue"].astype(int).to_numpy() == 1
     counts = counts[rows]
     check_unique(counts.obs_names, "table rows", path / "tables" / table_name)
     spots = sdata.shapes[shapes]
