@@ -230,3 +230,29 @@ def test_validation_in_chunks_gives_the_whole_graph_numbers():
     whole = _validate(model, graphs)
     for chunk in (5, 24, 30):
         assert _validate(model, graphs, chunk) == pytest.approx(whole, rel=1e-5)
+
+
+def test_training_steps_tile_every_large_graph_and_order_spots_without_positions():
+    from spahgc_kedro.model.training import training_steps
+
+    small, large = make_graph(n=10, seed=1), make_graph(n=30, seed=2)
+    steps = training_steps([large, small, large], 12)
+    # graph by graph: the large one in tiles, the small one whole, the large one again in the same tiles
+    assert [i for i, _ in steps] == sorted(i for i, _ in steps) and (1, None) in steps
+    first, again = ([t.tolist() for i, t in steps if i == index] for index in (0, 2))
+    assert first == again and len(first) > 1
+    assert sorted(sum(first, [])) == list(range(30)) and all(len(t) <= 12 for t in first)
+    # one spot per tile is allowed
+    assert [len(t) for _, t in training_steps([small], 1)] == [1] * 10
+    # without pixel positions, tiles are runs of the spot order
+    del large["target"].pos
+    tiles = [t.tolist() for _, t in training_steps([large], 10)]
+    assert sum(tiles, []) == list(range(30)) and all(len(t) <= 10 for t in tiles)
+
+
+def test_chunk_masks_partition_the_nodes_into_contiguous_near_equal_runs():
+    from spahgc_kedro.model.training import _chunk_mask
+
+    masks = [_chunk_mask(10, 3, chunk, torch.device("cpu")) for chunk in range(3)]
+    assert [m.nonzero().flatten().tolist() for m in masks] == [[0, 1, 2], [3, 4, 5, 6], [7, 8, 9]]
+    assert all(m.dtype == torch.bool for m in masks)
