@@ -256,3 +256,45 @@ def test_chunk_masks_partition_the_nodes_into_contiguous_near_equal_runs():
     masks = [_chunk_mask(10, 3, chunk, torch.device("cpu")) for chunk in range(3)]
     assert [m.nonzero().flatten().tolist() for m in masks] == [[0, 1, 2], [3, 4, 5, 6], [7, 8, 9]]
     assert all(m.dtype == torch.bool for m in masks)
+
+
+def _tiny(**settings) -> TrainConfig:
+    return TrainConfig(**{"epochs": 2, "lr": 1e-2, "model": ModelConfig(hidden=16, n_layers=1, heads=2), **settings})
+
+
+def _same_weights(a: FitResult, b: FitResult) -> bool:
+    return all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
+
+
+def test_contrastive_settings_reach_the_optimisation():
+    """The masked contrastive term, its predictor, the teacher's decay and the weight decay each change the fit."""
+    train, validation = [make_graph(seed=1)], [make_graph(seed=3)]
+    reference = fit(train, validation, _tiny(), progress=False)
+    assert _same_weights(reference, fit(train, validation, _tiny(), progress=False))
+    for changed in (
+        {"use_contrastive": False},
+        {"use_predictor": False},
+        {"ema_decay": 0.5},
+        {"weight_decay": 0.5},
+    ):
+        assert not _same_weights(reference, fit(train, validation, _tiny(**changed), progress=False)), changed
+
+
+def test_step_order_comes_from_the_seed_not_torchs_global_generator():
+    train, validation = [make_graph(seed=s) for s in (1, 2, 4, 6)], [make_graph(seed=3)]
+    torch.manual_seed(1)
+    first = fit(train, validation, _tiny(use_contrastive=False), progress=False)
+    torch.manual_seed(2)
+    again = fit(train, validation, _tiny(use_contrastive=False), progress=False)
+    assert _same_weights(first, again)
+
+
+def test_epoch_losses_are_the_mean_over_the_steps():
+    """With lr 0 and nothing random (no masks, no dropout) every step on the same graph has the same loss: the mean
+    is that loss."""
+    graph, validation = make_graph(seed=1), [make_graph(seed=3)]
+    model = ModelConfig(hidden=16, n_layers=1, heads=2, dropout=0.0, attention_dropout=0.0)
+    config = _tiny(lr=0.0, weight_decay=0.0, use_contrastive=False, mask_target=0.0, mask_reference=0.0, model=model)
+    once = fit([graph], validation, config, progress=False).history[0]
+    thrice = fit([graph, graph, graph], validation, config, progress=False).history[0]
+    assert thrice["train_loss"] == pytest.approx(once["train_loss"], rel=1e-6)
