@@ -108,10 +108,48 @@ def prediction_spatialdata(adata: AnnData, library: str) -> Any:
     # the image lives in the store, not a second time in the table
     table = adata.copy()
     del table.uns["spatial"]
+    renamed = _spatialdata_names(table)
+    if renamed:
+        table.uns["original_names"] = renamed
     table.obs["region"] = pd.Categorical(["spots"] * len(spot_ids))
     table.obs["spot_id"] = spot_ids.to_numpy()
     table = TableModel.parse(table, region="spots", region_key="region", instance_key="spot_id")
     return SpatialData(images={"he": image}, shapes={"spots": spots}, tables={"predictions": table})
+
+
+def _spatialdata_names(table: AnnData) -> dict[str, dict[str, str]]:
+    """Rename in place the keys SpatialData rejects (a rotated fold's layer `fold_A1@A2`); returns
+    {'layers': {new name: original name}, ...} for each renamed group, so nothing is lost."""
+    from spatialdata import sanitize_name
+
+    renamed: dict[str, dict[str, str]] = {}
+    for group in ("layers", "obsm", "uns", "obs", "var"):
+        container = getattr(table, group)
+        is_frame = group in ("obs", "var")
+        keys = list(container.columns if is_frame else container.keys())
+        taken = {str(key).lower() for key in keys}
+        names = {
+            key: _unused(sanitize_name(key, is_dataframe_column=is_frame), taken)
+            for key in keys
+            if sanitize_name(key, is_dataframe_column=is_frame) != key
+        }
+        if is_frame:
+            container.rename(columns=names, inplace=True)
+        for key, name in names.items():
+            if not is_frame:
+                container[name] = container.pop(key)
+            renamed.setdefault(group, {})[name] = key
+    return renamed
+
+
+def _unused(name: str, taken: set[str]) -> str:
+    """`name`, or `name_2`, `name_3`... whichever no other key already uses (SpatialData ignores case)."""
+    candidate, counter = name, 1
+    while candidate.lower() in taken:
+        counter += 1
+        candidate = f"{name}_{counter}"
+    taken.add(candidate.lower())
+    return candidate
 
 
 @dataclass

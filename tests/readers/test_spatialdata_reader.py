@@ -234,6 +234,9 @@ def test_prediction_store_round_trip(tmp_path):
     prediction = ad.AnnData(X=rng.random((section.n_obs, 5), dtype=np.float32))
     prediction.obs_names, prediction.var_names = section.obs_names, [f"G{i}" for i in range(5)]
     prediction.layers["uncertainty"] = rng.random((section.n_obs, 5), dtype=np.float32)
+    # a rotated member's layer: '@' is not allowed in a SpatialData name, and fold_A1_A2 is already taken
+    prediction.layers["fold_A1@A2"] = rng.random((section.n_obs, 5), dtype=np.float32)
+    prediction.layers["fold_A1_A2"] = np.zeros((section.n_obs, 5), dtype=np.float32)
     prediction.obsm["spatial"] = section.obsm["spatial"]
     prediction.uns["section_id"] = "S1"
     add_scanpy_image(prediction, section, max_side=150)
@@ -246,6 +249,10 @@ def test_prediction_store_round_trip(tmp_path):
     table = back.tables["predictions"]
     np.testing.assert_array_equal(table.X, prediction.X)
     np.testing.assert_array_equal(table.layers["uncertainty"], prediction.layers["uncertainty"])
+    np.testing.assert_array_equal(table.layers["fold_A1_A2_2"], prediction.layers["fold_A1@A2"])
+    np.testing.assert_array_equal(table.layers["fold_A1_A2"], 0)
+    assert dict(table.uns["original_names"]) == {"layers": {"fold_A1_A2_2": "fold_A1@A2"}}
+    assert "fold_A1@A2" in prediction.layers  # the caller's AnnData keeps its names
     assert "spatial" not in table.uns
     spots = back.shapes["spots"].loc[table.obs["spot_id"]]
     np.testing.assert_allclose(np.column_stack([spots.geometry.x, spots.geometry.y]), expected["xy"])
