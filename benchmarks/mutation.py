@@ -93,14 +93,22 @@ def module_result(by_mutant: dict[str, str], sha256: str, commit: str) -> dict[s
 
 
 def merge(record: dict[str, dict[str, Any]], fresh: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The record with every module that this run checked at least once replaced by this run's result."""
+    """The record with every module that this run checked at least once replaced by this run's result; a result
+    identical to the record's, on the same source (mutmut's files left from an earlier run), keeps its commit."""
     merged = dict(record)
     for module, result in fresh.items():
+        if _same_check(record.get(module), result):
+            continue
         if sum(n for kind, n in result["counts"].items() if kind not in ("not checked", "skipped")):
             merged[module] = result
         else:
             merged.setdefault(module, result)
     return dict(sorted(merged.items()))
+
+
+def _same_check(recorded: dict[str, Any] | None, result: dict[str, Any]) -> bool:
+    """Whether `result` is the recorded check itself: same source, same counts, same survivors."""
+    return recorded is not None and all(recorded.get(k) == result[k] for k in ("source_sha256", "counts", "survivors"))
 
 
 def score(counts: Counter) -> float:

@@ -205,6 +205,11 @@ def test_mutation_record_keeps_modules_a_run_did_not_check_and_marks_stale_sourc
     assert "| a.py | 10 | 9 | 1 | 0 | 0 | 0 | 0 | 90.0% | c0 (STALE: source changed since) |" in table
     assert "| b.py | 2 | 1 | 0 | 0 | 0 | 0 | 1 | 100.0% | c1 |" in table
     assert "`a.f` 1" in table and "b.g" not in table
+    # mutmut's files of an earlier run, read again unchanged: the result keeps the commit it was checked at
+    again = mutation.merge(merged, {"b.py": mutation.module_result({"b.x_g__mutmut_1": "killed"}, "b", "c2")})
+    assert again["b.py"]["commit"] == "c2"
+    same = {**merged["b.py"], "commit": "c3"}
+    assert mutation.merge(merged, {"b.py": same})["b.py"]["commit"] == "c1"
 
 
 def test_a_score_is_keyed_on_what_it_depends_on_only():
