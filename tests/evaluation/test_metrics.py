@@ -203,3 +203,64 @@ def test_depth_residuals_are_the_least_squares_residuals_on_one_and_depth():
     np.testing.assert_allclose(_depth_residuals(values, depth), expected, atol=1e-9)
     # a constant depth explains the mean only
     np.testing.assert_allclose(_depth_residuals(values, np.full(40, 3.0)), values - values.mean(axis=0), atol=1e-12)
+
+
+def test_gene_specific_pcc_flags_columns_constant_up_to_rounding_and_keeps_unit_ranges():
+    """0.1 in every spot centres to 1e-17, not 0: without the final guard those genes would get a PCC (or the
+    depth-only 0); a gene whose range is exactly 1 is an ordinary gene."""
+    rng = np.random.default_rng(4)
+    measured = rng.gamma(2.0, 1.0, size=(30, 4))
+    predicted = measured + rng.normal(0, 0.5, size=measured.shape)
+    measured[:, 1] = 0.1
+    predicted[:, 2] = 0.1
+    measured[:, 3] = rng.integers(0, 2, size=30)  # range exactly 1
+    predicted[:, 3] = (measured[:, 3] + rng.integers(0, 2, size=30)) / 2  # range exactly 1 too
+    assert np.ptp(measured[:, 3]) == 1.0 and np.ptp(predicted[:, 3]) == 1.0
+    pcc = gene_specific_pcc(measured, predicted)
+    assert np.isnan(pcc[1]) and np.isnan(pcc[2])
+    assert np.isfinite(pcc[0]) and np.isfinite(pcc[3])
+
+
+def test_gene_specific_pcc_does_not_depend_on_the_scale_of_the_data():
+    """Partial correlation is scale-free: the depth is removed however small its spread."""
+    rng = np.random.default_rng(6)
+    measured = rng.gamma(2.0, 1.0, size=(80, 6))
+    predicted = measured + rng.normal(0, 1.0, size=measured.shape)
+    depth = spot_depth(measured)
+    assert ((depth - depth.mean()) ** 2).sum() > 1 > ((0.01 * (depth - depth.mean())) ** 2).sum()
+    np.testing.assert_allclose(
+        gene_specific_pcc(0.01 * measured, 0.01 * predicted), gene_specific_pcc(measured, predicted), atol=1e-12
+    )
+
+
+def test_constant_genes_give_nan_without_numpy_warnings():
+    import warnings
+
+    measured = np.array([[1.0, 2.0], [2.0, 2.0], [4.0, 2.0]])
+    predicted = np.array([[1.0, 3.0], [1.0, 1.0], [1.0, 2.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isnan(pearson_per_gene(measured, predicted)).all()
+
+
+def test_section_metrics_use_the_per_gene_values_given_and_count_strictly_above_thresholds():
+    rng = np.random.default_rng(7)
+    measured = rng.gamma(2.0, 1.0, size=(20, 4))
+    predicted = measured + rng.normal(0, 1.0, size=measured.shape)
+    pcc = np.array([0.3, 0.5, 0.5000001, 0.2])
+    gene_specific = np.array([0.1, 0.2, 0.3, np.nan])
+    metrics = section_metrics(measured, predicted, n_top=4, pcc=pcc, gene_specific=gene_specific)
+    assert metrics["pcc_acg"] == pytest.approx(pcc.mean()) and metrics["pcc_gene_specific"] == pytest.approx(0.2)
+    assert metrics["n_pcc_gt_0_3"] == 2 and metrics["n_pcc_gt_0_5"] == 1
+
+
+def test_spot_depth_and_gene_ranking_follow_their_definitions():
+    """Depth is the float64 mean of a spot's targets; genes tied on the ranking keep panel order."""
+    rng = np.random.default_rng(8)
+    stored = (rng.random((50, 785)) * 10).astype(np.float32)
+    np.testing.assert_allclose(spot_depth(stored), stored.astype(np.float64).mean(axis=1), rtol=1e-13)
+    means = rng.integers(0, 3, size=40).astype(np.float64)  # many ties
+    measured = np.tile(means, (5, 1)) + rng.normal(0, 1, size=(5, 1))
+    score = measured.mean(axis=0)
+    expected = sorted(range(40), key=lambda gene: (-score[gene], gene))[:25]
+    assert top_genes(measured, 25, "mean").tolist() == expected
