@@ -128,11 +128,8 @@ def _spatialdata_names(table: AnnData) -> dict[str, dict[str, str]]:
         is_frame = group in ("obs", "var")
         keys = list(container.columns if is_frame else container.keys())
         taken = {str(key).lower() for key in keys}
-        names = {
-            key: _unused(sanitize_name(key, is_dataframe_column=is_frame), taken)
-            for key in keys
-            if sanitize_name(key, is_dataframe_column=is_frame) != key
-        }
+        safe = {key: sanitize_name(key, is_dataframe_column=is_frame) for key in keys}
+        names = {key: _unused(name, taken) for key, name in safe.items() if name != key}
         if is_frame:
             container.rename(columns=names, inplace=True)
         for key, name in names.items():
