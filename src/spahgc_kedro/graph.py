@@ -25,13 +25,15 @@ __all__ = [
     "FoldReferences",
     "aligned_embedding",
     "assemble_section_graph",
-    "fold_graph_builders",
+    "fold_plan_key",
+    "graph_from_parts",
     "graph_preset",
     "merge_section_neighbours",
     "nearest_neighbours",
     "nearest_neighbours_torch",
     "pair_neighbours",
     "raw_embeddings",
+    "reference_links",
     "resolve_retrieval_device",
     "retrieval_pairs",
     "spatial_edges",
@@ -249,6 +251,82 @@ def standardisation(embeddings: list[np.ndarray]) -> tuple[np.ndarray, np.ndarra
     return mean.astype(np.float32), std.astype(np.float32)
 
 
+def reference_links(
+    neighbour_section: np.ndarray,
+    neighbour_spot: np.ndarray,
+    reference_x: list[np.ndarray],
+    k_close: int,
+    metric: str,
+    block_size: int,
+    retrieval_device: str = "cpu",
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The retrieved spots de-duplicated, each target's links to them and their close edges; with their features.
+
+    Returns `({section_index, spot_index, refer_source, close_edges}, features)`: `[M]` where each
+    reference node comes from, `[N, k]` the reference node of each retrieved spot (nearest first),
+    `[2, E]` reference-close-reference kNN edges in feature space, and the `[M, D + G]` features.
+    """
+    n_spots, k_refer = neighbour_spot.shape
+    offsets = np.cumsum([0] + [x.shape[0] for x in reference_x])
+    keys = offsets[neighbour_section] + neighbour_spot
+    unique_keys, refer_source = np.unique(keys.ravel(), return_inverse=True)
+    ref_section = np.searchsorted(offsets, unique_keys, side="right") - 1
+    ref_spot = unique_keys - offsets[ref_section]
+    features = np.vstack([reference_x[s][i] for s, i in zip(ref_section, ref_spot, strict=True)]).astype(np.float32)
+
+    k = min(k_close, features.shape[0] - 1)
+    if k > 0:
+        _, close = nearest_neighbours(
+            features, features, k, metric, block_size, exclude_self=True, device=retrieval_device
+        )
+        close_edges = np.vstack([close.ravel(), np.repeat(np.arange(features.shape[0]), k)])
+    else:
+        close_edges = np.empty((2, 0), dtype=np.int64)
+    links = {
+        "section_index": ref_section.astype(np.int64),
+        "spot_index": ref_spot.astype(np.int64),
+        "refer_source": refer_source.reshape(n_spots, k_refer).astype(np.int64),
+        "close_edges": close_edges.astype(np.int64),
+    }
+    return links, features
+
+
+def graph_from_parts(
+    target_x: np.ndarray,
+    target_y: np.ndarray | None,
+    target_pos: np.ndarray,
+    near_edges: np.ndarray,
+    reference_features: np.ndarray,
+    links: dict[str, np.ndarray],
+    attributes: dict[str, Any],
+) -> HeteroData:
+    """A section's `HeteroData` (design.md §3) from its targets, spatial edges and reference links, validated."""
+    import torch
+    from torch_geometric.data import HeteroData
+
+    def tensor(values: np.ndarray, dtype: Any) -> Any:
+        return torch.from_numpy(np.ascontiguousarray(values, dtype=dtype))
+
+    n_spots, k_refer = links["refer_source"].shape
+    data = HeteroData()
+    data["target"].x = tensor(target_x, np.float32)
+    if target_y is not None:
+        data["target"].y = tensor(target_y, np.float32)
+    data["target"].pos = tensor(target_pos, np.float32)
+    data["reference"].x = tensor(reference_features, np.float32)
+    data["reference"].section_index = tensor(links["section_index"], np.int64)
+    data["reference"].spot_index = tensor(links["spot_index"], np.int64)
+    data["target", "near", "target"].edge_index = tensor(near_edges, np.int64)
+    data["reference", "refer", "target"].edge_index = tensor(
+        np.vstack([links["refer_source"].reshape(-1), np.repeat(np.arange(n_spots), k_refer)]), np.int64
+    )
+    data["reference", "close", "reference"].edge_index = tensor(links["close_edges"], np.int64)
+    for name, value in attributes.items():
+        data[name] = value
+    data.validate(raise_on_error=True)
+    return data
+
+
 def assemble_section_graph(
     target_x: np.ndarray,
     target_y: np.ndarray | None,
@@ -273,45 +351,11 @@ def assemble_section_graph(
     without expression, only to predict) leaves `target.y` unset. `retrieval_device`
     runs the reference-close-reference kNN (see `nearest_neighbours`).
     """
-    import torch
-    from torch_geometric.data import HeteroData
-
-    n_spots, k_refer = neighbour_spot.shape
-    offsets = np.cumsum([0] + [x.shape[0] for x in reference_x])
-    keys = offsets[neighbour_section] + neighbour_spot
-    unique_keys, refer_source = np.unique(keys.ravel(), return_inverse=True)
-    ref_section = np.searchsorted(offsets, unique_keys, side="right") - 1
-    ref_spot = unique_keys - offsets[ref_section]
-    features = np.vstack([reference_x[s][i] for s, i in zip(ref_section, ref_spot, strict=True)]).astype(np.float32)
-
-    k = min(k_close, features.shape[0] - 1)
-    if k > 0:
-        _, close = nearest_neighbours(
-            features, features, k, metric, block_size, exclude_self=True, device=retrieval_device
-        )
-        close_edges = np.vstack([close.ravel(), np.repeat(np.arange(features.shape[0]), k)])
-    else:
-        close_edges = np.empty((2, 0), dtype=np.int64)
-
-    data = HeteroData()
-    data["target"].x = torch.from_numpy(np.ascontiguousarray(target_x, dtype=np.float32))
-    if target_y is not None:
-        data["target"].y = torch.from_numpy(np.ascontiguousarray(target_y, dtype=np.float32))
-    data["target"].pos = torch.from_numpy(np.ascontiguousarray(target_pos, dtype=np.float32))
-    data["reference"].x = torch.from_numpy(features)
-    data["reference"].section_index = torch.from_numpy(ref_section.astype(np.int64))
-    data["reference"].spot_index = torch.from_numpy(ref_spot.astype(np.int64))
-    data["target", "near", "target"].edge_index = torch.from_numpy(
-        spatial_edges(target_pos, spatial_radius, max_spatial_neighbours)
+    links, features = reference_links(
+        neighbour_section, neighbour_spot, reference_x, k_close, metric, block_size, retrieval_device
     )
-    data["reference", "refer", "target"].edge_index = torch.from_numpy(
-        np.vstack([refer_source.reshape(-1), np.repeat(np.arange(n_spots), k_refer)]).astype(np.int64)
-    )
-    data["reference", "close", "reference"].edge_index = torch.from_numpy(close_edges.astype(np.int64))
-    for name, value in attributes.items():
-        data[name] = value
-    data.validate(raise_on_error=True)
-    return data
+    near = spatial_edges(target_pos, spatial_radius, max_spatial_neighbours)
+    return graph_from_parts(target_x, target_y, target_pos, near, features, links, attributes)
 
 
 def graph_preset(section_manifest: dict[str, Any], datasets: dict[str, Any], dataset: str) -> dict[str, Any]:
@@ -468,6 +512,20 @@ class FoldReferences:
         _, section, spot = merge_section_neighbours([self.neighbours[(query_id, c)] for c in candidates], k)
         return candidates, section, spot
 
+    def links(self, query_id: str, query_raw: np.ndarray) -> dict[str, Any]:
+        """The query's `reference_links` against this fold, with `reference_sections` (what `section_index` indexes)."""
+        candidates, ref_section, ref_spot = self.retrieve(query_id, query_raw)
+        links, _ = reference_links(
+            ref_section,
+            ref_spot,
+            [self.features[c] for c in candidates],
+            self.params["k_close"],
+            self.params["metric"],
+            self.params["block_size"],
+            self.params.get("retrieval_device", "cpu"),
+        )
+        return {**links, "reference_sections": candidates}
+
     def build(
         self,
         query_id: str,
@@ -518,49 +576,3 @@ def fold_plan_key(fold: dict[str, list[str]]) -> str:
 
     plan = {role: list(fold.get(role, [])) for role in ("train", "validation", "test")}
     return hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def fold_graph_builders(
-    folds: dict[str, Any],
-    target_scaling: dict[str, Any],
-    embeddings: dict[str, np.ndarray],
-    expression: Callable[[str, list[str], str], np.ndarray],
-    spot_ids: dict[str, list[str]],
-    positions: dict[str, np.ndarray],
-    spatial_radius: dict[str, float],
-    neighbours: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]],
-    params: dict[str, Any],
-) -> dict[str, Callable[[], HeteroData]]:
-    """`{"<fold>/<section>": builder}`: zero-argument callables returning each graph.
-
-    Graphs are built lazily, one at a time, as the partitioned dataset saves them; each
-    fold's references are kept for one fold at a time.
-    """
-    from functools import lru_cache, partial
-
-    @lru_cache(maxsize=1)
-    def references(name: str) -> FoldReferences:
-        return FoldReferences.fit(
-            name, folds["folds"][name], target_scaling[name], embeddings, expression, params, neighbours
-        )
-
-    def build(name: str, section_id: str, role: str) -> HeteroData:
-        fold_references = references(name)
-        graph = fold_references.build(
-            section_id,
-            embeddings[section_id],
-            positions[section_id],
-            spatial_radius[section_id],
-            spot_ids[section_id],
-            role,
-            target_y=fold_references.targets(section_id),
-        )
-        graph.fold_plan = fold_plan_key(folds["folds"][name])
-        return graph
-
-    return {
-        f"{name}/{section_id}": partial(build, name, section_id, role)
-        for name, fold in folds["folds"].items()
-        for role in ("train", "validation", "test")
-        for section_id in fold[role]
-    }

@@ -25,6 +25,8 @@ Pearson correlation: it is excluded from every PCC mean and counted in
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import numpy as np
 
 SECTION_METRICS = (
@@ -62,12 +64,14 @@ def _correlation_of_centred(dm: np.ndarray, dp: np.ndarray) -> np.ndarray:
     return np.clip(pcc, -1.0, 1.0)
 
 
-def pearson_per_gene(measured: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """Pearson correlation of each gene (column) over spots; NaN for constant genes."""
-    measured, predicted = np.asarray(measured), np.asarray(predicted)
+def _check_shapes(measured: np.ndarray, predicted: np.ndarray) -> None:
     if measured.shape != predicted.shape:
         raise ValueError(f"Shapes differ: measured {measured.shape}, predicted {predicted.shape}.")
-    return _correlation_of_centred(_centred(measured), _centred(predicted))
+
+
+def pearson_per_gene(measured: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Pearson correlation of each gene (column) over spots; NaN for constant genes."""
+    return MeasuredSection(measured).pcc(predicted)
 
 
 def spot_depth(measured: np.ndarray) -> np.ndarray:
@@ -95,22 +99,7 @@ def gene_specific_pcc(measured: np.ndarray, predicted: np.ndarray) -> np.ndarray
     0 where the prediction is an affine function of the measured depth (no depth-independent
     variation); NaN where measured or predicted values are constant over the spots.
     """
-    measured, predicted = np.asarray(measured), np.asarray(predicted)
-    if measured.shape != predicted.shape:
-        raise ValueError(f"Shapes differ: measured {measured.shape}, predicted {predicted.shape}.")
-    depth = spot_depth(measured)
-    centred_depth = depth - depth.mean()
-    residual_measured = _remove_depth(_centred(measured), centred_depth)
-    residual_predicted = _centred(predicted)
-    spread = np.sqrt(_column_dot(residual_predicted, residual_predicted))
-    residual_predicted = _remove_depth(residual_predicted, centred_depth)
-    # the residuals are centred (both factors of the fit are), so their correlation needs no second centring
-    pcc = _correlation_of_centred(residual_measured, residual_predicted)
-    # residuals at float32 rounding level: the prediction only carries depth, scored 0 rather than noise
-    depth_only = np.sqrt(_column_dot(residual_predicted, residual_predicted)) <= 1e-5 * spread
-    pcc[depth_only & (spread > 0)] = 0.0
-    pcc[(np.ptp(measured, axis=0) == 0) | (np.ptp(predicted, axis=0) == 0)] = np.nan
-    return pcc
+    return MeasuredSection(measured).gene_specific(predicted)
 
 
 def top_genes(measured: np.ndarray, n: int, by: str) -> np.ndarray:
@@ -142,24 +131,98 @@ def section_metrics(
 ) -> dict[str, float]:
     """All per-section metrics of one test section (see the module docstring); `pcc` and `gene_specific`:
     the per-gene values when already computed (`pearson_per_gene`, `gene_specific_pcc`)."""
-    pcc = pearson_per_gene(measured, predicted) if pcc is None else pcc
-    gene_specific = gene_specific_pcc(measured, predicted) if gene_specific is None else gene_specific
-    diff = np.asarray(predicted, dtype=np.float64) - np.asarray(measured, dtype=np.float64)
-    return {
-        "pcc_acg": finite_mean(pcc),
-        "pcc_gene_specific": finite_mean(gene_specific),
-        "pcc_heg50": finite_mean(pcc[top_genes(measured, n_top, "mean")]),
-        "pcc_hvg50": finite_mean(pcc[top_genes(measured, n_top, "variance")]),
-        "mse": float((diff**2).mean()),
-        "mae": float(np.abs(diff).mean()),
-        "n_genes": int(pcc.size),
-        "n_constant": int(np.isnan(pcc).sum()),
-        "n_pcc_gt_0_3": int((pcc > 0.3).sum()),
-        "n_pcc_gt_0_5": int((pcc > 0.5).sum()),
-    }
+    return MeasuredSection(measured, n_top).metrics(predicted, pcc, gene_specific)
 
 
 def pooled_pcc(measured: list[np.ndarray], predicted: list[np.ndarray]) -> tuple[float, int]:
     """Pooled PCC over the concatenated spots of all folds, and its number of constant genes."""
-    pcc = pearson_per_gene(np.concatenate(measured, axis=0), np.concatenate(predicted, axis=0))
-    return finite_mean(pcc), int(np.isnan(pcc).sum())
+    return MeasuredSection(np.concatenate(measured, axis=0)).pooled(predicted)
+
+
+class MeasuredSection:
+    """One test section's measured targets and what every method's scores share, computed once.
+
+    Scoring several methods on one section (or on the pooled spots) centres the measured values,
+    fits their depth residuals and ranks the HEG/HVG genes once, not once per method; the
+    module's functions score one prediction through it.
+    """
+
+    def __init__(self, measured: np.ndarray, n_top: int = 50) -> None:
+        self.measured, self.n_top = np.asarray(measured), n_top
+
+    @cached_property
+    def centred(self) -> np.ndarray:
+        """The measured columns minus their means (float64)."""
+        return _centred(self.measured)
+
+    @cached_property
+    def centred_depth(self) -> np.ndarray:
+        """Each spot's measured depth minus its mean over the spots."""
+        depth = spot_depth(self.measured)
+        return depth - depth.mean()
+
+    @cached_property
+    def residual(self) -> np.ndarray:
+        """The measured columns' residuals after their least-squares line on the measured depth."""
+        return _remove_depth(_centred(self.measured), self.centred_depth)
+
+    @cached_property
+    def constant(self) -> np.ndarray:
+        """Genes whose measured values are constant over the spots."""
+        return np.ptp(self.measured, axis=0) == 0
+
+    @cached_property
+    def heg(self) -> np.ndarray:
+        """The n_top most highly expressed genes (measured mean)."""
+        return top_genes(self.measured, self.n_top, "mean")
+
+    @cached_property
+    def hvg(self) -> np.ndarray:
+        """The n_top most variable genes (measured variance)."""
+        return top_genes(self.measured, self.n_top, "variance")
+
+    def pcc(self, predicted: np.ndarray) -> np.ndarray:
+        """Pearson correlation of each gene over the spots (`pearson_per_gene`)."""
+        predicted = np.asarray(predicted)
+        _check_shapes(self.measured, predicted)
+        return _correlation_of_centred(self.centred, _centred(predicted))
+
+    def gene_specific(self, predicted: np.ndarray) -> np.ndarray:
+        """The partial correlation given the measured depth (`gene_specific_pcc`)."""
+        predicted = np.asarray(predicted)
+        _check_shapes(self.measured, predicted)
+        residual_predicted = _centred(predicted)
+        spread = np.sqrt(_column_dot(residual_predicted, residual_predicted))
+        residual_predicted = _remove_depth(residual_predicted, self.centred_depth)
+        # the residuals are centred (both factors of the fit are), so their correlation needs no second centring
+        pcc = _correlation_of_centred(self.residual, residual_predicted)
+        # residuals at float32 rounding level: the prediction only carries depth, scored 0 rather than noise
+        depth_only = np.sqrt(_column_dot(residual_predicted, residual_predicted)) <= 1e-5 * spread
+        pcc[depth_only & (spread > 0)] = 0.0
+        pcc[self.constant | (np.ptp(predicted, axis=0) == 0)] = np.nan
+        return pcc
+
+    def metrics(
+        self, predicted: np.ndarray, pcc: np.ndarray | None = None, gene_specific: np.ndarray | None = None
+    ) -> dict[str, float]:
+        """All per-section metrics (`section_metrics`)."""
+        pcc = self.pcc(predicted) if pcc is None else pcc
+        gene_specific = self.gene_specific(predicted) if gene_specific is None else gene_specific
+        diff = np.asarray(predicted, dtype=np.float64) - np.asarray(self.measured, dtype=np.float64)
+        return {
+            "pcc_acg": finite_mean(pcc),
+            "pcc_gene_specific": finite_mean(gene_specific),
+            "pcc_heg50": finite_mean(pcc[self.heg]),
+            "pcc_hvg50": finite_mean(pcc[self.hvg]),
+            "mse": float((diff**2).mean()),
+            "mae": float(np.abs(diff).mean()),
+            "n_genes": int(pcc.size),
+            "n_constant": int(np.isnan(pcc).sum()),
+            "n_pcc_gt_0_3": int((pcc > 0.3).sum()),
+            "n_pcc_gt_0_5": int((pcc > 0.5).sum()),
+        }
+
+    def pooled(self, predicted: list[np.ndarray]) -> tuple[float, int]:
+        """Pooled PCC of predictions given per fold (concatenated in this object's spot order) and its constant genes."""
+        pcc = self.pcc(np.concatenate(predicted, axis=0))
+        return finite_mean(pcc), int(np.isnan(pcc).sum())

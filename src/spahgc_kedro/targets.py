@@ -169,7 +169,10 @@ def _span(low: list[float], high: list[float]) -> tuple[np.ndarray, np.ndarray]:
 def minmax_scale(values: np.ndarray, low: list[float], high: list[float]) -> np.ndarray:
     """Scale to the fitting sections' [min, max]; constant genes get scale 1."""
     low_a, span = _span(low, high)
-    return ((values - low_a) / span).astype(np.float32)
+    # in place after the first operation: large sections are hundreds of MB per temporary
+    scaled = values - low_a
+    scaled /= span
+    return scaled.astype(np.float32, copy=False)
 
 
 def minmax_unscale(values: np.ndarray, low: list[float], high: list[float]) -> np.ndarray:

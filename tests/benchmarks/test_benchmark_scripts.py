@@ -244,7 +244,23 @@ def test_evaluation_scaling_runs_the_evaluation_stage_on_generated_large_section
     assert "| 150 |" in table and "| 300 |" in table and "growth exponent" in table and out.exists()
     assert "MEASURED" in table and "leave-one-section-out, 3 folds" in table
     # the work folders are removed after each size
-    assert not list(tmp_path.rglob("*.pt"))
+    assert not list(tmp_path.rglob("section_graphs"))
+
+
+def test_graph_protocol_measures_the_store_and_extrapolates_the_other_folds(tmp_path):
+    from benchmarks import graph_protocol
+
+    argv = ["--sections", "4", "--spots", "60", "--genes", "200", "--dim", "256", "--work-dir", str(tmp_path)]
+    table = graph_protocol.main(argv)
+    rows = {line.split("|")[1].strip(): line.split("|")[2:4] for line in table.splitlines() if line.startswith("| ")}
+    assert rows["folds x graphs"] == [" 1 x 4 ", " 4 x 4 "]
+    assert "EXTRAPOLATED from 1 measured fold(s) x 4" in table
+    number = lambda cell: float(cell.replace(",", "").replace("at most", ""))  # noqa: E731
+    sections, links = (number(rows[name][0]) for name in ("sections, stored once (MiB)", "per-fold links (MiB)"))
+    assert number(rows["per-fold links (MiB)"][1]) == pytest.approx(4 * links, abs=0.2)
+    # the store is the sections once plus links; one file per graph holds the features 4 times over
+    assert number(rows["graph store on disk (MiB)"][0]) >= sections
+    assert number(rows["one file per graph, as before (MiB)"][1]) > number(rows["graph store on disk (MiB)"][1])
 
 
 def test_tiled_training_table_compares_whole_and_tiled_epochs(tmp_path):

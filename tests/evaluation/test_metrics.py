@@ -264,3 +264,28 @@ def test_spot_depth_and_gene_ranking_follow_their_definitions():
     score = measured.mean(axis=0)
     expected = sorted(range(40), key=lambda gene: (-score[gene], gene))[:25]
     assert top_genes(measured, 25, "mean").tolist() == expected
+
+
+def test_one_measured_section_scores_many_methods_as_the_functions_score_each():
+    from spahgc_kedro.metrics import MeasuredSection
+
+    rng = np.random.default_rng(3)
+    measured = rng.random((80, 12)).astype(np.float32)
+    measured[:, 4] = 0.5
+    measured[:, 7] = measured[:, :3].mean(axis=1)
+    shared = MeasuredSection(measured, n_top=5)
+    predictions = [rng.random((80, 12)).astype(np.float32) for _ in range(3)]
+    predictions.append(np.tile(measured.mean(axis=1, keepdims=True), (1, 12)))
+    # twice over: scoring must not change what the section keeps
+    for predicted in predictions + predictions:
+        pcc, gene_specific = shared.pcc(predicted), shared.gene_specific(predicted)
+        assert np.array_equal(pcc, pearson_per_gene(measured, predicted), equal_nan=True)
+        assert np.array_equal(gene_specific, gene_specific_pcc(measured, predicted), equal_nan=True)
+        assert shared.metrics(predicted) == section_metrics(measured, predicted, n_top=5)
+    halves = [measured[:40], measured[40:]]
+    pooled = MeasuredSection(np.concatenate(halves))
+    assert pooled.pooled([predictions[0][:40], predictions[0][40:]]) == pooled_pcc(
+        halves, [predictions[0][:40], predictions[0][40:]]
+    )
+    with pytest.raises(ValueError, match=r"Shapes differ: measured \(80, 12\), predicted \(80, 11\)"):
+        shared.gene_specific(predictions[0][:, :11])

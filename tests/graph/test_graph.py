@@ -191,20 +191,3 @@ def test_misaligned_embeddings_fail_clearly(tiny, graph_params):
             preset,
             graph_params,
         )
-
-
-def test_graph_round_trips_through_the_dataset(tmp_path, tiny, graph_params):
-    from spahgc_kedro.datasets import HeteroDataDataset
-
-    _, _, graphs = built_graphs(tiny, graph_params, fold="S5")
-    original = graphs["S5/S5"]
-    dataset = HeteroDataDataset(filepath=str(tmp_path / "S5" / "S5.pt"))
-    dataset.save(original)
-    loaded = dataset.load()
-    loaded.validate()
-    assert loaded.section_id == "S5" and loaded.role == "test" and loaded.genes == original.genes
-    assert loaded.spot_ids == original.spot_ids
-    for store in ("target", "reference"):
-        assert torch.equal(loaded[store].x, original[store].x)
-    for edge in original.edge_types:
-        assert torch.equal(loaded[edge].edge_index, original[edge].edge_index)

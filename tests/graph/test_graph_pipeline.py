@@ -7,6 +7,7 @@ import torch
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
+from spahgc_kedro.datasets import SectionGraphStore
 from spahgc_kedro.pipelines.graph import create_pipeline
 from tests.helpers.partitions import partitioned
 from tests.helpers.project import project_parameters
@@ -32,7 +33,7 @@ def test_graph_pipeline_runs_on_tiny_sections(tmp_path, tiny, scheme):
             "params:dataset": MemoryDataset("tiny"),
             "folds": JSONDataset(filepath=str(tmp_path / "folds.json")),
             "target_scaling": JSONDataset(filepath=str(tmp_path / "target_scaling.json")),
-            "section_graphs": partitioned(tmp_path / "graphs", suffix=".pt", dataset="HeteroDataDataset"),
+            "section_graphs": SectionGraphStore(path=str(tmp_path / "graphs")),
         }
     )
     SequentialRunner().run(create_pipeline(), catalog)
@@ -69,5 +70,5 @@ def test_pipeline_reads_and_writes_what_the_catalog_holds():
         path = catalog[name].get("filepath", catalog[name].get("path"))
         assert path.startswith("data/05_model_input/her2st/uni/"), path
         assert catalog[name]["metadata"]["kedro-viz"]["layer"] == "model_input"
-    assert catalog["section_graphs"]["dataset"] == "spahgc_kedro.datasets.HeteroDataDataset"
+    assert catalog["section_graphs"]["type"] == "spahgc_kedro.datasets.SectionGraphStore"
     assert {"sections", "patch_embeddings", "section_manifest", "params:graph"} <= set(pipeline.inputs())

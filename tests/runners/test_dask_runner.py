@@ -38,7 +38,7 @@ def _catalog(root, run, tiny, graph_params):
     """Tiny sections, graphs and folds under `root`; this run's models and predictions under `root / run`."""
     from kedro_datasets.json import JSONDataset
 
-    from spahgc_kedro.datasets import CacheFolderDataset, TorchObjectDataset
+    from spahgc_kedro.datasets import CacheFolderDataset, SectionGraphStore, TorchObjectDataset
 
     sections, embeddings, manifest = tiny
     # A fixed gene list: HVG panels would need scanpy, slow to import, and are tested elsewhere.
@@ -59,7 +59,7 @@ def _catalog(root, run, tiny, graph_params):
             "params:train": MemoryDataset(train_params(epochs=2, threads=1)),
             "folds": JSONDataset(filepath=str(root / "folds.json")),
             "target_scaling": JSONDataset(filepath=str(root / "target_scaling.json")),
-            "section_graphs": partitioned(root / "graphs", suffix=".pt", dataset="HeteroDataDataset"),
+            "section_graphs": SectionGraphStore(path=str(root / "graphs")),
             "trained_models": TorchObjectDataset(filepath=str(root / run / "models.pt")),
             "fold_models": CacheFolderDataset(
                 path=str(root / run / "fold_models"),

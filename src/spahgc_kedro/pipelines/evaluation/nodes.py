@@ -15,16 +15,9 @@ import pandas as pd
 
 from spahgc_kedro.baselines import oracle_depth_predict, predict_baseline, retrieved_neighbours
 from spahgc_kedro.graph import raw_embeddings
+from spahgc_kedro.graph_store import section_targets
 from spahgc_kedro.hints import HeteroData
-from spahgc_kedro.metrics import (
-    SECTION_METRICS,
-    finite_mean,
-    gene_specific_pcc,
-    pearson_per_gene,
-    pooled_pcc,
-    section_metrics,
-    top_genes,
-)
+from spahgc_kedro.metrics import SECTION_METRICS, MeasuredSection, finite_mean, section_metrics
 from spahgc_kedro.partitions import load_partition
 from spahgc_kedro.predictions import SectionPrediction, describe_run_text, with_run_info
 from spahgc_kedro.progress import progress
@@ -63,9 +56,9 @@ def _fold_training_data(
         key = f"{fold}/{section}"
         if key not in section_graphs:
             raise KeyError(f"Section graph '{key}' is missing: run the graph pipeline for fold '{fold}'.")
-        graph = load_partition(section_graphs[key])
-        xs.append(raw_embeddings(graph))
-        ys.append(graph["target"].y.numpy())
+        x, y = section_targets(section_graphs, key)
+        xs.append(x)
+        ys.append(y)
     return np.concatenate(xs), np.concatenate(ys)
 
 
@@ -139,26 +132,42 @@ def compute_fold_metrics(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-test-section metrics and per-gene PCC of SpaHGC (and its ensemble) and every baseline."""
     n_top = int(evaluation_params["n_top_genes"])
+    methods = _method_predictions(gathered, baselines, ensembles)
+    # section by section: the measured values' share of every method's scores is computed once per section
+    scores, measured_genes = {}, {}
+    for key, prediction in gathered.items():
+        measured = MeasuredSection(prediction.measured, n_top)
+        for method, by_section in methods.items():
+            if key in by_section:
+                predicted = by_section[key]
+                pcc, gene_specific = measured.pcc(predicted), measured.gene_specific(predicted)
+                scores[(method, key)] = (pcc, gene_specific, measured.metrics(predicted, pcc, gene_specific))
+        heg = np.zeros(len(prediction.genes), dtype=bool)
+        heg[measured.heg] = True
+        hvg = np.zeros(len(prediction.genes), dtype=bool)
+        hvg[measured.hvg] = True
+        values = prediction.measured
+        measured_genes[key] = {
+            "measured_mean": values.mean(axis=0),
+            "measured_var": values.var(axis=0),
+            f"heg{n_top}": heg,
+            f"hvg{n_top}": hvg,
+        }
     fold_rows, gene_tables = [], []
-    for method, by_section in _method_predictions(gathered, baselines, ensembles).items():
-        for key, predicted in by_section.items():
+    for method, by_section in methods.items():
+        for key in by_section:
             prediction = gathered[key]
-            measured = prediction.measured
-            pcc, gene_specific = pearson_per_gene(measured, predicted), gene_specific_pcc(measured, predicted)
+            pcc, gene_specific, metrics = scores[(method, key)]
             fold_rows.append(
                 {
                     "method": method,
                     "fold": prediction.fold,
                     "section_id": prediction.section_id,
-                    "n_spots": measured.shape[0],
-                    **section_metrics(measured, predicted, n_top, pcc, gene_specific),
+                    "n_spots": prediction.measured.shape[0],
+                    **metrics,
                     "mlflow_run_id": str(prediction.uns.get("mlflow_run_id", "")) if method == MODEL else "",
                 }
             )
-            heg = np.zeros(len(prediction.genes), dtype=bool)
-            heg[top_genes(measured, n_top, "mean")] = True
-            hvg = np.zeros(len(prediction.genes), dtype=bool)
-            hvg[top_genes(measured, n_top, "variance")] = True
             gene_tables.append(
                 pd.DataFrame(
                     {
@@ -168,10 +177,7 @@ def compute_fold_metrics(
                         "gene": prediction.genes,
                         "pcc": pcc,
                         "pcc_gene_specific": gene_specific,
-                        "measured_mean": measured.mean(axis=0),
-                        "measured_var": measured.var(axis=0),
-                        f"heg{n_top}": heg,
-                        f"hvg{n_top}": hvg,
+                        **measured_genes[key],
                     }
                 )
             )
@@ -193,12 +199,15 @@ def summarise_metrics(
     # pooled PCC needs one gene panel: use the genes every fold shares
     common = sorted(set.intersection(*(set(p.genes) for p in gathered.values())))
     columns = {key: [p.genes.index(g) for g in common] for key, p in gathered.items()}
-    measured = [gathered[key].measured[:, columns[key]] for key in sorted(gathered)]
+    # the pooled measured values are centred once for every method
+    pooled_measured = MeasuredSection(
+        np.concatenate([gathered[key].measured[:, columns[key]] for key in sorted(gathered)])
+    )
     rows = []
     for method, by_section in _method_predictions(gathered, baselines, ensembles).items():
         table = fold_metrics[fold_metrics["method"] == method]
         means = {metric: float(table[metric].mean()) for metric in MEAN_METRICS}
-        pooled, pooled_constant = pooled_pcc(measured, [by_section[key][:, columns[key]] for key in sorted(gathered)])
+        pooled, pooled_constant = pooled_measured.pooled([by_section[key][:, columns[key]] for key in sorted(gathered)])
         rows.append(
             {
                 "method": method,

@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 
 from spahgc_kedro.folds import make_folds
-from spahgc_kedro.graph import aligned_embedding, fold_graph_builders, graph_preset, pair_neighbours, retrieval_pairs
-from spahgc_kedro.hints import AnnData, HeteroData
+from spahgc_kedro.graph import aligned_embedding, graph_preset, pair_neighbours, retrieval_pairs
+from spahgc_kedro.graph_store import SectionGraphs, fold_section_graphs
+from spahgc_kedro.hints import AnnData
 from spahgc_kedro.partitions import load_partition
 from spahgc_kedro.progress import progress
 from spahgc_kedro.schema import Obsm, Uns
@@ -70,8 +71,8 @@ def build_section_graphs(
     target_scaling: dict[str, Any],
     graph_preset: dict[str, Any],
     graph_params: dict[str, Any],
-) -> dict[str, Callable[[], HeteroData]]:
-    """One graph per section per fold, as lazily built partitions `<fold>/<section>`."""
+) -> SectionGraphs:
+    """One graph per section per fold, `<fold>/<section>`, from parts the graph store keeps once."""
     section_ids = [s["section_id"] for s in section_manifest["sections"]]
     loaded = _load_sections(sections, section_ids)
     missing = [s for s in section_ids if s not in patch_embeddings]
@@ -92,7 +93,7 @@ def build_section_graphs(
     radius = {
         s: float(graph_preset["spatial_radius_spacings"]) * float(a.uns[Uns.SPOT_SPACING_PX]) for s, a in loaded.items()
     }
-    return fold_graph_builders(
+    return fold_section_graphs(
         folds=folds,
         target_scaling=target_scaling,
         embeddings=embeddings,

@@ -1,0 +1,216 @@
+"""Section graphs that scale with the data, not with folds x sections (design.md §3).
+
+A fold's graph of a section is mostly data every fold shares: the section's embeddings,
+expression and spatial edges, and the embeddings and expression of the reference spots
+it retrieves. Only the standardisation, the gene panel with its min-max statistics and
+the retrieval links (which reference spots, the refer and close edges) belong to the
+fold. `SectionGraphs` keeps those parts apart and assembles a `HeteroData` when a graph is
+asked for, so the stored graph stage is one copy of each section plus small per-fold
+records, and the 32-section leave-one-section-out protocol is not 1,024 full graphs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from functools import lru_cache, partial
+from typing import Any
+
+import numpy as np
+
+from spahgc_kedro.graph import FoldReferences, fold_plan_key, graph_from_parts, spatial_edges
+from spahgc_kedro.hints import HeteroData
+
+ROLES = ("train", "validation", "test")
+
+SectionParts = Callable[[str], dict[str, Any]]
+FoldParts = Callable[[str], dict[str, Any]]
+LinkParts = Callable[[str, str], dict[str, Any]]
+
+
+class SectionGraphs(Mapping[str, Callable[[], HeteroData]]):
+    """`{"<fold>/<section>": loader}`: each loader assembles that graph from its parts.
+
+    - `plans`: `{fold: {train, validation, test}}` as in `folds.json`;
+    - `genes`: the columns of every section's `expression` (the union of the folds' panels);
+    - `section(s)`: `{embedding [N, D] float32 (raw), expression [N, G] float32 (transformed,
+      unscaled), positions [N, 2], near_edges [2, E], spot_ids}`;
+    - `fold(f)`: `{mean, std (the standardisation), genes, min, max, transform}`;
+    - `links(f, s)`: `FoldReferences.links` (`reference_sections`, `section_index`, `spot_index`,
+      `refer_source`, `close_edges`).
+    The graph stage builds the parts from the sections (`fold_section_graphs`); the catalog's
+    `SectionGraphStore` writes them once and reads them back as the same mapping.
+    """
+
+    def __init__(
+        self,
+        plans: dict[str, dict[str, list[str]]],
+        genes: list[str],
+        section: SectionParts,
+        fold: FoldParts,
+        links: LinkParts,
+    ) -> None:
+        self.plans, self.genes = plans, list(genes)
+        self.section, self.fold, self.links = section, fold, links
+        self._roles = {
+            f"{name}/{section_id}": (name, section_id, role)
+            for name, plan in plans.items()
+            for role in ROLES
+            for section_id in plan.get(role, [])
+        }
+        self._columns = {gene: i for i, gene in enumerate(self.genes)}
+
+    def __getitem__(self, key: str) -> Callable[[], HeteroData]:
+        name, section_id, _ = self._roles[key]
+        return partial(self.graph, name, section_id)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._roles)
+
+    def __len__(self) -> int:
+        return len(self._roles)
+
+    def sections(self) -> list[str]:
+        """Every section some fold has a graph of, in first-seen order."""
+        return list(dict.fromkeys(section_id for _, section_id, _ in self._roles.values()))
+
+    def _scalers(self, name: str) -> tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]:
+        """Fold `name`'s standardisation of raw embeddings and min-max scaling of stored expression (float32)."""
+        from spahgc_kedro.targets import minmax_scale
+
+        fold = self.fold(name)
+        columns = np.array([self._columns[gene] for gene in fold["genes"]], dtype=np.int64)
+
+        def standardise(raw: np.ndarray) -> np.ndarray:
+            standardised = np.asarray(raw) - fold["mean"]
+            standardised /= fold["std"]
+            return standardised
+
+        def targets(expression: np.ndarray) -> np.ndarray:
+            return minmax_scale(np.asarray(expression)[:, columns], fold["min"], fold["max"])
+
+        return standardise, targets
+
+    def target_arrays(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """Graph `key`'s raw embeddings (as `graph.raw_embeddings` gives them) and targets, without its references."""
+        name, section_id, _ = self._roles[key]
+        fold, section = self.fold(name), self.section(section_id)
+        standardise, targets = self._scalers(name)
+        # through the standardised values, as the graph holds them, so both paths give the same bits
+        raw = standardise(section["embedding"])
+        raw *= fold["std"]
+        raw += fold["mean"]
+        return raw, targets(section["expression"])
+
+    def graph(self, name: str, section_id: str) -> HeteroData:
+        """Fold `name`'s graph of `section_id`, assembled from the stored parts."""
+        import torch
+
+        _, _, role = self._roles[f"{name}/{section_id}"]
+        fold, link, section = self.fold(name), self.links(name, section_id), self.section(section_id)
+        standardise, targets = self._scalers(name)
+        dim = section["embedding"].shape[1]
+        features = np.empty((link["spot_index"].shape[0], dim + len(fold["genes"])), dtype=np.float32)
+        for index, reference_id in enumerate(link["reference_sections"]):
+            rows = np.flatnonzero(link["section_index"] == index)
+            if rows.size:
+                reference, spots = self.section(reference_id), link["spot_index"][rows]
+                features[rows, :dim] = standardise(reference["embedding"][spots])
+                features[rows, dim:] = targets(reference["expression"][spots])
+        graph = graph_from_parts(
+            target_x=standardise(section["embedding"]),
+            target_y=targets(section["expression"]),
+            # copies: torch must not share the store's read-only memory maps
+            target_pos=np.array(section["positions"]),
+            near_edges=np.array(section["near_edges"]),
+            reference_features=features,
+            links=link,
+            attributes={
+                "section_id": section_id,
+                "fold": name,
+                "role": role,
+                "genes": list(fold["genes"]),
+                "spot_ids": list(section["spot_ids"]),
+                "reference_sections": list(link["reference_sections"]),
+                "embedding_dim": int(dim),
+                # lets baselines work on the raw embeddings SpaHGC retrieves with
+                "embedding_mean": torch.from_numpy(np.asarray(fold["mean"], dtype=np.float32)),
+                "embedding_std": torch.from_numpy(np.asarray(fold["std"], dtype=np.float32)),
+            },
+        )
+        graph.fold_plan = fold_plan_key(self.plans[name])
+        return graph
+
+
+def section_targets(section_graphs: Mapping[str, Callable[[], HeteroData]], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Graph `key`'s raw embeddings and targets: from a store's parts (no references assembled), else its graph."""
+    from spahgc_kedro.graph import raw_embeddings
+    from spahgc_kedro.partitions import load_partition
+
+    if isinstance(section_graphs, SectionGraphs):
+        return section_graphs.target_arrays(key)
+    graph = load_partition(section_graphs[key])
+    return raw_embeddings(graph), graph["target"].y.numpy()
+
+
+def panel_union(target_scaling: dict[str, Any]) -> list[str]:
+    """Every fold's panel genes, in first-seen order: the expression columns stored once per section."""
+    return list(dict.fromkeys(gene for scaling in target_scaling.values() for gene in scaling["genes"]))
+
+
+def fold_section_graphs(
+    folds: dict[str, Any],
+    target_scaling: dict[str, Any],
+    embeddings: dict[str, np.ndarray],
+    expression: Callable[[str, list[str], str], np.ndarray],
+    spot_ids: dict[str, list[str]],
+    positions: dict[str, np.ndarray],
+    spatial_radius: dict[str, float],
+    neighbours: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]],
+    params: dict[str, Any],
+) -> SectionGraphs:
+    """The graph stage's `SectionGraphs`: parts computed on demand, one fold's references at a time.
+
+    `expression(section_id, genes, transform)` gives transformed, unscaled targets; the
+    transform is the run's (`graph.target_transform`), the same in every fold.
+    """
+    transforms = {scaling["transform"] for scaling in target_scaling.values()}
+    if len(transforms) > 1:
+        raise ValueError(
+            f"The folds' target scalings use different transforms {sorted(transforms)}: re-run the graph stage."
+        )
+    genes = panel_union(target_scaling)
+    transform = next(iter(transforms), "log10")
+
+    @lru_cache(maxsize=1)
+    def references(name: str) -> FoldReferences:
+        return FoldReferences.fit(
+            name, folds["folds"][name], target_scaling[name], embeddings, expression, params, neighbours
+        )
+
+    def section(section_id: str) -> dict[str, Any]:
+        return {
+            "embedding": embeddings[section_id],
+            "expression": expression(section_id, genes, transform),
+            "positions": positions[section_id],
+            "near_edges": spatial_edges(
+                positions[section_id], spatial_radius[section_id], params["max_spatial_neighbours"]
+            ),
+            "spot_ids": list(spot_ids[section_id]),
+        }
+
+    def fold(name: str) -> dict[str, Any]:
+        scaling = target_scaling[name]
+        fitted = references(name)
+        return {
+            "mean": fitted.mean,
+            "std": fitted.std,
+            "genes": list(scaling["genes"]),
+            "min": np.asarray(scaling["min"], dtype=np.float32),
+            "max": np.asarray(scaling["max"], dtype=np.float32),
+            "transform": scaling["transform"],
+        }
+
+    def links(name: str, section_id: str) -> dict[str, Any]:
+        return references(name).links(section_id, embeddings[section_id])
+
+    return SectionGraphs(folds["folds"], genes, section, fold, links)
