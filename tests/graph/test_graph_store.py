@@ -143,3 +143,61 @@ def test_a_missing_or_older_store_names_the_folder_and_the_fix(tmp_path):
     with pytest.raises(Exception, match=r"one \.pt file per graph, the layout of an older version") as error:
         SectionGraphStore(path=str(older)).load()
     assert str(older) in str(error.value)
+
+
+def test_reference_links_by_hand():
+    from scipy.spatial.distance import cdist
+
+    from spahgc_kedro.graph import graph_from_parts, reference_links
+
+    rng = np.random.default_rng(0)
+    references = [rng.normal(size=(4, 3)), rng.normal(size=(5, 3))]
+    # spot 0 retrieves (section 1, spot 2) twice over two targets, and (section 0, spot 3)
+    section = np.array([[1, 0], [1, 1], [0, 0]])
+    spot = np.array([[2, 3], [2, 0], [1, 3]])
+    links, features = reference_links(section, spot, references, k_close=2, metric="l1", block_size=2)
+    # de-duplicated in (section, spot) order: (0,1), (0,3), (1,0), (1,2)
+    assert links["section_index"].tolist() == [0, 0, 1, 1] and links["spot_index"].tolist() == [1, 3, 0, 2]
+    assert links["refer_source"].tolist() == [[3, 1], [3, 2], [0, 1]]
+    expected = np.vstack([references[s][i] for s, i in [(0, 1), (0, 3), (1, 0), (1, 2)]]).astype(np.float32)
+    assert np.array_equal(features, expected)
+    distances = cdist(features, features, "cityblock")
+    np.fill_diagonal(distances, np.inf)
+    nearest = np.argsort(distances, axis=1, kind="stable")[:, :2]
+    assert links["close_edges"].tolist() == [nearest.ravel().tolist(), np.repeat(np.arange(4), 2).tolist()]
+    # as many close neighbours as there are other references, and none with one reference
+    links, _ = reference_links(np.zeros((2, 1), int), np.zeros((2, 1), int), references, 5, "l1", 2)
+    assert links["close_edges"].shape == (2, 0)
+    links, _ = reference_links(section, spot, references, k_close=9, metric="l1", block_size=2)
+    assert links["close_edges"].shape == (2, 4 * 3)
+
+    graph = graph_from_parts(
+        target_x=np.ones((3, 3)),
+        target_y=None,
+        target_pos=np.zeros((3, 2)),
+        near_edges=np.array([[1, 0], [0, 1]]),
+        reference_features=features,
+        links=reference_links(section, spot, references, 2, "l1", 2)[0],
+        attributes={"section_id": "T"},
+    )
+    assert "y" not in graph["target"] and graph.section_id == "T"
+    assert graph["reference", "refer", "target"].edge_index.tolist() == [[3, 1, 3, 2, 0, 1], [0, 0, 1, 1, 2, 2]]
+    assert graph["target", "near", "target"].edge_index.dtype == torch.int64
+
+
+def test_fold_section_graphs_keys_order_and_shared_parts(tiny, graph_params):
+    from spahgc_kedro.graph_store import fold_section_graphs, panel_union
+
+    folds, scaling, graphs = tiny_graphs(tiny, graph_params)
+    # fold by fold, each fold's sections by role: the store computes one fold's references at a time
+    expected = [f"{n}/{s}" for n, f in folds["folds"].items() for r in ("train", "validation", "test") for s in f[r]]
+    assert list(graphs) == expected and len(graphs) == len(expected)
+    assert graphs.sections() == list(dict.fromkeys(key.split("/")[1] for key in expected))
+    assert panel_union({"a": {"genes": ["g2", "g1"]}, "b": {"genes": ["g1", "g3"]}}) == ["g2", "g1", "g3"]
+    assert graphs.genes == panel_union(scaling)
+    mixed = {
+        name: {**s, "transform": "log10_libsize" if i else s["transform"]}
+        for i, (name, s) in enumerate(scaling.items())
+    }
+    with pytest.raises(ValueError, match=r"different transforms \['log10', 'log10_libsize'\]: re-run the graph stage"):
+        fold_section_graphs(folds, mixed, {}, None, {}, {}, {}, {}, graph_params)
