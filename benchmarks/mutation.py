@@ -54,9 +54,9 @@ ACCEPTED: dict[str, str] = {
     "spahgc_kedro.metrics._depth_residuals": "drops `rcond=None` from lstsq, its default",
     "spahgc_kedro.metrics.finite_mean": "NaN spelled 'NAN'; the mean of no value is NaN either way (with a warning)",
     "spahgc_kedro.metrics._column_dot": "einsum subscripts in capitals: the same contraction",
-    "spahgc_kedro.metrics.gene_specific_pcc": "`<=` vs `<` and `spread > 0` vs `>= 0` differ only for a constant "
+    "spahgc_kedro.metrics.MeasuredSection.gene_specific": "`<=` vs `<` and `spread > 0` vs `>= 0` differ only for a constant "
     "prediction, which the last line sets to NaN anyway; NaN written as None into a float array is NaN",
-    "spahgc_kedro.metrics.section_metrics": "float64 dropped from one operand of the difference: the other still "
+    "spahgc_kedro.metrics.MeasuredSection.metrics": "float64 dropped from one operand of the difference: the other still "
     "makes the subtraction float64, exactly",
 }
 
