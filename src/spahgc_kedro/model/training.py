@@ -469,13 +469,15 @@ def predict_in_chunks(
     """The model's forward pass, one layer at a time over chunks of target (and reference) spots.
 
     A node's next state depends only on the current states and its incoming edges, so each chunk
-    keeps the edges into its nodes: the per-edge attention and message tensors (the memory of a
-    full-graph pass) hold one chunk's edges at a time.
+    runs the layer on its own nodes and the nodes sending into them: the per-edge attention and
+    message tensors (the memory of a full-graph pass) and the work hold one chunk at a time, and
+    a section's chunks together cost about one full pass, not one per chunk.
     """
     target, reference, reference_y = model.project_inputs(x_dict)
     n_chunks = -(-target.shape[0] // chunk_spots)
     chunks = [
-        (
+        _Chunk.of(
+            edge_index_dict,
             _chunk_mask(target.shape[0], n_chunks, chunk, target.device),
             _chunk_mask(reference.shape[0], n_chunks, chunk, target.device),
         )
@@ -483,19 +485,58 @@ def predict_in_chunks(
     ]
     for layer in model.layers:
         next_target, next_reference = torch.empty_like(target), torch.empty_like(reference)
-        for in_target, in_reference in chunks:
-            edges_in = _edges_into(edge_index_dict, in_target, in_reference)
-            out_target, out_reference = layer(target, reference, reference_y, edges_in)
-            next_target[in_target], next_reference[in_reference] = out_target[in_target], out_reference[in_reference]
+        for chunk in chunks:
+            out_target, out_reference = layer(
+                target[chunk.targets], reference[chunk.references], reference_y[chunk.references], chunk.edges
+            )
+            next_target[chunk.own_targets] = out_target[chunk.own_target_rows]
+            next_reference[chunk.own_references] = out_reference[chunk.own_reference_rows]
         target, reference = F.leaky_relu(next_target, 0.2), F.leaky_relu(next_reference, 0.2)
-    predicted = []
-    for in_target, in_reference in chunks:
-        states = {"target": target, "reference": reference}
-        predicted.append((in_target, model.decode(states, _edges_into(edge_index_dict, in_target, in_reference))))
-    out = torch.empty(target.shape[0], model.n_genes, dtype=predicted[0][1].dtype, device=target.device)
-    for in_target, rows in predicted:
-        out[in_target] = rows[in_target]
+    out = torch.empty(target.shape[0], model.n_genes, dtype=target.dtype, device=target.device)
+    for chunk in chunks:
+        states = {"target": target[chunk.targets], "reference": reference[chunk.references]}
+        out[chunk.own_targets] = model.decode(states, chunk.edges)[chunk.own_target_rows]
     return out
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """One chunk's nodes (its own and those sending into them, by global index) and its edges renumbered to them."""
+
+    targets: Tensor
+    references: Tensor
+    edges: dict[EdgeType, Tensor]
+    own_targets: Tensor
+    own_references: Tensor
+    own_target_rows: Tensor
+    own_reference_rows: Tensor
+
+    @classmethod
+    def of(cls, edge_index_dict: dict[EdgeType, Tensor], in_target: Tensor, in_reference: Tensor) -> _Chunk:
+        """The chunk of the nodes in `in_target` / `in_reference` (boolean masks)."""
+        edges_in = _edges_into(edge_index_dict, in_target, in_reference)
+        own_targets, own_references = in_target.nonzero().flatten(), in_reference.nonzero().flatten()
+        ends = {"target": [own_targets], "reference": [own_references]}
+        for (source, _, destination), index in edges_in.items():
+            ends[source].append(index[0])
+            ends[destination].append(index[1])
+        targets, references = torch.cat(ends["target"]).unique(), torch.cat(ends["reference"]).unique()
+        local = {"target": targets, "reference": references}
+        edges = {
+            kind: torch.stack(
+                [torch.searchsorted(local[kind[0]], index[0]), torch.searchsorted(local[kind[2]], index[1])]
+            )
+            for kind, index in edges_in.items()
+        }
+        return cls(
+            targets=targets,
+            references=references,
+            edges=edges,
+            own_targets=own_targets,
+            own_references=own_references,
+            own_target_rows=torch.searchsorted(targets, own_targets),
+            own_reference_rows=torch.searchsorted(references, own_references),
+        )
 
 
 def _chunk_mask(n: int, n_chunks: int, chunk: int, device: torch.device) -> Tensor:
