@@ -270,3 +270,19 @@ def test_tiled_training_table_compares_whole_and_tiled_epochs(tmp_path):
     table = tiled_training.main([*argv, "--threads", "1"])
     assert "| 300 | whole | 1 |" in table and "| 300 | tiled | 2 |" in table and "| 600 | tiled | 4 |" in table
     assert "| growth exponent | tiled |" in table
+
+
+def test_visium_hd_table_runs_every_stage_on_both_bin_sizes_and_labels_the_estimates(tmp_path):
+    from benchmarks import visium_hd_scaling
+
+    argv = ["--bins", "400", "--genes", "12", "--dim", "16", "--tile", "40", "--chunk", "60", "--threads", "1"]
+    argv += ["--sample", "4", "--retrieval-sample", "8", "--work-dir", str(tmp_path), "--stages-8um", "ingestion"]
+    table = visium_hd_scaling.main(argv)
+    rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in table.splitlines() if line.startswith("| ")}
+    assert "16 um: 100 bins per section" in table and "8 um: 400 bins per section" in table
+    assert [rows[stage][2].strip() for stage in ("ingestion", "graph", "train", "predict")] == ["MEASURED"] * 4
+    assert rows["embedding"][2].strip().startswith("ESTIMATED from 4 bins")
+    assert rows["retrieval"][2].strip().startswith("ESTIMATED from 6 section pairs")
+    # 8 um ran its ingestion only: the other stages say so instead of showing a number
+    assert rows["ingestion"][5].strip() == "MEASURED" and rows["train"][3].strip() == "not run"
+    assert not (tmp_path / "run_16um" / "mlruns").exists()

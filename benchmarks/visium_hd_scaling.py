@@ -1,0 +1,245 @@
+"""Every stage on Visium HD-size sections (CPU): time and peak RSS at 16 um (~100k bins) and 8 um (~400k bins).
+
+The data is the project's generated Visium HD-like dataset (`spahgc_kedro.demo_hd`: Space Ranger 3
+binned outputs over a tiled pyramidal TIFF; 16 um bins pool 2 x 2 of the 8 um ones), read by the
+`visium_hd` reader. Each stage runs as `kedro run --pipeline=<stage>` runs it, for one fold
+(`graph.fold` = the first section; leave-one-section-out: one test, one validation section, the
+rest train), each in a fresh process, with peak RSS sampled every 20 ms:
+
+- ingestion: MEASURED (the reader and the ingestion pipeline, every section);
+- embedding: ESTIMATED: the default encoder (efficientnet_lite0) with the project's patch reader
+  timed on `--sample` bins of the first section, scaled to every bin of every section; random
+  `--dim`-d features then stand in for its output;
+- retrieval (part of the graph stage): ESTIMATED: the project's blocked L1 retrieval timed for
+  `--retrieval-sample` query bins against a whole section, scaled to every query of every
+  section pair the fold retrieves (linear in queries: each query block scans the same candidates);
+- graph (links, spatial edges, the graph store): MEASURED, with k random retrieved bins in place
+  of retrieval;
+- one training epoch (spatial tiles of `train.max_full_graph_spots` bins, validation in chunks)
+  and the test section's prediction (`prediction_chunk_spots`): MEASURED.
+
+    python -m benchmarks.visium_hd_scaling --out benchmarks/results/visium_hd_scaling.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks import common
+
+# in run order: retrieval is timed on the folds and stand-in features the graph stage reads
+STAGES = ("ingestion", "embedding", "graph", "retrieval", "train", "predict")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bins", type=int, default=400_000, help="8 um bins per section (16 um: a quarter)")
+    parser.add_argument(
+        "--sections", type=int, default=4, help="sections (one fold: 1 test, 1 validation, the rest train)"
+    )
+    parser.add_argument("--genes", type=int, default=300)
+    parser.add_argument("--dim", type=int, default=1024, help="embedding width (UNI: 1024)")
+    parser.add_argument("--bin-um", type=int, nargs="+", default=[16, 8], help="bin sizes to run")
+    parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
+    parser.add_argument(
+        "--stages-8um", nargs="+", default=None, choices=STAGES, help="stages at 8 um (default: --stages)"
+    )
+    parser.add_argument("--tile", type=int, default=5_000, help="train.max_full_graph_spots")
+    parser.add_argument("--chunk", type=int, default=10_000, help="prediction_chunk_spots")
+    parser.add_argument("--sample", type=int, default=256, help="bins embedded to time the encoder")
+    parser.add_argument("--retrieval-sample", type=int, default=256, help="query bins timed for retrieval")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads in training")
+    parser.add_argument("--work-dir", type=Path, default=common.WORK_DIR / "visium_hd")
+    parser.add_argument("--out", type=Path, default=None)
+    return parser.parse_args(argv)
+
+
+def dataset(args: argparse.Namespace) -> Path:
+    """The generated dataset for `args` (written once per size, reused)."""
+    from spahgc_kedro.demo_hd import generate_visium_hd
+
+    raw = args.work_dir / f"raw_{args.bins}_{args.sections}_{args.genes}"
+    if not (raw / "genes.txt").exists():
+        shutil.rmtree(raw, ignore_errors=True)
+        generate_visium_hd(raw, args.bins, args.genes, tuple(f"HD{i + 1}" for i in range(args.sections)))
+    return raw
+
+
+def stage_params(raw: Path, bin_um: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Runtime parameters: dataset visium_hd at `bin_um`, the generated genes, one fold, one epoch."""
+    return {
+        "dataset": "visium_hd",
+        "raw_dir": str(raw),
+        "datasets": {
+            "visium_hd": {
+                "reader_options": {"bin_um": bin_um},
+                "gene_panel": {"rule": "list", "path": str(raw / "genes.txt")},
+            }
+        },
+        "graph": {"fold": "HD1"},
+        "train": {"epochs": 1, "threads": args.threads, "max_full_graph_spots": args.tile},
+        "prediction_chunk_spots": args.chunk,
+    }
+
+
+def run_slice(catalog: Any, name: str, **slicing: Any) -> common.StageMeasure:
+    """Run registered pipeline `name` (sliced by `Pipeline.only_nodes`/`to_outputs` arguments) and measure it."""
+    from kedro.framework.project import pipelines
+    from kedro.runner import SequentialRunner
+
+    pipeline = pipelines[name]
+    if "nodes" in slicing:
+        pipeline = pipeline.only_nodes(*slicing["nodes"])
+    if "outputs" in slicing:
+        pipeline = pipeline.to_outputs(*slicing["outputs"])
+    with common.measure() as m:
+        SequentialRunner().run(pipeline, catalog)
+    return m
+
+
+def random_neighbours(embeddings: dict[str, np.ndarray], pairs: list[tuple[str, str]], k: int, *_: Any, **__: Any):
+    """`graph.pair_neighbours`'s output with k random candidates per query (a stand-in for retrieval)."""
+    rng = np.random.default_rng(0)
+    found = {}
+    for query, candidate in pairs:
+        n, m = embeddings[query].shape[0], embeddings[candidate].shape[0]
+        found[(query, candidate)] = (np.sort(rng.random((n, k)), axis=1), rng.integers(0, m, (n, k)))
+    return found
+
+
+def measure_stage(stage: str, root: Path, params: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """One stage in this (fresh) process: seconds, peak RSS and what was measured or estimated."""
+    import torch
+
+    from benchmarks.scaling import random_embeddings, time_encoder_sample
+
+    catalog = common.project_catalog(root, **params)
+    if stage == "ingestion":
+        m = run_slice(catalog, "ingestion")
+        sections = catalog.load("sections")
+        return {"measure": m, "bins": int(sum(load().n_obs for load in sections.values()))}
+    if stage == "embedding":
+        sections = {s: load() for s, load in catalog.load("sections").items()}
+        first = next(iter(sections.values()))
+        torch.set_num_threads(args.threads)
+        seconds, patches, _ = time_encoder_sample(
+            first, "efficientnet_lite0", torch.device("cpu"), args.sample, False, catalog.load("params:embedding"), 0
+        )
+        catalog.save("patch_embeddings", random_embeddings(sections, args.dim, 0))
+        total = sum(s.n_obs for s in sections.values())
+        return {"seconds": seconds / patches * total, "rate": patches / seconds, "sampled": patches}
+    if stage == "retrieval":
+        from spahgc_kedro.graph import nearest_neighbours, retrieval_pairs
+
+        folds, graph = catalog.load("folds"), catalog.load("params:graph")
+        pairs = retrieval_pairs(folds)
+        embeddings = {s: load().X for s, load in catalog.load("patch_embeddings").items()}
+        query, candidate = pairs[0]
+        sample = embeddings[query][: args.retrieval_sample]
+        nearest_neighbours(sample[:8], embeddings[candidate][:64], graph["k_refer"], graph["metric"])  # warm-up
+        with common.measure() as m:
+            nearest_neighbours(sample, embeddings[candidate], graph["k_refer"], graph["metric"], graph["block_size"])
+        queries = sum(embeddings[q].shape[0] for q, _ in pairs)
+        return {"seconds": m.seconds / sample.shape[0] * queries, "pairs": len(pairs), "sample_rss": m.peak_rss_mib}
+    if stage == "graph":
+        import spahgc_kedro.pipelines.graph.nodes as graph_nodes
+
+        graph_nodes.pair_neighbours = random_neighbours
+        m = run_slice(catalog, "graph")
+        store = next(root.rglob("section_graphs"))
+        return {"measure": m, "store_mib": sum(p.stat().st_size for p in store.rglob("*") if p.is_file()) / 2**20}
+    if stage == "train":
+        return {"measure": run_slice(catalog, "train", outputs=["trained_models"])}
+    return {"measure": run_slice(catalog, "train", nodes=["train.predict_test_sections"])}
+
+
+def measure_size(raw: Path, bin_um: int, args: argparse.Namespace) -> dict[str, Any]:
+    """The chosen stages at one bin size, in order, each in a fresh process (a stage reads what earlier ones wrote;
+    ingestion starts from empty outputs)."""
+    root = args.work_dir / f"run_{bin_um}um"
+    params = stage_params(raw, bin_um, args)
+    rows: dict[str, Any] = {}
+    chosen = args.stages_8um if bin_um == 8 and args.stages_8um else args.stages
+    if "ingestion" in chosen:
+        shutil.rmtree(root, ignore_errors=True)
+    for stage in (s for s in STAGES if s in chosen):
+        rows[stage] = common.in_fresh_process(measure_stage, stage, root, params, args)
+        print(f"{bin_um} um {stage}: {rows[stage]}", flush=True)
+    return rows
+
+
+def stage_row(stage: str, row: dict[str, Any] | None) -> tuple[str, str, str]:
+    """(seconds, peak RSS MiB, how) of one stage's row."""
+    if row is None:
+        return "not run", "", ""
+    if "measure" in row:
+        m = row["measure"]
+        return f"{m.seconds:,.1f}", f"{m.peak_rss_mib:,.0f}", "MEASURED"
+    if stage == "embedding":
+        how = f"ESTIMATED from {row['sampled']} bins at {row['rate']:.1f} patches/s"
+        return f"{row['seconds']:,.0f}", "", how
+    how = f"ESTIMATED from {row['pairs']} section pairs (sample's peak RSS {row['sample_rss']:,.0f} MiB)"
+    return f"{row['seconds']:,.0f}", "", how
+
+
+def report(results: dict[int, dict[str, Any]], args: argparse.Namespace) -> str:
+    """The table: a row per stage, a column group per bin size, growth exponents where both sizes ran."""
+    from spahgc_kedro.demo_hd import BIN_UM, lattice_side
+
+    sizes = sorted(results, reverse=True)
+    bins = {b: (lattice_side(args.bins) * BIN_UM // b) ** 2 for b in sizes}
+    width = " (UNI's width)" if args.dim == 1024 else ""
+    lines = [
+        "### Every stage on Visium HD-size sections (CPU)",
+        "",
+        f"- data: {args.sections} sections generated by `spahgc_kedro.demo_hd` ({args.bins:,} 8 um bins requested per "
+        f"section; 16 um bins pool 2 x 2 of them), {args.genes} genes (all in the panel), log10 targets, read by the "
+        "`visium_hd` reader",
+        f"- fold: one (`graph.fold` = HD1: test HD1, validation HD2, train the other {args.sections - 2}); "
+        f"k_refer 7, k_close 3, L1 retrieval; random {args.dim}-d features{width} in place of the encoder",
+        f"- model: default architecture (hidden 256, 4 layers, 4 heads, contrastive branch); one epoch, "
+        f"`train.max_full_graph_spots` {args.tile:,} (spatial tiles), `prediction_chunk_spots` {args.chunk:,}",
+        "- each stage in a fresh process; peak RSS = the process's peak during the stage, sampled every 20 ms "
+        "(the model and graphs it loads included)",
+        "- graph: MEASURED with random retrieved bins; its retrieval, and the embedding, are ESTIMATED from timed "
+        "samples (see the rows)",
+        f"- machine: {common.cpu_model()}; torch {args.threads} threads in training",
+        "",
+        "| stage | "
+        + " | ".join(f"{b} um: {bins[b]:,} bins per section: s | peak RSS (MiB) | how" for b in sizes)
+        + " |",
+        "|---|" + "---|---|---|" * len(sizes),
+    ]
+    for stage in STAGES:
+        if any(stage in results[b] for b in sizes):
+            cells = (" | ".join(stage_row(stage, results[b].get(stage))) for b in sizes)
+            lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+    if len(sizes) == 2:
+        small, large = sorted(sizes, reverse=True)
+        exponents = []
+        for stage in STAGES:
+            if stage in results[small] and stage in results[large]:
+                seconds = [float(stage_row(stage, results[b][stage])[0].replace(",", "")) for b in (small, large)]
+                slope = common.log_log_slope([bins[small], bins[large]], seconds)
+                exponents.append(f"{stage} {slope:.2f}")
+        lines += ["", "Growth exponents of time with bins per section: " + ", ".join(exponents) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> str:
+    args = parse_args(argv)
+    raw = dataset(args)
+    results = {bin_um: measure_size(raw, bin_um, args) for bin_um in args.bin_um}
+    table = report(results, args)
+    print(table)
+    common.write_table(table, args.out)
+    return table
+
+
+if __name__ == "__main__":
+    main()
