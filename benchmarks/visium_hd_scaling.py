@@ -10,11 +10,12 @@ rest train), each in a fresh process, with peak RSS sampled every 20 ms:
 - embedding: ESTIMATED: the default encoder (efficientnet_lite0) with the project's patch reader
   timed on `--sample` bins of the first section, scaled to every bin of every section; random
   `--dim`-d features then stand in for its output;
-- retrieval (part of the graph stage): ESTIMATED: the project's blocked L1 retrieval timed for
-  `--retrieval-sample` query bins against a whole section, scaled to every query of every
-  section pair the fold retrieves (linear in queries: each query block scans the same candidates);
-- graph (links, spatial edges, the graph store): MEASURED, with k random retrieved bins in place
-  of retrieval;
+- retrieval (the graph stage's two exact L1 searches): ESTIMATED: the project's blocked search
+  timed for `--retrieval-sample` query bins against a whole section, scaled by distance terms
+  (query x candidate x width) to every section pair the fold retrieves across and to each graph's
+  reference-close-reference kNN over its reference spots (the search is linear in those terms);
+- graph (links, spatial edges, the graph store): MEASURED, with random neighbours in place of
+  both searches;
 - one training epoch (spatial tiles of `train.max_full_graph_spots` bins, validation in chunks)
   and the test section's prediction (`prediction_chunk_spots`): MEASURED.
 
@@ -102,14 +103,35 @@ def run_slice(catalog: Any, name: str, **slicing: Any) -> common.StageMeasure:
     return m
 
 
-def random_neighbours(embeddings: dict[str, np.ndarray], pairs: list[tuple[str, str]], k: int, *_: Any, **__: Any):
-    """`graph.pair_neighbours`'s output with k random candidates per query (a stand-in for retrieval)."""
-    rng = np.random.default_rng(0)
-    found = {}
-    for query, candidate in pairs:
-        n, m = embeddings[query].shape[0], embeddings[candidate].shape[0]
-        found[(query, candidate)] = (np.sort(rng.random((n, k)), axis=1), rng.integers(0, m, (n, k)))
-    return found
+def random_neighbours(
+    queries: np.ndarray, candidates: np.ndarray, k: int, *_: Any, exclude_self: bool = False, **__: Any
+):
+    """`graph.nearest_neighbours`'s output with k random candidates per query (a stand-in for the L1 search)."""
+    rng = np.random.default_rng(queries.shape[0])
+    n, m = queries.shape[0], candidates.shape[0]
+    if exclude_self:
+        indices = (np.arange(n)[:, None] + 1 + rng.integers(0, m - 1, (n, k))) % m
+    else:
+        indices = rng.integers(0, m, (n, k))
+    return np.sort(rng.random((n, k)), axis=1), indices
+
+
+def search_work(catalog: Any, dim: int) -> dict[str, float]:
+    """Distance terms (query x candidate x width) of the fold's two exact searches: the cross-section retrieval
+    (each section pair once) and each graph's reference-close-reference kNN over its reference spots."""
+    from spahgc_kedro.graph import retrieval_pairs
+
+    folds, graphs = catalog.load("folds"), catalog.load("section_graphs")
+    spots = {s: graphs.section(s)["embedding"].shape[0] for s in graphs.sections()}
+    pairs = retrieval_pairs(folds)
+    n_genes = len(catalog.load("target_scaling")[next(iter(folds["folds"]))]["genes"])
+    references = [graphs.links(*key.split("/"))["spot_index"].shape[0] for key in graphs]
+    return {
+        "pairs": len(pairs),
+        "graphs": len(references),
+        "cross_section": float(sum(spots[q] * spots[c] for q, c in pairs)) * dim,
+        "close": float(sum(m * m for m in references)) * (dim + n_genes),
+    }
 
 
 def measure_stage(stage: str, root: Path, params: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
@@ -134,22 +156,27 @@ def measure_stage(stage: str, root: Path, params: dict[str, Any], args: argparse
         total = sum(s.n_obs for s in sections.values())
         return {"seconds": seconds / patches * total, "rate": patches / seconds, "sampled": patches}
     if stage == "retrieval":
-        from spahgc_kedro.graph import nearest_neighbours, retrieval_pairs
+        from spahgc_kedro.graph import nearest_neighbours
 
-        folds, graph = catalog.load("folds"), catalog.load("params:graph")
-        pairs = retrieval_pairs(folds)
-        embeddings = {s: load().X for s, load in catalog.load("patch_embeddings").items()}
-        query, candidate = pairs[0]
-        sample = embeddings[query][: args.retrieval_sample]
-        nearest_neighbours(sample[:8], embeddings[candidate][:64], graph["k_refer"], graph["metric"])  # warm-up
+        graph, work = catalog.load("params:graph"), search_work(catalog, args.dim)
+        sections = catalog.load("section_graphs")
+        first, second = sections.sections()[:2]
+        queries = np.asarray(sections.section(first)["embedding"][: args.retrieval_sample])
+        candidates = np.asarray(sections.section(second)["embedding"])
+        nearest_neighbours(queries[:8], candidates[:64], graph["k_refer"], graph["metric"])  # warm-up
         with common.measure() as m:
-            nearest_neighbours(sample, embeddings[candidate], graph["k_refer"], graph["metric"], graph["block_size"])
-        queries = sum(embeddings[q].shape[0] for q, _ in pairs)
-        return {"seconds": m.seconds / sample.shape[0] * queries, "pairs": len(pairs), "sample_rss": m.peak_rss_mib}
+            nearest_neighbours(queries, candidates, graph["k_refer"], graph["metric"], graph["block_size"])
+        per_term = m.seconds / (queries.shape[0] * candidates.shape[0] * args.dim)
+        return {
+            "seconds": per_term * (work["cross_section"] + work["close"]),
+            "cross_section_s": per_term * work["cross_section"],
+            "sample_rss": m.peak_rss_mib,
+            **work,
+        }
     if stage == "graph":
-        import spahgc_kedro.pipelines.graph.nodes as graph_nodes
+        import spahgc_kedro.graph as graph_module
 
-        graph_nodes.pair_neighbours = random_neighbours
+        graph_module.nearest_neighbours = random_neighbours
         m = run_slice(catalog, "graph")
         store = next(root.rglob("section_graphs"))
         return {"measure": m, "store_mib": sum(p.stat().st_size for p in store.rglob("*") if p.is_file()) / 2**20}
@@ -183,7 +210,11 @@ def stage_row(stage: str, row: dict[str, Any] | None) -> tuple[str, str, str]:
     if stage == "embedding":
         how = f"ESTIMATED from {row['sampled']} bins at {row['rate']:.1f} patches/s"
         return f"{row['seconds']:,.0f}", "", how
-    how = f"ESTIMATED from {row['pairs']} section pairs (sample's peak RSS {row['sample_rss']:,.0f} MiB)"
+    how = (
+        f"ESTIMATED: L1 search timed on a sample, scaled to {row['pairs']} section pairs "
+        f"({row['cross_section_s']:,.0f} s) and {row['graphs']} graphs' reference kNN (sample's peak RSS "
+        f"{row['sample_rss']:,.0f} MiB)"
+    )
     return f"{row['seconds']:,.0f}", "", how
 
 
@@ -206,8 +237,8 @@ def report(results: dict[int, dict[str, Any]], args: argparse.Namespace) -> str:
         f"`train.max_full_graph_spots` {args.tile:,} (spatial tiles), `prediction_chunk_spots` {args.chunk:,}",
         "- each stage in a fresh process; peak RSS = the process's peak during the stage, sampled every 20 ms "
         "(the model and graphs it loads included)",
-        "- graph: MEASURED with random retrieved bins; its retrieval, and the embedding, are ESTIMATED from timed "
-        "samples (see the rows)",
+        "- graph: MEASURED with random neighbours in place of its two L1 searches (cross-section retrieval, "
+        "reference kNN); those searches, and the embedding, are ESTIMATED from timed samples (see the rows)",
         f"- machine: {common.cpu_model()}; torch {args.threads} threads in training",
         "",
         "| stage | "

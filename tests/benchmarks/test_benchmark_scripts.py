@@ -282,7 +282,7 @@ def test_visium_hd_table_runs_every_stage_on_both_bin_sizes_and_labels_the_estim
     assert "16 um: 100 bins per section" in table and "8 um: 400 bins per section" in table
     assert [rows[stage][2].strip() for stage in ("ingestion", "graph", "train", "predict")] == ["MEASURED"] * 4
     assert rows["embedding"][2].strip().startswith("ESTIMATED from 4 bins")
-    assert rows["retrieval"][2].strip().startswith("ESTIMATED from 6 section pairs")
+    assert rows["retrieval"][2].strip().startswith("ESTIMATED: L1 search timed on a sample, scaled to 6 section pairs")
     # 8 um ran its ingestion only: the other stages say so instead of showing a number
     assert rows["ingestion"][5].strip() == "MEASURED" and rows["train"][3].strip() == "not run"
     assert not (tmp_path / "run_16um" / "mlruns").exists()
