@@ -11,6 +11,7 @@ records, and the 32-section leave-one-section-out protocol is not 1,024 full gra
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator, Mapping
 from functools import lru_cache, partial
 from typing import Any
@@ -101,21 +102,48 @@ class SectionGraphs(Mapping[str, Callable[[], HeteroData]]):
         raw += fold["mean"]
         return raw, targets(section["expression"])
 
-    def graph(self, name: str, section_id: str) -> HeteroData:
-        """Fold `name`'s graph of `section_id`, assembled from the stored parts."""
+    def reference_features(
+        self, name: str, link: dict[str, Any], dim: int, rows: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Fold `name`'s features `[M, dim + G]` of the reference nodes `link` names (of `rows` of them, when given):
+        standardised embeddings || min-max scaled expression, read from their sections."""
+        standardise, targets = self._scalers(name)
+        section_index, spot_index = link["section_index"], link["spot_index"]
+        if rows is not None:
+            section_index, spot_index = section_index[rows], spot_index[rows]
+        features = np.empty((section_index.shape[0], dim + len(self.fold(name)["genes"])), dtype=np.float32)
+        for index, reference_id in enumerate(link["reference_sections"]):
+            chosen = np.flatnonzero(section_index == index)
+            if chosen.size:
+                reference, spots = self.section(reference_id), spot_index[chosen]
+                features[chosen, :dim] = standardise(reference["embedding"][spots])
+                features[chosen, dim:] = targets(reference["expression"][spots])
+        return features
+
+    def _attributes(self, name: str, section_id: str, section: dict[str, Any], link: dict[str, Any]) -> dict:
+        """The graph-level attributes of fold `name`'s graph of `section_id`."""
         import torch
 
         _, _, role = self._roles[f"{name}/{section_id}"]
-        fold, link, section = self.fold(name), self.links(name, section_id), self.section(section_id)
+        fold = self.fold(name)
+        return {
+            "section_id": section_id,
+            "fold": name,
+            "role": role,
+            "genes": list(fold["genes"]),
+            "spot_ids": list(section["spot_ids"]),
+            "reference_sections": list(link["reference_sections"]),
+            "embedding_dim": int(section["embedding"].shape[1]),
+            # lets baselines work on the raw embeddings SpaHGC retrieves with
+            "embedding_mean": torch.from_numpy(np.asarray(fold["mean"], dtype=np.float32)),
+            "embedding_std": torch.from_numpy(np.asarray(fold["std"], dtype=np.float32)),
+        }
+
+    def graph(self, name: str, section_id: str) -> HeteroData:
+        """Fold `name`'s graph of `section_id`, assembled from the stored parts."""
+        link, section = self.links(name, section_id), self.section(section_id)
         standardise, targets = self._scalers(name)
-        dim = section["embedding"].shape[1]
-        features = np.empty((link["spot_index"].shape[0], dim + len(fold["genes"])), dtype=np.float32)
-        for index, reference_id in enumerate(link["reference_sections"]):
-            rows = np.flatnonzero(link["section_index"] == index)
-            if rows.size:
-                reference, spots = self.section(reference_id), link["spot_index"][rows]
-                features[rows, :dim] = standardise(reference["embedding"][spots])
-                features[rows, dim:] = targets(reference["expression"][spots])
+        features = self.reference_features(name, link, section["embedding"].shape[1])
         graph = graph_from_parts(
             target_x=standardise(section["embedding"]),
             target_y=targets(section["expression"]),
@@ -124,21 +152,153 @@ class SectionGraphs(Mapping[str, Callable[[], HeteroData]]):
             near_edges=np.array(section["near_edges"]),
             reference_features=features,
             links=link,
-            attributes={
-                "section_id": section_id,
-                "fold": name,
-                "role": role,
-                "genes": list(fold["genes"]),
-                "spot_ids": list(section["spot_ids"]),
-                "reference_sections": list(link["reference_sections"]),
-                "embedding_dim": int(dim),
-                # lets baselines work on the raw embeddings SpaHGC retrieves with
-                "embedding_mean": torch.from_numpy(np.asarray(fold["mean"], dtype=np.float32)),
-                "embedding_std": torch.from_numpy(np.asarray(fold["std"], dtype=np.float32)),
-            },
+            attributes=self._attributes(name, section_id, section, link),
         )
         graph.fold_plan = fold_plan_key(self.plans[name])
         return graph
+
+    def num_spots(self, key: str) -> int:
+        """Target spots of graph `key` (read from the store's array header, nothing loaded)."""
+        return int(self.section(self._roles[key][1])["embedding"].shape[0])
+
+    def stored(self, key: str) -> StoredSectionGraph:
+        """Graph `key` left in the store: its tiles and chunks are assembled when asked for."""
+        name, section_id, _ = self._roles[key]
+        return StoredSectionGraph(self, name, section_id)
+
+
+class StoredSectionGraph:
+    """A fold's graph of one section whose features stay in the store (a section too large to hold whole).
+
+    The skeleton (positions, reference origins, edges, attributes) is held; a tile's or a block's
+    features are read from the sections when asked for, so memory follows the tile and the per-node
+    states, not the section's `[N, D]` and `[M, D + G]` features. `subgraph(spots)` equals
+    `training.tile_subgraph(graph, spots)` of the assembled graph, value for value (tested).
+    """
+
+    def __init__(self, graphs: SectionGraphs, fold: str, section_id: str) -> None:
+        self.graphs, self.fold, self.section_id = graphs, fold, section_id
+        self._skeleton: HeteroData | None = None
+
+    def __repr__(self) -> str:
+        return f"StoredSectionGraph(fold={self.fold!r}, section={self.section_id!r})"
+
+    def skeleton(self) -> HeteroData:
+        """The graph without features (zero-width `x`): positions, reference origins, edges and attributes."""
+        if self._skeleton is None:
+            link, section = self.graphs.links(self.fold, self.section_id), self.graphs.section(self.section_id)
+            n_spots, n_references = section["embedding"].shape[0], link["spot_index"].shape[0]
+            self._skeleton = graph_from_parts(
+                target_x=np.empty((n_spots, 0), dtype=np.float32),
+                target_y=None,
+                target_pos=np.array(section["positions"]),
+                near_edges=np.array(section["near_edges"]),
+                reference_features=np.empty((n_references, 0), dtype=np.float32),
+                links=link,
+                attributes=self.graphs._attributes(self.fold, self.section_id, section, link),
+            )
+            self._skeleton.fold_plan = fold_plan_key(self.graphs.plans[self.fold])
+        return self._skeleton
+
+    @property
+    def num_spots(self) -> int:
+        """Target spots of the section."""
+        return self.skeleton()["target"].num_nodes
+
+    @property
+    def n_genes(self) -> int:
+        """Genes of the fold's panel."""
+        return len(self.skeleton().genes)
+
+    @property
+    def embedding_dim(self) -> int:
+        """Width of the target features."""
+        return int(self.skeleton().embedding_dim)
+
+    def target_arrays(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Standardised embeddings and min-max targets of the section's spots `rows`."""
+        standardise, targets = self.graphs._scalers(self.fold)
+        section = self.graphs.section(self.section_id)
+        # row-major, as the assembled graph holds them: reductions over a column-major copy round differently
+        x, y = standardise(section["embedding"][rows]), targets(section["expression"][rows])
+        return np.ascontiguousarray(x), np.ascontiguousarray(y)
+
+    def reference_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Features of the reference nodes `rows`."""
+        link = {name: self.skeleton()["reference"][name].numpy() for name in ("section_index", "spot_index")}
+        link["reference_sections"] = self.skeleton().reference_sections
+        return self.graphs.reference_features(self.fold, link, self.embedding_dim, rows)
+
+    def subgraph(self, spots: Any) -> HeteroData:
+        """The tile of target `spots` (sorted indices) with the references they retrieved, features filled in."""
+        import torch
+
+        from spahgc_kedro.model.training import tile_subgraph
+
+        tile = tile_subgraph(self.skeleton(), spots)
+        x, y = self.target_arrays(spots.numpy())
+        tile["target"].x, tile["target"].y = torch.from_numpy(x), torch.from_numpy(y)
+        tile["reference"].x = torch.from_numpy(self.reference_rows(self._reference_ids(spots)))
+        return tile
+
+    def _reference_ids(self, spots: Any) -> np.ndarray:
+        """The reference nodes `spots` retrieved, in `tile_subgraph`'s order (sorted)."""
+        from spahgc_kedro.model.spahgc import REFERENCE_EDGES
+
+        refer = self.skeleton()[REFERENCE_EDGES].edge_index
+        chosen = np.zeros(self.num_spots, dtype=bool)
+        chosen[spots.numpy()] = True
+        return np.unique(refer[0].numpy()[chosen[refer[1].numpy()]])
+
+    def input_blocks(self, block: int) -> Iterator[dict[str, Any]]:
+        """`{target, reference}` feature rows in blocks of `block` nodes each, in node order, until both end."""
+        import torch
+
+        n_references = self.skeleton()["reference"].num_nodes
+        for start in range(0, max(self.num_spots, n_references), block):
+            spots = np.arange(start, min(start + block, self.num_spots))
+            references = np.arange(start, min(start + block, n_references))
+            yield {
+                "target": torch.from_numpy(self.target_arrays(spots)[0]),
+                "reference": torch.from_numpy(self.reference_rows(references)),
+            }
+
+    def feature_sources_digest(self, digest: Any) -> None:
+        """Feed `digest` what the features are made of: the fold's scaling and the embeddings and expression of
+        the section and of its reference sections (files read in blocks, never mapped whole)."""
+        fold = self.graphs.fold(self.fold)
+        digest.update(repr({key: fold[key] for key in ("genes", "transform")}).encode())
+        for key in ("mean", "std", "min", "max"):
+            digest.update(np.ascontiguousarray(fold[key], dtype=np.float32).tobytes())
+        for section_id in [self.section_id, *self.skeleton().reference_sections]:
+            section = self.graphs.section(section_id)
+            for name in ("embedding", "expression"):
+                _digest_array(digest, section[name])
+
+    def labelled(self) -> HeteroData:
+        """The skeleton with every spot's targets as `target.y` (what predictions are stored next to)."""
+        import torch
+
+        labelled = copy.copy(self.skeleton())
+        labelled["target"].y = torch.from_numpy(self.target_arrays(np.arange(self.num_spots))[1])
+        return labelled
+
+
+def _digest_array(digest: Any, values: np.ndarray, block_bytes: int = 64 * 2**20) -> None:
+    """Feed an array's dtype, shape and bytes to `digest`; a memory-mapped one from its file, block by block."""
+    digest.update(f"{values.dtype}{values.shape}".encode())
+    if isinstance(values, np.memmap) and values.filename and values.flags.c_contiguous:
+        with open(values.filename, "rb") as file:
+            file.seek(values.offset)
+            remaining = values.nbytes
+            while remaining:
+                block = file.read(min(block_bytes, remaining))
+                if not block:
+                    raise OSError(f"'{values.filename}' is shorter than its header says: re-run the graph pipeline.")
+                digest.update(block)
+                remaining -= len(block)
+    else:
+        digest.update(np.ascontiguousarray(values).tobytes())
 
 
 def section_targets(section_graphs: Mapping[str, Callable[[], HeteroData]], key: str) -> tuple[np.ndarray, np.ndarray]:

@@ -276,13 +276,22 @@ def test_visium_hd_table_runs_every_stage_on_both_bin_sizes_and_labels_the_estim
     from benchmarks import visium_hd_scaling
 
     argv = ["--bins", "400", "--genes", "12", "--dim", "16", "--tile", "40", "--chunk", "60", "--threads", "1"]
-    argv += ["--sample", "4", "--retrieval-sample", "8", "--work-dir", str(tmp_path), "--stages-8um", "ingestion"]
-    table = visium_hd_scaling.main(argv)
+    argv += ["--sample", "4", "--retrieval-sample", "8", "--work-dir", str(tmp_path), "--graph-max-bins", "200"]
+    table = visium_hd_scaling.main([*argv, "--bin-um", "16", "8"])
     rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in table.splitlines() if line.startswith("| ")}
     assert "16 um: 100 bins per section" in table and "8 um: 400 bins per section" in table
     assert [rows[stage][2].strip() for stage in ("ingestion", "graph", "train", "predict")] == ["MEASURED"] * 4
     assert rows["embedding"][2].strip().startswith("ESTIMATED from 4 bins")
     assert rows["retrieval"][2].strip().startswith("ESTIMATED: L1 search timed on a sample, scaled to 6 section pairs")
-    # 8 um ran its ingestion only: the other stages say so instead of showing a number
-    assert rows["ingestion"][5].strip() == "MEASURED" and rows["train"][3].strip() == "not run"
-    assert not (tmp_path / "run_16um" / "mlruns").exists()
+    # above --graph-max-bins the graph stage is not run; a generated store lets training and prediction be measured
+    assert rows["graph"][3].strip() == "not run" and rows["graph"][5].strip().startswith("NOT RUN (holds whole")
+    assert [rows[stage][5].strip() for stage in ("ingestion", "train", "predict")] == ["MEASURED"] * 3
+    assert "train" in table.split("Growth exponents")[1] and "graph" not in table.split("Growth exponents")[1]
+    # rows are kept: a second run with --reuse measures nothing again
+    again = visium_hd_scaling.main([*argv, "--bin-um", "16", "--stages", "ingestion", "--reuse"])
+    assert (
+        rows["ingestion"][:3]
+        == {line.split("|")[1].strip(): line.split("|")[2:-1] for line in again.splitlines() if line.startswith("| ")}[
+            "ingestion"
+        ][:3]
+    )

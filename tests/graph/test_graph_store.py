@@ -201,3 +201,95 @@ def test_fold_section_graphs_keys_order_and_shared_parts(tiny, graph_params):
     }
     with pytest.raises(ValueError, match=r"different transforms \['log10', 'log10_libsize'\]: re-run the graph stage"):
         fold_section_graphs(folds, mixed, {}, None, {}, {}, {}, {}, graph_params)
+
+
+def small_train_config(**overrides):
+    from spahgc_kedro.model.training import TrainConfig
+
+    model = {"hidden": 16, "n_layers": 2, "heads": 2}
+    return TrainConfig.from_params({"epochs": 3, "model": model, "seed": 3, "threads": 1, **overrides})
+
+
+def test_a_stored_section_gives_the_tiles_of_the_assembled_graph(stored):
+    from spahgc_kedro.model.training import spatial_tiles, tile_subgraph
+
+    _, _, _, store = stored
+    loaded = store.load()
+    for key in sorted(loaded):
+        graph, kept = loaded[key](), loaded.stored(key)
+        assert kept.num_spots == graph["target"].num_nodes == loaded.num_spots(key)
+        assert (kept.embedding_dim, kept.n_genes) == (graph.embedding_dim, len(graph.genes))
+        for tile in spatial_tiles(graph["target"].pos, 10) + [torch.arange(graph["target"].num_nodes)]:
+            actual, expected = kept.subgraph(tile), tile_subgraph(graph, tile)
+            assert_same_graph(actual, expected)
+            for node_type in ("target", "reference"):
+                assert all(v.is_contiguous() for v in actual[node_type].values()), node_type
+        assert torch.equal(kept.labelled()["target"].y, graph["target"].y)
+        blocks = list(kept.input_blocks(7))
+        assert torch.equal(torch.cat([b["target"] for b in blocks]), graph["target"].x)
+        assert torch.equal(torch.cat([b["reference"] for b in blocks]), graph["reference"].x)
+
+
+def test_a_stored_section_predicts_and_trains_as_the_assembled_graph(stored):
+    from spahgc_kedro.model import SpaHGC
+    from spahgc_kedro.model.training import fit, predict
+
+    folds, _, _, store = stored
+    loaded = store.load()
+    fold = sorted(folds["folds"])[0]
+    keys = {role: [f"{fold}/{s}" for s in folds["folds"][fold][role]] for role in ("train", "validation", "test")}
+    test = loaded[keys["test"][0]]()
+    model = SpaHGC(test["target"].x.shape[1], len(test.genes), hidden=16, n_layers=2, heads=2)
+    whole = predict(model, test)
+    for chunk in (0, 5, 13):
+        np.testing.assert_allclose(predict(model, loaded.stored(keys["test"][0]), chunk_spots=chunk), whole, atol=1e-5)
+
+    config = small_train_config(max_full_graph_spots=12)
+    assembled = fit(
+        [loaded[k]() for k in keys["train"]], [loaded[k]() for k in keys["validation"]], config, progress=False
+    )
+    kept = fit(
+        [loaded.stored(k) for k in keys["train"]],
+        [loaded.stored(k) for k in keys["validation"]],
+        config,
+        progress=False,
+    )
+    # the same tiles in the same memory layout: the same training, to the bit
+    assert kept.best_epoch == assembled.best_epoch
+    assert [row["train_loss"] for row in kept.history] == [row["train_loss"] for row in assembled.history]
+    for row, expected in zip(kept.history, assembled.history, strict=True):
+        assert row == pytest.approx(expected, rel=1e-5, abs=1e-7)
+    assert all(torch.equal(kept.state_dict[name], value) for name, value in assembled.state_dict.items())
+
+
+def test_the_training_key_of_a_stored_section_follows_its_features(tmp_path, stored):
+    from spahgc_kedro.model.training import training_key
+
+    folds, _, _, store = stored
+    fold = sorted(folds["folds"])[0]
+    train = [f"{fold}/{s}" for s in folds["folds"][fold]["train"]]
+    config = small_train_config()
+    key = training_key(config, [store.load().stored(k) for k in train], [])
+    assert training_key(config, [store.load().stored(k) for k in train], []) == key
+    # one embedding value of a reference section changed on disk: another key (no stale model reused)
+    reference = store.load().stored(train[0]).skeleton().reference_sections[0]
+    path = tmp_path / "section_graphs" / "sections" / reference / "embedding.npy"
+    values = np.load(path)
+    values[0, 0] += 1.0
+    np.save(path, values)
+    assert training_key(config, [store.load().stored(k) for k in train], []) != key
+
+
+def test_large_sections_stay_in_the_store_for_training_and_prediction(stored):
+    from spahgc_kedro.graph_store import StoredSectionGraph
+    from spahgc_kedro.pipelines.train.nodes import graphs_by_role
+
+    folds, _, built, store = stored
+    loaded = store.load()
+    fold = sorted(folds["folds"])[0]
+    n_spots = loaded.num_spots(f"{fold}/{folds['folds'][fold]['train'][0]}")
+    assert all(isinstance(g, StoredSectionGraph) for g in graphs_by_role(loaded, folds, fold, "train", n_spots - 1))
+    assert not any(isinstance(g, StoredSectionGraph) for g in graphs_by_role(loaded, folds, fold, "train", n_spots))
+    assert not any(isinstance(g, StoredSectionGraph) for g in graphs_by_role(loaded, folds, fold, "train", 0))
+    # graphs held in memory (not a store) are never left anywhere
+    assert not any(isinstance(g, StoredSectionGraph) for g in graphs_by_role(dict(built), folds, fold, "train", 1))

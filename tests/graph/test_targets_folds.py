@@ -217,3 +217,64 @@ def test_gene_list_messages_say_where_to_get_the_list_and_how_to_save_one(tmp_pa
     assert str(error.value) == f"Gene list '{blank}' is empty: give one gene a line (or a .npy of strings)."
     blank.write_text("G2\n\nG1\n")
     assert load_gene_list(blank) == ["G2", "G1"]
+
+
+def test_gene_list_panel_logs_what_it_dropped_and_nothing_when_every_gene_is_measured(tmp_path, tiny, caplog):
+    sections, _, _ = tiny
+    partly = tmp_path / "partly.txt"
+    partly.write_text("G3\nNOT_A_GENE\nG1\n")
+    select_panel({"rule": "list", "path": str(partly)}, sections, ["S1"])
+    assert caplog.messages == [
+        f"Gene list {partly}: 1 of 3 genes are not measured in every section and are dropped (kept 2)."
+    ]
+    caplog.clear()
+    measured = tmp_path / "measured.txt"
+    measured.write_text("G3\nG1\n")
+    assert select_panel({"rule": "list", "path": str(measured)}, sections, ["S1"]) == ["G3", "G1"]
+    assert not caplog.messages
+
+
+def test_panel_errors_say_what_to_fix(tmp_path, tiny):
+    sections, _, _ = tiny
+    with pytest.raises(ValueError) as unknown:
+        select_panel({"rule": "top"}, sections, ["S1"])
+    assert str(unknown.value) == (
+        "Unknown gene_panel.rule 'top'. Choose 'list' (with a path) or 'hvg_intersection' (with n_top)."
+    )
+    (tmp_path / "none.txt").write_text("NOPE\n")
+    with pytest.raises(ValueError) as empty:
+        select_panel({"rule": "list", "path": str(tmp_path / "none.txt")}, sections, ["S1"])
+    assert str(empty.value) == (
+        "The gene panel (rule 'list') is empty for fitting sections ['S1']: no chosen gene is measured in every "
+        "section. Check the gene list matches the data's gene symbols, or raise gene_panel.n_top."
+    )
+
+
+def test_hvg_panel_takes_the_top_1000_by_default(caplog):
+    import logging
+
+    import anndata as ad
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    # 1,200 genes of distinct dispersion: identical sections, so the panel is exactly one section's top n
+    counts = rng.negative_binomial(np.geomspace(0.2, 50, 1200), 0.3, size=(300, 1200)).astype(np.float32)
+    section = ad.AnnData(X=sp.csr_matrix(counts))
+    section.var_names = [f"G{g}" for g in range(1200)]
+    sections = {"S1": section, "S2": section.copy()}
+    with caplog.at_level(logging.INFO, logger="spahgc_kedro.targets"):
+        panel = select_panel({"rule": "hvg_intersection"}, sections, ["S1", "S2"])
+    assert len(panel) == 1000
+    assert "HVG panel: 1000 genes in the top-1000 HVGs of all 2 fitting sections." in caplog.messages
+
+
+def test_hvg_panel_reads_and_fills_the_callers_cache(tiny):
+    sections, _, _ = tiny
+    rule = {"rule": "hvg_intersection", "n_top": 10}
+    cache: dict[str, set[str]] = {}
+    panel = select_panel(rule, sections, ["S1", "S2"], cache)
+    assert sorted(cache) == ["S1", "S2"] and all(len(hvgs) == 10 for hvgs in cache.values())
+    assert panel == [g for g in sections["S1"].var_names if g in cache["S1"] & cache["S2"]]
+    # a cached section is not recomputed: its cached HVGs decide
+    cache["S1"] = {"G0", panel[0]}
+    assert select_panel(rule, sections, ["S1", "S2"], cache) == [panel[0]]

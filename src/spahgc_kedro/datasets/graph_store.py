@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -107,8 +107,15 @@ def _write_section(folder: Path, parts: dict[str, Any]) -> None:
 def _read_section(root: Path, section_id: str) -> dict[str, Any]:
     folder = root / "sections" / section_id
     parts: dict[str, Any] = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in SECTION_ARRAYS}
-    parts["spot_ids"] = json.loads((folder / "spot_ids.json").read_text())
+    path = folder / "spot_ids.json"
+    parts["spot_ids"] = _spot_ids(path, path.stat().st_mtime_ns)
     return parts
+
+
+@lru_cache(maxsize=8)
+def _spot_ids(path: Path, mtime_ns: int) -> tuple[str, ...]:
+    """A section's spot ids, parsed once per file version: tiles of a large section read its parts many times."""
+    return tuple(json.loads(path.read_text()))
 
 
 def _read_fold(root: Path, records: dict[str, Any], name: str) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from spahgc_kedro.graph_store import StoredSectionGraph
 from spahgc_kedro.hints import HeteroData
 from spahgc_kedro.progress import progress as progress_bar
 
@@ -23,6 +24,9 @@ from .contrastive import Predictor, Teacher, complementary_masks, contrastive_lo
 from .spahgc import REFERENCE_EDGES, REFERENCE_NEIGHBOUR_EDGES, SPATIAL_EDGES, EdgeType, ModelConfig, SpaHGC
 
 logger = logging.getLogger(__name__)
+
+# a section graph held whole, or one left in the graph store (trained tile by tile, predicted in chunks)
+Graph = HeteroData | StoredSectionGraph
 
 
 @dataclass
@@ -112,7 +116,7 @@ class FitResult:
 RUN_ONLY_SETTINGS = ("device", "threads", "resume")
 
 
-def training_key(config: TrainConfig, train_graphs: list[HeteroData], validation_graphs: list[HeteroData]) -> str:
+def training_key(config: TrainConfig, train_graphs: list[Graph], validation_graphs: list[Graph]) -> str:
     """A fingerprint of what a fold's model depends on: its config, the model code and every training and
     validation graph's content.
 
@@ -130,16 +134,26 @@ def training_key(config: TrainConfig, train_graphs: list[HeteroData], validation
     for role, graphs in (("train", train_graphs), ("validation", validation_graphs)):
         digest.update(role.encode())
         for graph in graphs:
-            for store in graph.stores:
-                for name in sorted(store.keys()):
-                    value = store[name]
-                    digest.update(f"{getattr(store, '_key', None)}.{name}".encode())
-                    if isinstance(value, Tensor):
-                        digest.update(str(value.dtype).encode() + str(tuple(value.shape)).encode())
-                        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
-                    else:
-                        digest.update(repr(value).encode())
+            if isinstance(graph, StoredSectionGraph):
+                # the features' sources stand in for the features, which are never assembled whole
+                _digest_graph(digest, graph.skeleton())
+                graph.feature_sources_digest(digest)
+            else:
+                _digest_graph(digest, graph)
     return digest.hexdigest()[:16]
+
+
+def _digest_graph(digest: Any, graph: HeteroData) -> None:
+    """Feed every store's every attribute (name, dtype, shape, bytes) of `graph` to `digest`."""
+    for store in graph.stores:
+        for name in sorted(store.keys()):
+            value = store[name]
+            digest.update(f"{getattr(store, '_key', None)}.{name}".encode())
+            if isinstance(value, Tensor):
+                digest.update(str(value.dtype).encode() + str(tuple(value.shape)).encode())
+                digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+            else:
+                digest.update(repr(value).encode())
 
 
 def load_model(checkpoint: dict[str, Any]) -> SpaHGC:
@@ -189,6 +203,13 @@ def gene_specific_pcc(pred: Tensor, target: Tensor) -> Tensor:
     (the metric `metrics.gene_specific_pcc`, differentiable); 0 when no gene has one."""
     depth = target.mean(dim=1)
     return _mean_pcc(depth_residuals(pred, depth), depth_residuals(target, depth))
+
+
+def _inspected(graph: Graph) -> HeteroData:
+    """The graph, or for one left in the store a tile of its first spots: what the shape checks read."""
+    if isinstance(graph, StoredSectionGraph):
+        return graph.subgraph(torch.arange(min(graph.num_spots, 8)))
+    return graph
 
 
 def _describe(graph: HeteroData) -> str:
@@ -260,7 +281,7 @@ def _train_step(
 
 
 @torch.inference_mode()
-def _validate(model: SpaHGC, graphs: list[HeteroData], chunk_spots: int = 0) -> tuple[float, float]:
+def _validate(model: SpaHGC, graphs: list[Graph], chunk_spots: int = 0) -> tuple[float, float]:
     """(mean MSE, mean per-section mean per-gene PCC) over unmasked validation graphs; NaN when there are none.
 
     Sections of more than `chunk_spots` spots (when > 0) are predicted in chunks: the same numbers."""
@@ -269,11 +290,16 @@ def _validate(model: SpaHGC, graphs: list[HeteroData], chunk_spots: int = 0) -> 
     model.eval()
     mses, pccs = [], []
     for graph in graphs:
-        if 0 < chunk_spots < graph["target"].num_nodes:
-            pred = predict_in_chunks(model, graph.x_dict, graph.edge_index_dict, chunk_spots)
+        if isinstance(graph, StoredSectionGraph):
+            device = next(model.parameters()).device
+            pred = predict_stored(model, graph, chunk_spots if chunk_spots > 0 else graph.num_spots, device)
+            y = graph.labelled()["target"].y.to(device)
         else:
-            pred = model(graph.x_dict, graph.edge_index_dict)
-        y = graph["target"].y
+            if 0 < chunk_spots < graph["target"].num_nodes:
+                pred = predict_in_chunks(model, graph.x_dict, graph.edge_index_dict, chunk_spots)
+            else:
+                pred = model(graph.x_dict, graph.edge_index_dict)
+            y = graph["target"].y
         mses.append(F.mse_loss(pred, y).item())
         pcc = pcc_per_gene(pred, y)
         pccs.append(pcc.nanmean().item() if not pcc.isnan().all() else math.nan)
@@ -282,8 +308,8 @@ def _validate(model: SpaHGC, graphs: list[HeteroData], chunk_spots: int = 0) -> 
 
 
 def fit(
-    train_graphs: list[HeteroData],
-    validation_graphs: list[HeteroData],
+    train_graphs: list[Graph],
+    validation_graphs: list[Graph],
     config: TrainConfig,
     on_epoch: Callable[[int, dict], None] | None = None,
     progress: bool = True,
@@ -296,12 +322,10 @@ def fit(
     """
     if not train_graphs:
         raise ValueError("fit needs at least one training section graph")
-    target_dim = train_graphs[0]["target"].x.shape[1]
-    n_genes = train_graphs[0]["target"].y.shape[1]
-    for graph in train_graphs:
-        _check_graph(graph, target_dim, n_genes, need_y=True)
-    for graph in validation_graphs:
-        _check_graph(graph, target_dim, n_genes, need_y=True)
+    first = _inspected(train_graphs[0])
+    target_dim, n_genes = first["target"].x.shape[1], first["target"].y.shape[1]
+    for graph in train_graphs + validation_graphs:
+        _check_graph(_inspected(graph), target_dim, n_genes, need_y=True)
 
     previous_threads = torch.get_num_threads()
     if config.threads > 0:
@@ -343,23 +367,39 @@ def tile_subgraph(graph: HeteroData, spots: Tensor) -> HeteroData:
     return graph.subgraph({"target": spots, "reference": references})
 
 
-def training_steps(graphs: list[HeteroData], max_spots: int) -> list[tuple[int, Tensor | None]]:
-    """One optimiser step per (graph index, tile spots); whole graphs (tile None) up to `max_spots` spots."""
+def training_steps(graphs: list[Graph], max_spots: int) -> list[tuple[int, Tensor | None]]:
+    """One optimiser step per (graph index, tile spots); whole graphs (tile None) up to `max_spots` spots.
+
+    A graph left in the store is always tiled (by `max_spots`, else as one tile): it is never held whole."""
     steps: list[tuple[int, Tensor | None]] = []
     for index, graph in enumerate(graphs):
-        n_spots = graph["target"].num_nodes
+        stored = isinstance(graph, StoredSectionGraph)
+        targets = graph.skeleton()["target"] if stored else graph["target"]
+        n_spots = targets.num_nodes
         if not 0 < max_spots < n_spots:
-            steps.append((index, None))
+            steps.append((index, torch.arange(n_spots) if stored else None))
             continue
         # without pixel positions, tiles follow the spot order
-        pos = graph["target"].pos if "pos" in graph["target"] else torch.arange(n_spots)[:, None].float()
+        pos = targets.pos if "pos" in targets else torch.arange(n_spots)[:, None].float()
         steps += [(index, tile) for tile in spatial_tiles(pos, max_spots)]
     return steps
 
 
+def _on_device(graph: Graph, device: torch.device) -> Graph:
+    """A graph on `device`: a copy (PyG's .to() moves in place); one left in the store moves tile by tile."""
+    return graph if isinstance(graph, StoredSectionGraph) else copy.copy(graph).to(device)
+
+
+def _step_graph(graph: Graph, tile: Tensor | None, device: torch.device) -> HeteroData:
+    """What one optimiser step trains on: the whole graph, or the tile `tile` of it."""
+    if isinstance(graph, StoredSectionGraph):
+        return graph.subgraph(tile).to(device)
+    return graph if tile is None else tile_subgraph(graph, tile)
+
+
 def _fit(
-    train_graphs: list[HeteroData],
-    validation_graphs: list[HeteroData],
+    train_graphs: list[Graph],
+    validation_graphs: list[Graph],
     config: TrainConfig,
     on_epoch: Callable[[int, dict], None] | None,
     progress: bool,
@@ -370,9 +410,8 @@ def _fit(
     set_seed(config.seed)
     device = torch.device(config.device)
     model = SpaHGC.from_config(target_dim, n_genes, config.model).to(device)
-    # PyG's .to() moves a graph in place: copies keep the caller's graphs where they were
-    train_graphs = [copy.copy(graph).to(device) for graph in train_graphs]
-    validation_graphs = [copy.copy(graph).to(device) for graph in validation_graphs]
+    train_graphs = [_on_device(graph, device) for graph in train_graphs]
+    validation_graphs = [_on_device(graph, device) for graph in validation_graphs]
     teacher = Teacher(model, config.teacher, config.ema_decay) if config.use_contrastive else None
     predictor = Predictor(config.model.hidden).to(device) if config.use_contrastive and config.use_predictor else None
     parameters = list(model.parameters()) + (list(predictor.parameters()) if predictor is not None else [])
@@ -396,7 +435,7 @@ def _fit(
         )
         for index in torch.randperm(len(steps), generator=order_generator).tolist():
             graph_index, tile = steps[index]
-            graph = train_graphs[graph_index] if tile is None else tile_subgraph(train_graphs[graph_index], tile)
+            graph = _step_graph(train_graphs[graph_index], tile, device)
             terms = _train_step(model, graph, config, teacher, predictor, mask_generator)
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
@@ -430,16 +469,22 @@ def _fit(
     )
 
 
-def predict(model: SpaHGC, graph: HeteroData, device: str = "cpu", chunk_spots: int = 0) -> np.ndarray:
+def predict(
+    model: SpaHGC, graph: HeteroData | StoredSectionGraph, device: str = "cpu", chunk_spots: int = 0
+) -> np.ndarray:
     """Predicted normalised expression [N, G] from the unmasked graph, in eval mode.
 
     With `chunk_spots` > 0 and more target spots than that, layer by layer in chunks of spots
-    (`predict_in_chunks`): the same numbers with memory set by the chunk, not the section.
+    (`predict_in_chunks`): the same numbers with memory set by the chunk, not the section. A graph
+    left in the store is always predicted that way (`predict_stored`).
     """
     was_training = model.training
     model.to(device).eval()
     try:
         with torch.inference_mode():
+            if isinstance(graph, StoredSectionGraph):
+                chunk = chunk_spots if chunk_spots > 0 else graph.num_spots
+                return predict_stored(model, graph, chunk, torch.device(device)).float().cpu().numpy()
             graph = copy.copy(graph).to(device)
             if 0 < chunk_spots < graph["target"].num_nodes:
                 predicted = predict_in_chunks(model, graph.x_dict, graph.edge_index_dict, chunk_spots)
@@ -473,7 +518,30 @@ def predict_in_chunks(
     message tensors (the memory of a full-graph pass) and the work hold one chunk at a time, and
     a section's chunks together cost about one full pass, not one per chunk.
     """
-    target, reference, reference_y = model.project_inputs(x_dict)
+    return _layers_in_chunks(model, *model.project_inputs(x_dict), edge_index_dict, chunk_spots)
+
+
+def predict_stored(model: SpaHGC, graph: StoredSectionGraph, chunk_spots: int, device: torch.device) -> Tensor:
+    """`predict_in_chunks` of a graph left in the store: inputs projected block by block as they are read, so
+    neither its features nor a full pass's per-edge tensors are ever held whole."""
+    blocks = [
+        model.project_inputs({kind: x.to(device) for kind, x in inputs.items()})
+        for inputs in graph.input_blocks(chunk_spots)
+    ]
+    states = [torch.cat(parts) for parts in zip(*blocks, strict=True)]
+    edges = {kind: index.to(device) for kind, index in graph.skeleton().edge_index_dict.items()}
+    return _layers_in_chunks(model, *states, edges, chunk_spots)
+
+
+def _layers_in_chunks(
+    model: SpaHGC,
+    target: Tensor,
+    reference: Tensor,
+    reference_y: Tensor,
+    edge_index_dict: dict[EdgeType, Tensor],
+    chunk_spots: int,
+) -> Tensor:
+    """The encoder layers and the decoder over chunks of nodes, from the projected inputs."""
     n_chunks = -(-target.shape[0] // chunk_spots)
     chunks = [
         _Chunk.of(

@@ -7,6 +7,7 @@ from dataclasses import asdict
 from typing import Any
 
 from spahgc_kedro.errors import MissingInputError
+from spahgc_kedro.graph_store import StoredSectionGraph
 from spahgc_kedro.hints import AnnData, HeteroData
 from spahgc_kedro.parallelism import in_worker_process, members, merge_groups, worker_threads
 from spahgc_kedro.partitions import load_partition
@@ -15,9 +16,16 @@ from spahgc_kedro.tracking import fold_run, log_fold_predictions
 logger = logging.getLogger(__name__)
 
 
-def graphs_by_role(section_graphs: dict[str, Any], folds: dict[str, Any], fold: str, role: str) -> list[HeteroData]:
-    """The graphs of the fold's sections with a role (train, validation, test), as `folds` lists them."""
+def graphs_by_role(
+    section_graphs: dict[str, Any], folds: dict[str, Any], fold: str, role: str, store_above: int = 0
+) -> list[HeteroData | StoredSectionGraph]:
+    """The graphs of the fold's sections with a role (train, validation, test), as `folds` lists them.
+
+    With `store_above` > 0, a section of more spots than that stays in the graph store
+    (`StoredSectionGraph`: trained tile by tile, predicted in chunks) instead of being assembled whole.
+    """
     from spahgc_kedro.graph import fold_plan_key
+    from spahgc_kedro.graph_store import SectionGraphs
 
     keys = [f"{fold}/{section}" for section in folds["folds"][fold][role]]
     missing = [key for key in keys if key not in section_graphs]
@@ -25,10 +33,17 @@ def graphs_by_role(section_graphs: dict[str, Any], folds: dict[str, Any], fold: 
         raise MissingInputError(
             f"No graphs {missing} in section_graphs: run `kedro run --pipeline=graph` with the same params first."
         )
-    graphs = [load_partition(section_graphs[key]) for key in keys]
+    stored = isinstance(section_graphs, SectionGraphs) and store_above > 0
+    graphs = [
+        section_graphs.stored(key)
+        if stored and section_graphs.num_spots(key) > store_above
+        else load_partition(section_graphs[key])
+        for key in keys
+    ]
     # folds.json may be newer than the graphs (a graph stage that failed after the plan changed)
     expected = fold_plan_key(folds["folds"][fold])
-    stale = [key for key, graph in zip(keys, graphs, strict=True) if getattr(graph, "fold_plan", None) != expected]
+    plans = [graph.skeleton() if isinstance(graph, StoredSectionGraph) else graph for graph in graphs]
+    stale = [key for key, graph in zip(keys, plans, strict=True) if getattr(graph, "fold_plan", None) != expected]
     if stale:
         raise MissingInputError(
             f"The graphs {stale} were built for another fold plan than folds.json's fold {fold}: the graph stage did "
@@ -78,8 +93,8 @@ def train_fold_group(
     store = getattr(fold_models, "store", None)
     trained = {}
     for fold in members(folds["folds"], group, groups):
-        train_graphs = graphs_by_role(section_graphs, folds, fold, "train")
-        validation_graphs = graphs_by_role(section_graphs, folds, fold, "validation")
+        train_graphs = graphs_by_role(section_graphs, folds, fold, "train", config.max_full_graph_spots)
+        validation_graphs = graphs_by_role(section_graphs, folds, fold, "validation", config.max_full_graph_spots)
         key = training_key(config, train_graphs, validation_graphs)
         stored = stored_fold_model(fold_models, fold, key) if config.resume else None
         tags = {"dataset": dataset, "encoder": encoder, "fold": fold, "fold_scheme": folds["scheme"]}
@@ -145,10 +160,10 @@ def predict_test_sections(
     predictions = {}
     for fold, checkpoint in sorted(trained_models.items()):
         model = load_model(checkpoint)
-        for graph in graphs_by_role(section_graphs, folds, fold, "test"):
+        for graph in graphs_by_role(section_graphs, folds, fold, "test", chunk_spots):
             predictions[prediction_key(fold, graph.section_id)] = prediction_anndata(
                 predict(model, graph, chunk_spots=chunk_spots),
-                graph,
+                graph.labelled() if isinstance(graph, StoredSectionGraph) else graph,
                 target_scaling[fold],
                 measured=True,
                 **{
