@@ -277,6 +277,7 @@ def test_visium_hd_table_runs_every_stage_on_both_bin_sizes_and_labels_the_estim
 
     argv = ["--bins", "400", "--genes", "12", "--dim", "16", "--tile", "40", "--chunk", "60", "--threads", "1"]
     argv += ["--sample", "4", "--retrieval-sample", "8", "--work-dir", str(tmp_path), "--graph-max-bins", "200"]
+    argv += ["--tiles-8um", "2"]
     table = visium_hd_scaling.main([*argv, "--bin-um", "16", "8"])
     rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in table.splitlines() if line.startswith("| ")}
     assert "16 um: 100 bins per section" in table and "8 um: 400 bins per section" in table
@@ -285,7 +286,9 @@ def test_visium_hd_table_runs_every_stage_on_both_bin_sizes_and_labels_the_estim
     assert rows["retrieval"][2].strip().startswith("ESTIMATED: L1 search timed on a sample, scaled to 6 section pairs")
     # above --graph-max-bins the graph stage is not run; a generated store lets training and prediction be measured
     assert rows["graph"][3].strip() == "not run" and rows["graph"][5].strip().startswith("NOT RUN (holds whole")
-    assert [rows[stage][5].strip() for stage in ("ingestion", "train", "predict")] == ["MEASURED"] * 3
+    assert [rows[stage][5].strip() for stage in ("ingestion", "predict")] == ["MEASURED"] * 2
+    # 8 um trained 2 of its 32 tiles (2 sections of 400 bins in tiles of at most 40): the epoch time is estimated
+    assert rows["train"][5].strip().startswith("peak RSS MEASURED over 2 of 32 tile steps")
     assert "train" in table.split("Growth exponents")[1] and "graph" not in table.split("Growth exponents")[1]
     # rows are kept: a second run with --reuse measures nothing again
     again = visium_hd_scaling.main([*argv, "--bin-um", "16", "--stages", "ingestion", "--reuse"])

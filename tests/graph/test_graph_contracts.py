@@ -1,0 +1,137 @@
+"""The graph module's small contracts, each against a hand-made answer: fold-plan keys, dtypes, presets."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from spahgc_kedro.graph import fold_plan_key, graph_from_parts, graph_preset, reference_links
+
+
+def test_fold_plan_key_is_the_sha256_of_the_sorted_plan_with_missing_roles_empty():
+    plan = {"validation": ["B"], "test": ["A"], "train": ["C", "D"]}
+    by_hand = json.dumps({"test": ["A"], "train": ["C", "D"], "validation": ["B"]})
+    assert fold_plan_key(plan) == hashlib.sha256(by_hand.encode()).hexdigest()[:16]
+    # a plan without validation is the plan with an empty one; extra keys (ensemble names) do not count
+    no_validation = json.dumps({"test": ["A"], "train": ["C", "D"], "validation": []})
+    expected = hashlib.sha256(no_validation.encode()).hexdigest()[:16]
+    assert fold_plan_key({"test": ["A"], "train": ["C", "D"], "ensemble": "A"}) == expected
+
+
+def parts(n_spots: int = 3, k_refer: int = 2):
+    """Float64 features and int32 links: graph_from_parts must cast them to the contract's dtypes."""
+    links = {
+        "section_index": np.array([0, 0, 1], dtype=np.int32),
+        "spot_index": np.array([4, 1, 0], dtype=np.int32),
+        "refer_source": np.array([[0, 1], [1, 2], [2, 0]], dtype=np.int32),
+        "close_edges": np.array([[1, 2], [0, 1]], dtype=np.int32),
+    }
+    return {
+        "target_x": np.arange(n_spots * 4, dtype=np.float64).reshape(n_spots, 4),
+        "target_y": np.ones((n_spots, 2), dtype=np.float64),
+        "target_pos": np.arange(n_spots * 2, dtype=np.int64).reshape(n_spots, 2),
+        "near_edges": np.array([[0, 1], [1, 0]], dtype=np.int32),
+        "reference_features": np.zeros((3, 6), dtype=np.float64),
+        "links": links,
+        "attributes": {"section_id": "S"},
+    }
+
+
+def test_graph_from_parts_casts_to_the_contract_dtypes_and_lists_refer_edges_by_target():
+    graph = graph_from_parts(**parts())
+    for node_type, name in (("target", "x"), ("target", "y"), ("target", "pos"), ("reference", "x")):
+        assert graph[node_type][name].dtype == torch.float32, (node_type, name)
+    assert graph["reference"].section_index.dtype == graph["reference"].spot_index.dtype == torch.int64
+    for edge_type in graph.edge_types:
+        assert graph[edge_type].edge_index.dtype == torch.int64, edge_type
+    refer = graph["reference", "refer", "target"].edge_index
+    assert refer.tolist() == [[0, 1, 1, 2, 2, 0], [0, 0, 1, 1, 2, 2]]
+
+
+def test_graph_from_parts_refuses_an_edge_to_a_node_that_does_not_exist():
+    broken = parts()
+    broken["near_edges"] = np.array([[0, 5], [1, 0]])
+    with pytest.raises(ValueError):
+        graph_from_parts(**broken)
+
+
+def test_reference_links_keep_one_close_neighbour_and_the_index_dtypes():
+    neighbour_section = np.array([[0, 1], [1, 0]])
+    neighbour_spot = np.array([[0, 1], [1, 2]])
+    reference_x = [np.array([[0.0], [10.0], [11.0]]), np.array([[1.0], [12.0]])]
+    links, features = reference_links(neighbour_section, neighbour_spot, reference_x, 1, "l1", 4)
+    # references (section, spot): (0,0)=0.0, (0,2)=11.0, (1,1)=12.0; each one's nearest other by L1
+    assert features[:, 0].tolist() == [0.0, 11.0, 12.0]
+    assert links["close_edges"].tolist() == [[1, 2, 1], [0, 1, 2]]
+    for name in ("section_index", "spot_index", "refer_source", "close_edges"):
+        assert links[name].dtype == np.int64, name
+    none_close, _ = reference_links(neighbour_section, neighbour_spot, reference_x, 0, "l1", 4)
+    assert none_close["close_edges"].shape == (2, 0) and none_close["close_edges"].dtype == np.int64
+
+
+def test_graph_preset_takes_the_run_parameters_only_for_the_manifests_dataset():
+    manifest = {"dataset": "her2st", "preset": {"gene_panel": {"rule": "list"}, "spatial_radius_spacings": 1.2}}
+    live = {"her2st": {"spatial_radius_spacings": 2.0}, "other": {"spatial_radius_spacings": 9.0}}
+    assert graph_preset(manifest, live, "her2st")["spatial_radius_spacings"] == 2.0
+    # parameters of another dataset never leak into this manifest's preset
+    assert graph_preset(manifest, live, "other")["spatial_radius_spacings"] == 1.2
+    # a dataset the parameters do not list keeps the manifest's preset
+    assert graph_preset(manifest, {}, "her2st") == manifest["preset"]
+    # an older manifest without a preset takes everything from the parameters
+    full = {"her2st": {"gene_panel": {"rule": "list"}, "spatial_radius_spacings": 1.5}}
+    assert graph_preset({"dataset": "her2st"}, full, "her2st") == full["her2st"]
+    with pytest.raises(ValueError) as missing:
+        graph_preset({"dataset": "her2st"}, {}, "her2st")
+    assert str(missing.value) == (
+        "No 'gene_panel' for dataset 'her2st' in the section manifest or in parameters datasets: "
+        "re-run the ingestion pipeline."
+    )
+
+
+def test_nearest_neighbours_default_to_exact_l1_against_scipy():
+    from scipy.spatial.distance import cdist
+
+    from spahgc_kedro.graph import nearest_neighbours
+
+    rng = np.random.default_rng(1)
+    queries, candidates = rng.normal(size=(9, 5)), rng.normal(size=(13, 5))
+    distances, indices = nearest_neighbours(queries, candidates, 4)
+    expected = cdist(queries, candidates, metric="cityblock")
+    np.testing.assert_array_equal(indices, np.argsort(expected, axis=1, kind="stable")[:, :4])
+    np.testing.assert_allclose(distances, np.sort(expected, axis=1)[:, :4])
+    assert distances.dtype == np.float64 and indices.dtype == np.int64
+
+
+def test_excluding_self_leaves_one_candidate_fewer():
+    from spahgc_kedro.graph import nearest_neighbours
+
+    points = np.arange(12.0).reshape(4, 3)
+    _, indices = nearest_neighbours(points, points, 3, exclude_self=True)
+    assert not (indices == np.arange(4)[:, None]).any()
+    with pytest.raises(ValueError, match="Cannot retrieve 4 neighbours among 3 candidates"):
+        nearest_neighbours(points, points, 4, exclude_self=True)
+
+
+def test_pair_neighbours_cap_k_at_the_candidate_spots_not_the_width():
+    from spahgc_kedro.graph import pair_neighbours
+
+    rng = np.random.default_rng(2)
+    # 2-d features, 5 and 3 spots: k = 4 is capped at 3 for the 3-spot section only
+    embeddings = {"A": rng.normal(size=(5, 2)), "B": rng.normal(size=(3, 2))}
+    found = pair_neighbours(embeddings, [("A", "B"), ("B", "A")], 4, "l1", 2)
+    assert found[("A", "B")][1].shape == (5, 3) and found[("B", "A")][1].shape == (3, 4)
+
+
+def test_merging_too_few_candidates_says_what_to_change():
+    from spahgc_kedro.graph import merge_section_neighbours
+
+    one = (np.zeros((2, 2)), np.zeros((2, 2), dtype=np.int64))
+    with pytest.raises(ValueError) as few:
+        merge_section_neighbours([one, one], 5)
+    assert str(few.value) == (
+        "Only 4 candidate spots for k_refer=5: lower graph.k_refer or use more training sections."
+    )
