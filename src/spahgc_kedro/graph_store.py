@@ -223,9 +223,10 @@ class StoredSectionGraph:
         x, y = standardise(section["embedding"][rows]), targets(section["expression"][rows])
         return np.ascontiguousarray(x), np.ascontiguousarray(y)
 
-    def reference_rows(self, rows: np.ndarray) -> np.ndarray:
-        """Features of the reference nodes `rows`."""
-        link = {name: self.skeleton()["reference"][name].numpy() for name in ("section_index", "spot_index")}
+    def reference_rows(self, references: Any, rows: np.ndarray | None = None) -> np.ndarray:
+        """Features of the reference nodes of `references` (the skeleton's reference store or a tile's; `rows` of
+        them when given), read through their section and spot indices."""
+        link = {name: references[name].numpy() for name in ("section_index", "spot_index")}
         link["reference_sections"] = self.skeleton().reference_sections
         return self.graphs.reference_features(self.fold, link, self.embedding_dim, rows)
 
@@ -238,17 +239,8 @@ class StoredSectionGraph:
         tile = tile_subgraph(self.skeleton(), spots)
         x, y = self.target_arrays(spots.numpy())
         tile["target"].x, tile["target"].y = torch.from_numpy(x), torch.from_numpy(y)
-        tile["reference"].x = torch.from_numpy(self.reference_rows(self._reference_ids(spots)))
+        tile["reference"].x = torch.from_numpy(self.reference_rows(tile["reference"]))
         return tile
-
-    def _reference_ids(self, spots: Any) -> np.ndarray:
-        """The reference nodes `spots` retrieved, in `tile_subgraph`'s order (sorted)."""
-        from spahgc_kedro.model.spahgc import REFERENCE_EDGES
-
-        refer = self.skeleton()[REFERENCE_EDGES].edge_index
-        chosen = np.zeros(self.num_spots, dtype=bool)
-        chosen[spots.numpy()] = True
-        return np.unique(refer[0].numpy()[chosen[refer[1].numpy()]])
 
     def input_blocks(self, block: int) -> Iterator[dict[str, Any]]:
         """`{target, reference}` feature rows in blocks of `block` nodes each, in node order, until both end."""
@@ -260,7 +252,7 @@ class StoredSectionGraph:
             references = np.arange(start, min(start + block, n_references))
             yield {
                 "target": torch.from_numpy(self.target_arrays(spots)[0]),
-                "reference": torch.from_numpy(self.reference_rows(references)),
+                "reference": torch.from_numpy(self.reference_rows(self.skeleton()["reference"], references)),
             }
 
     def feature_sources_digest(self, digest: Any) -> None:
