@@ -524,11 +524,14 @@ def predict_in_chunks(
 def predict_stored(model: SpaHGC, graph: StoredSectionGraph, chunk_spots: int, device: torch.device) -> Tensor:
     """`predict_in_chunks` of a graph left in the store: inputs projected block by block as they are read, so
     neither its features nor a full pass's per-edge tensors are ever held whole."""
-    blocks = [
-        model.project_inputs({kind: x.to(device) for kind, x in inputs.items()})
-        for inputs in graph.input_blocks(chunk_spots)
-    ]
-    states = [torch.cat(parts) for parts in zip(*blocks, strict=True)]
+    rows = (graph.num_spots, graph.skeleton()["reference"].num_nodes, graph.skeleton()["reference"].num_nodes)
+    states: list[Tensor] = []
+    # written into states allocated once: a list of blocks joined at the end would hold every state twice
+    for block, inputs in enumerate(graph.input_blocks(chunk_spots)):
+        projected = model.project_inputs({kind: x.to(device) for kind, x in inputs.items()})
+        states = states or [part.new_empty((n, part.shape[1])) for part, n in zip(projected, rows, strict=True)]
+        for state, part in zip(states, projected, strict=True):
+            state[block * chunk_spots : block * chunk_spots + part.shape[0]] = part
     edges = {kind: index.to(device) for kind, index in graph.skeleton().edge_index_dict.items()}
     return _layers_in_chunks(model, *states, edges, chunk_spots)
 
@@ -559,7 +562,8 @@ def _layers_in_chunks(
             )
             next_target[chunk.own_targets] = out_target[chunk.own_target_rows]
             next_reference[chunk.own_references] = out_reference[chunk.own_reference_rows]
-        target, reference = F.leaky_relu(next_target, 0.2), F.leaky_relu(next_reference, 0.2)
+        # in place: the layer's input states are freed here, so a section's states are held twice, not three times
+        target, reference = F.leaky_relu_(next_target, 0.2), F.leaky_relu_(next_reference, 0.2)
     out = torch.empty(target.shape[0], model.n_genes, dtype=target.dtype, device=target.device)
     for chunk in chunks:
         states = {"target": target[chunk.targets], "reference": reference[chunk.references]}
