@@ -35,6 +35,8 @@ THUMBNAIL_MAX_SIDE = 1024
 # HSV thresholds (0-1) of a stained pixel: glass is bright and grey, H&E is saturated
 MIN_SATURATION = 0.08
 MAX_BRIGHTNESS = 0.92
+# a spot table in Visium's layout names its spots in `barcode` or its first column, never a pixel column
+PIXEL_COLUMNS = {"pxl_row_in_fullres", "pxl_col_in_fullres"}
 
 
 def discover_sections(raw_dir: str | Path) -> list[str]:
@@ -82,7 +84,7 @@ def read_spot_table(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
     if {"spot_id", "x", "y"} <= columns:
         table.index = pd.Index(table.pop("spot_id").astype(str))
         xy_columns = ["x", "y"]
-    elif {"pxl_row_in_fullres", "pxl_col_in_fullres"} <= columns:
+    elif PIXEL_COLUMNS <= columns and ("barcode" in columns or table.columns[0] not in PIXEL_COLUMNS):
         id_column = "barcode" if "barcode" in columns else table.columns[0]
         table.index = pd.Index(table.pop(id_column).astype(str))
         if "in_tissue" in table.columns:
@@ -142,8 +144,9 @@ def tile_grid(
     if not spacing_px or spacing_px <= 0:
         raise InputDataError(f"predict.grid_spacing_px must be a positive number of pixels, got {spacing_px!r}.")
     width, height = image_size(image)
-    cols = np.arange(int(width // spacing_px))
-    rows = np.arange(int(height // spacing_px))
+    # true division: floor division of floats drops a tile that fits exactly (501 px / 100.2 px gives 4)
+    cols = np.arange(int(width / spacing_px))
+    rows = np.arange(int(height / spacing_px))
     if not len(cols) or not len(rows):
         raise InputDataError(
             f"Image '{image}' ({width} x {height} px) is smaller than one {spacing_px} px tile: "
