@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from spahgc_kedro.hints import AnnData
 from spahgc_kedro.schema import Obsm, Uns
@@ -77,7 +78,10 @@ def read_section(raw_dir: str | Path, section_id: str) -> AnnData:
         raise InputDataError(f"Cannot read '{st_path}': {err}. Re-download it.") from err
     check_unique(adata.obs_names, "barcodes", st_path)
     if "in_tissue" in adata.obs.columns:
-        adata = adata[adata.obs["in_tissue"].astype(int) == 1]
+        # a missing or non-numeric flag is off the tissue (as image_spots reads it), not a crash
+        adata = adata[
+            (pd.to_numeric(adata.obs["in_tissue"], errors="coerce") == 1).to_numpy(dtype=bool, na_value=False)
+        ]
     xy = spot_centres(adata, st_path)
     pixel_size = float(meta.get("pixel_size_um_estimated") or math.nan)
     diameter_um = float(meta.get("spot_diameter") or math.nan)

@@ -117,7 +117,8 @@ def read_section(raw_dir: str | Path, section_id: str) -> AnnData:
             f"Spot table '{spots_path}' lacks columns {sorted(missing)}; expected x y pixel_x pixel_y."
         )
     if "selected" in spots.columns:
-        spots = spots[spots["selected"].astype(int) == 1]
+        # a blank or non-numeric flag is not a selected spot (as image_spots reads in_tissue), not a crash
+        spots = spots[pd.to_numeric(spots["selected"], errors="coerce") == 1]
     spots.index = pd.Index([f"{int(round(x))}x{int(round(y))}" for x, y in zip(spots["x"], spots["y"], strict=True)])
     check_unique(spots.index, "spot positions (x, y)", spots_path)
 
