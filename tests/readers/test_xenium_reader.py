@@ -93,7 +93,7 @@ def test_hex_grid_assigns_every_cell_to_its_nearest_centre():
 
 def test_alignment_from_the_options_when_no_file(tmp_path):
     write_xenium(tmp_path / "X1", alignment=False)
-    with pytest.raises(InputDataError, match=r"No H&E alignment file.*imagealignment.*reader_options.alignment"):
+    with pytest.raises(InputDataError, match=r"No H&E alignment file.*imagealignment.*reader_options: {alignment"):
         xenium.read_section(tmp_path, "X1", spot_um=50.0)
     adata = xenium.read_section(tmp_path, "X1", spot_um=50.0, alignment=ALIGNMENT.tolist())
     assert adata.n_obs == 3

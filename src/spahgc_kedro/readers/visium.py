@@ -106,7 +106,8 @@ def read_tissue_positions(path: Path) -> pd.DataFrame:
             ) from err
     else:
         first = read_table(path, header=None, nrows=1, dtype=str)
-        has_header = not str(first.iloc[0, 1]).strip().lstrip("-").isdigit()
+        # a header names the columns: none of its position cells is a number (a data row's "1.0" is not a header)
+        has_header = bool(pd.to_numeric(first.iloc[0, 1:], errors="coerce").isna().all())
         table = read_table(path, header=0 if has_header else None, dtype={0: str})
     if table.shape[1] != len(POSITION_COLUMNS):
         raise InputDataError(

@@ -76,10 +76,18 @@ def read_alignment(folder: Path, alignment: list[list[float]] | None) -> np.ndar
             raise InputDataError(
                 f"{'No' if not files else 'Several'} H&E alignment file (*he_imagealignment.csv) in '{folder}': "
                 "export it from Xenium Explorer (Image Alignment), or give the 3x3 H&E-pixel -> Xenium-pixel matrix "
-                "as --params datasets.<name>.reader_options.alignment:[[a,b,c],[d,e,f],[0,0,1]]."
+                # --params splits on commas, so a matrix can only be given in a parameters file
+                "in conf/local/parameters.yml as datasets: {<name>: {reader_options: {alignment: "
+                "[[a, b, c], [d, e, f], [0, 0, 1]]}}}."
             )
         source = str(files[0])
-        matrix = read_table(files[0], header=None).to_numpy(dtype=np.float64)
+        try:
+            matrix = read_table(files[0], header=None).to_numpy(dtype=np.float64)
+        except ValueError as err:
+            raise InputDataError(
+                f"The H&E alignment file '{source}' holds values that are not numbers ({err}): it must be the 3x3 "
+                "matrix Xenium Explorer exports, without a header."
+            ) from err
     if matrix.shape != (3, 3) or not np.isfinite(matrix).all() or abs(np.linalg.det(matrix[:2, :2])) < 1e-12:
         raise InputDataError(f"The H&E alignment in {source} is not an invertible 3x3 affine matrix.")
     return matrix
