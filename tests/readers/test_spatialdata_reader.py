@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,7 +23,9 @@ pytest.importorskip("spatialdata", reason='SpatialData interop is the optional e
 WIDTH, HEIGHT = 300, 200
 
 
-def hand_made_store(path: Path, *, shapes_system: str = "global", tables: int = 1) -> dict[str, np.ndarray]:
+def hand_made_store(
+    path: Path, *, shapes_system: str = "global", tables: int = 1, in_tissue: Any = None
+) -> dict[str, np.ndarray]:
     """A store written with spatialdata's models, by hand: a locatable image registered at twice its pixel size,
     circles shifted by (10, 20) in their own frame, and a table whose rows run in reverse spot order."""
     import anndata as ad
@@ -48,6 +51,8 @@ def hand_made_store(path: Path, *, shapes_system: str = "global", tables: int = 
     )
     counts = np.arange(len(own) * 3, dtype=np.float32).reshape(len(own), 3)[::-1]
     obs = pd.DataFrame({"region": pd.Categorical(["spots"] * len(own)), "spot": spot_ids[::-1]}, index=spot_ids[::-1])
+    if in_tissue is not None:
+        obs["in_tissue"] = in_tissue
     table = TableModel.parse(
         ad.AnnData(X=counts, obs=obs, var=pd.DataFrame(index=["G1", "G2", "G3"])),
         region="spots",
@@ -82,6 +87,14 @@ def test_hand_made_store_maps_spots_into_the_image_pixels(tmp_path):
     )
     thumbnail, full_size = read_thumbnail(section.uns["image_path"], max_side=100)
     assert full_size == (WIDTH, HEIGHT) and max(thumbnail.shape[:2]) <= 100
+
+
+def test_table_rows_with_a_missing_in_tissue_flag_are_off_the_tissue(tmp_path):
+    """Table rows (s3, s2, s1, s0) flagged 1, missing, 0, 1: only s3 and s0 are read, not a crash on the gap."""
+    expected = hand_made_store(tmp_path / "S1.zarr", in_tissue=pd.array([1, None, 0, 1], dtype="Int64"))
+    section = spatialdata_store.read_section(tmp_path, "S1", spot_diameter_um=55.0)
+    assert list(section.obs_names) == ["s3", "s0"]
+    np.testing.assert_allclose(section.obsm["spatial"], expected["xy"][[0, 3]])
 
 
 @pytest.mark.parametrize("header", [False, True], ids=["space-ranger-1", "space-ranger-2+"])

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from spahgc_kedro.hints import AnnData
 
@@ -153,7 +154,8 @@ def read_section(
         )
     rows = counts.obs[attrs["region_key"]].astype(str).to_numpy() == shapes
     if "in_tissue" in counts.obs.columns:
-        rows &= counts.obs["in_tissue"].astype(int).to_numpy() == 1
+        # a missing or non-numeric flag is off the tissue (as the other readers read it), not a crash
+        rows &= (pd.to_numeric(counts.obs["in_tissue"], errors="coerce") == 1).to_numpy(dtype=bool, na_value=False)
     counts = counts[rows]
     check_unique(counts.obs_names, "table rows", path / "tables" / table_name)
     spots = sdata.shapes[shapes]
