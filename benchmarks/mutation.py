@@ -50,14 +50,26 @@ STATUS_BY_EXIT_CODE = {
 
 # functions whose every surviving mutant was read and found to compute the same result: why
 ACCEPTED: dict[str, str] = {
-    "spahgc_kedro.metrics.pooled_pcc": "drops `axis=0` from np.concatenate, its default",
+    "spahgc_kedro.metrics.MeasuredSection.gene_specific": "`<=` vs `<` and `spread > 0` vs `>= 0` differ only for a constant prediction, which the last line sets to NaN anyway; NaN written as None is NaN.",
+    "spahgc_kedro.metrics.MeasuredSection.metrics": "float64 dropped from one operand of the difference: the other still makes the subtraction float64, exactly.",
+    "spahgc_kedro.metrics.MeasuredSection.pooled": "drops `axis=0` from np.concatenate, its default.",
+    "spahgc_kedro.metrics._column_dot": "einsum subscripts in capitals: the same contraction.",
+    "spahgc_kedro.metrics._correlation_of_centred": '`divide="ignore"` dropped or None: errstate only decides whether numpy warns, the values are identical (and a non-zero/0 division needs squared norms that underflow, centred values below ~1e-80); NaN written as None into a float64 array is NaN.',
     "spahgc_kedro.metrics._depth_residuals": "drops `rcond=None` from lstsq, its default",
-    "spahgc_kedro.metrics.finite_mean": "NaN spelled 'NAN'; the mean of no value is NaN either way (with a warning)",
-    "spahgc_kedro.metrics._column_dot": "einsum subscripts in capitals: the same contraction",
-    "spahgc_kedro.metrics.MeasuredSection.gene_specific": "`<=` vs `<` and `spread > 0` vs `>= 0` differ only for a constant "
-    "prediction, which the last line sets to NaN anyway; NaN written as None into a float array is NaN",
-    "spahgc_kedro.metrics.MeasuredSection.metrics": "float64 dropped from one operand of the difference: the other still "
-    "makes the subtraction float64, exactly",
+    "spahgc_kedro.metrics.finite_mean": "NaN spelled 'NAN'; the mean of no value is NaN either way, with a warning.",
+    "spahgc_kedro.metrics.pooled_pcc": "drops `axis=0` from np.concatenate, its default.",
+    "spahgc_kedro.metrics.top_genes": '`kind="STABLE"`: numpy reads the sort kind case-insensitively, the same stable sort.',
+    "spahgc_kedro.readers.alex.read_section": 'NaN spelled float("NAN"): Python reads the name case-insensitively, so it is the same NaN.',
+    "spahgc_kedro.readers.image_spots._grid_coordinates": "`astype(None)`: float64 whole numbers (from np.rint) instead of int64, and the only consumer, build_section via read_section, casts array_row/array_col to int64 exactly.",
+    "spahgc_kedro.readers.image_spots.read_section": "`dtype=None` on the empty [n, 0] X: build_section casts it to float32; NaN spelled 'NAN'.",
+    "spahgc_kedro.readers.image_spots.tile_fraction": "`astype(None)`: the summed-area counts are whole numbers, exact in float64; an extra trailing zero row/column of padding is never indexed (stops are clipped to the mask's extent).",
+    "spahgc_kedro.readers.image_spots.tissue_mask": "`dtype=None` (float64 instead of float32 HSV) and `>`/`<` for `>=`/`<=`: no 8-bit channel value k has k/255 on or within float32 rounding of 0.08 or 0.92 (checked for all 256), so every comparison agrees.",
+    "spahgc_kedro.readers.visium._image": "`path.is_absolute() and False`: pathlib's `raw_dir / path` is `path` itself when `path` is absolute, so the result is the same.",
+    "spahgc_kedro.readers.visium.assemble_visium": "`to_numpy(dtype=None)`: the pixel columns are already numeric (read_tissue_positions converts them), and build_section casts xy to float64 first thing.",
+    "spahgc_kedro.readers.xenium._image": "`len(images) >= 1`: with one image, `named or images` is that image either way.",
+    "spahgc_kedro.readers.xenium.pseudo_spot_grid": "candidate rows row0-2 / row0+3 for row0-1 / row0+2: a hex Voronoi cell reaches only s/sqrt(3) < s*sqrt(3)/2 vertically, so the nearest (or tied) centre is always in row0 or row0+1 and the outer candidate rows never win (checked on 1.4M random, lattice, edge and vertex points).",
+    "spahgc_kedro.readers.xenium.read_cells": "`astype(None)`: pandas reads a None dtype as float64, the same cast.",
+    "spahgc_kedro.readers.xenium.read_section": "`sort` of the cell-id intersection: the cell order only reaches the output through np.unique (which sorts the pseudo-spots), sums of whole-number counts and per-label identical centres; `shape` of the pooling matrix dropped: np.unique's inverse covers every pseudo-spot and arange every cell, so the inferred shape is the same.",
 }
 
 
