@@ -53,6 +53,11 @@ def numeric_counts(table: pd.DataFrame, source: Path) -> pd.DataFrame:
     return converted.fillna(0)
 
 
+def flag_set(values: pd.Series) -> np.ndarray:
+    """Rows whose flag (`in_tissue`, `selected`) is the number 1; a blank, missing or non-numeric flag is not set."""
+    return (pd.to_numeric(values, errors="coerce") == 1).to_numpy(dtype=bool, na_value=False)
+
+
 def check_unique(ids: pd.Index, what: str, source: Path) -> None:
     """Fail when spot ids repeat, listing a few."""
     dup = ids[ids.duplicated()].unique()

@@ -14,12 +14,11 @@ import math
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from spahgc_kedro.hints import AnnData
 from spahgc_kedro.schema import Obsm, Uns
 
-from .common import InputDataError, array_rowcol, build_section, check_unique, require_file
+from .common import InputDataError, array_rowcol, build_section, check_unique, flag_set, require_file
 
 HEST_LAYOUT = "<raw_dir>/st/<id>.h5ad, <raw_dir>/wsis/<id>.tif and <raw_dir>/metadata/<id>.json (HEST-1k)"
 # HEST `st_technology` values -> the platform names of the standard section
@@ -78,10 +77,7 @@ def read_section(raw_dir: str | Path, section_id: str) -> AnnData:
         raise InputDataError(f"Cannot read '{st_path}': {err}. Re-download it.") from err
     check_unique(adata.obs_names, "barcodes", st_path)
     if "in_tissue" in adata.obs.columns:
-        # a missing or non-numeric flag is off the tissue (as image_spots reads it), not a crash
-        adata = adata[
-            (pd.to_numeric(adata.obs["in_tissue"], errors="coerce") == 1).to_numpy(dtype=bool, na_value=False)
-        ]
+        adata = adata[flag_set(adata.obs["in_tissue"])]
     xy = spot_centres(adata, st_path)
     pixel_size = float(meta.get("pixel_size_um_estimated") or math.nan)
     diameter_um = float(meta.get("spot_diameter") or math.nan)

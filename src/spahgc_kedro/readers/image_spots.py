@@ -23,7 +23,7 @@ from spahgc_kedro.hints import AnnData
 from spahgc_kedro.schema import Uns
 
 from ..images import IMAGE_SUFFIXES, image_size, is_image, read_thumbnail
-from .common import InputDataError, build_section, check_unique, read_table, spot_spacing
+from .common import InputDataError, build_section, check_unique, flag_set, read_table, spot_spacing
 
 SPOTS_SUFFIX = "_spots.csv"
 LAYOUT = (
@@ -88,7 +88,7 @@ def read_spot_table(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
         id_column = "barcode" if "barcode" in columns else table.columns[0]
         table.index = pd.Index(table.pop(id_column).astype(str))
         if "in_tissue" in table.columns:
-            table = table[pd.to_numeric(table["in_tissue"], errors="coerce") == 1]
+            table = table[flag_set(table["in_tissue"])]
         xy_columns = ["pxl_col_in_fullres", "pxl_row_in_fullres"]
     elif table.shape[1] == 6:
         table = read_tissue_positions(path)

@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from spahgc_kedro.hints import AnnData
 
-from .common import InputDataError, array_rowcol, build_section, check_unique
+from .common import InputDataError, array_rowcol, build_section, check_unique, flag_set
 
 SPATIALDATA_LAYOUT = (
     "<raw_dir>/<section>.zarr SpatialData stores, each with a table of counts annotating one shapes element "
@@ -154,8 +153,7 @@ def read_section(
         )
     rows = counts.obs[attrs["region_key"]].astype(str).to_numpy() == shapes
     if "in_tissue" in counts.obs.columns:
-        # a missing or non-numeric flag is off the tissue (as the other readers read it), not a crash
-        rows &= (pd.to_numeric(counts.obs["in_tissue"], errors="coerce") == 1).to_numpy(dtype=bool, na_value=False)
+        rows &= flag_set(counts.obs["in_tissue"])
     counts = counts[rows]
     check_unique(counts.obs_names, "table rows", path / "tables" / table_name)
     spots = sdata.shapes[shapes]

@@ -26,6 +26,7 @@ from .common import (
     InputDataError,
     build_section,
     check_unique,
+    flag_set,
     intersect_spots,
     numeric_counts,
     read_table,
@@ -117,8 +118,7 @@ def read_section(raw_dir: str | Path, section_id: str) -> AnnData:
             f"Spot table '{spots_path}' lacks columns {sorted(missing)}; expected x y pixel_x pixel_y."
         )
     if "selected" in spots.columns:
-        # a blank or non-numeric flag is not a selected spot (as image_spots reads in_tissue), not a crash
-        spots = spots[pd.to_numeric(spots["selected"], errors="coerce") == 1]
+        spots = spots[flag_set(spots["selected"])]
     spots.index = pd.Index([f"{int(round(x))}x{int(round(y))}" for x, y in zip(spots["x"], spots["y"], strict=True)])
     check_unique(spots.index, "spot positions (x, y)", spots_path)
 
