@@ -92,3 +92,14 @@ def write_10x_h5(path: Path, counts: np.ndarray, genes: list[str], barcodes: lis
 COUNTS = np.arange(24, dtype=np.int64).reshape(6, 4) + 1  # 6 spots x 4 genes, all distinct
 GENES = ["ERBB2", "ESR1", "KRT5", "CD3E"]
 BARCODES = [f"BC{i:02d}-1" for i in range(6)]
+
+
+def write_cscc(raw: Path, counts: pd.DataFrame, spots: pd.DataFrame, section: str = "P2_ST_rep1") -> tuple[Path, Path]:
+    """Write one cSCC section as GEO GSE144240 ships it (count table, spot table, image); returns the two tables."""
+    raw.mkdir(parents=True, exist_ok=True)
+    counts_path = raw / f"GSM4284316_{section}_stdata.tsv.gz"
+    spots_path = raw / f"GSM4284316_spot_data-selection-{section}.tsv.gz"
+    counts.to_csv(counts_path, sep="\t")
+    spots.to_csv(spots_path, sep="\t", index=False)
+    write_image(raw / f"GSM4284316_{section}.jpg")
+    return counts_path, spots_path

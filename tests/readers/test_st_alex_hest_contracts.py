@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from native_layouts import BARCODES, COUNTS, GENES, spot_table, write_image, write_mtx, write_positions
+from native_layouts import BARCODES, COUNTS, GENES, spot_table, write_cscc, write_image, write_mtx, write_positions
 
 from spahgc_kedro.errors import InputDataError
 from spahgc_kedro.readers import alex, hest, st_legacy
@@ -42,13 +42,7 @@ def _st_counts(genes: list[str] = ST_GENES) -> pd.DataFrame:
 
 def _cscc(raw: Path, counts: pd.DataFrame | None = None, spots: pd.DataFrame | None = None) -> tuple[Path, Path]:
     """Write section P2_ST_rep1 in the cSCC GEO layout; returns (count table, spot table) paths."""
-    raw.mkdir(parents=True, exist_ok=True)
-    counts_path = raw / "GSM4284316_P2_ST_rep1_stdata.tsv.gz"
-    spots_path = raw / "GSM4284316_spot_data-selection-P2_ST_rep1.tsv.gz"
-    (_st_counts() if counts is None else counts).to_csv(counts_path, sep="\t")
-    (_st_spots() if spots is None else spots).to_csv(spots_path, sep="\t", index=False)
-    write_image(raw / "GSM4284316_P2_ST_rep1.jpg")
-    return counts_path, spots_path
+    return write_cscc(raw, _st_counts() if counts is None else counts, _st_spots() if spots is None else spots)
 
 
 def test_her2st_section_without_a_count_table_names_the_file_and_the_layout(tmp_path):

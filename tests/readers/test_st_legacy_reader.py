@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from native_layouts import write_image
+from native_layouts import write_cscc, write_image
 
 from spahgc_kedro.errors import InputDataError
 from spahgc_kedro.readers import st_legacy
@@ -18,7 +18,6 @@ GENES = ["KRT14", "COL1A1", "MMP1"]
 
 def make_cscc(raw: Path, section: str = "P2_ST_rep1", counts: pd.DataFrame | None = None) -> pd.DataFrame:
     """Write one cSCC section as GEO GSE144240 ships it; returns the count table."""
-    raw.mkdir(parents=True, exist_ok=True)
     grid = [(x, y) for y in (5, 6) for x in (10, 11, 12)]
     spots = pd.DataFrame(
         {
@@ -31,11 +30,9 @@ def make_cscc(raw: Path, section: str = "P2_ST_rep1", counts: pd.DataFrame | Non
             "selected": [1] * 6,
         }
     )
-    spots.to_csv(raw / f"GSM4284316_spot_data-selection-{section}.tsv.gz", sep="\t", index=False)
     if counts is None:
         counts = pd.DataFrame(np.arange(18).reshape(6, 3), index=[f"{x}x{y}" for x, y in grid], columns=GENES)
-    counts.to_csv(raw / f"GSM4284316_{section}_stdata.tsv.gz", sep="\t")
-    write_image(raw / f"GSM4284316_{section}.jpg")
+    write_cscc(raw, counts, spots, section)
     return counts
 
 
