@@ -135,3 +135,79 @@ def test_merging_too_few_candidates_says_what_to_change():
     assert str(few.value) == (
         "Only 4 candidate spots for k_refer=5: lower graph.k_refer or use more training sections."
     )
+
+
+def test_unit_rows_scale_each_row_to_norm_one_and_leave_zero_rows_zero():
+    from spahgc_kedro.graph import _unit_rows
+
+    values = np.zeros((64, 3))
+    values[::2] = [3.0, 0.0, 4.0]
+    with np.errstate(all="raise"):  # a 0/0 anywhere fails
+        unit = _unit_rows(values)
+    np.testing.assert_array_equal(unit[::2], np.tile([0.6, 0.0, 0.8], (32, 1)))
+    np.testing.assert_array_equal(unit[1::2], np.zeros((32, 3)))
+
+
+no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="asks for a GPU to get the no-GPU message")
+
+
+def hand_made_section_graph(**device):
+    """Two target spots 1 px apart, each retrieving two of three reference spots (features 0, 11 and 12)."""
+    from spahgc_kedro.graph import assemble_section_graph
+
+    return assemble_section_graph(
+        target_x=np.ones((2, 1)),
+        target_y=None,
+        target_pos=np.array([[0.0, 0.0], [1.0, 0.0]]),
+        spatial_radius=1.5,
+        max_spatial_neighbours=6,
+        neighbour_section=np.array([[0, 1], [1, 0]]),
+        neighbour_spot=np.array([[0, 1], [1, 2]]),
+        reference_x=[np.array([[0.0], [10.0], [11.0]]), np.array([[1.0], [12.0]])],
+        k_close=1,
+        metric="l1",
+        block_size=4,
+        attributes={"section_id": "S"},
+        **device,
+    )
+
+
+@no_gpu
+def test_a_section_graph_runs_its_close_reference_search_where_asked():
+    graph = hand_made_section_graph()
+    assert graph["reference"].x[:, 0].tolist() == [0.0, 11.0, 12.0]
+    assert graph["reference", "close", "reference"].edge_index.tolist() == [[1, 2, 1], [0, 1, 2]]
+    assert sorted(map(tuple, graph["target", "near", "target"].edge_index.T.tolist())) == [(0, 1), (1, 0)]
+    with pytest.raises(ValueError, match="retrieval_device is 'cuda' but torch .* sees no CUDA GPU"):
+        hand_made_section_graph(retrieval_device="cuda")
+
+
+@no_gpu
+def test_the_retrieval_device_parameter_reaches_the_graph_of_each_section(tiny, graph_params):
+    from spahgc_kedro.graph import FoldReferences, aligned_embedding
+    from spahgc_kedro.targets import transformed_expression
+    from tests.helpers.tiny_sections import tiny_graphs
+
+    sections, embeddings, _ = tiny
+    folds, scaling, _ = tiny_graphs(tiny, graph_params)
+    name = sorted(folds["folds"])[0]
+    raw = {s: aligned_embedding(sections[s], embeddings[s], s) for s in sections}
+    references = FoldReferences.fit(
+        name,
+        folds["folds"][name],
+        scaling[name],
+        raw,
+        lambda s, genes, transform: transformed_expression(sections[s], genes, transform),
+        graph_params,
+    )
+    section_id = folds["folds"][name]["test"][0]
+    section = sections[section_id]
+
+    def build():
+        positions = np.asarray(section.obsm["spatial"])
+        return references.build(section_id, raw[section_id], positions, 1e9, list(section.obs_names), "test")
+
+    assert build()["reference", "close", "reference"].edge_index.shape[1] > 0
+    references.params = {**graph_params, "retrieval_device": "cuda"}
+    with pytest.raises(ValueError, match="sees no CUDA GPU"):
+        build()

@@ -108,3 +108,15 @@ def test_every_format_name_gives_a_reader_and_an_unknown_one_lists_them_all():
     known = "alex, hest, image_spots, spatialdata, st_legacy, visium, visium_hd, xenium"
     with pytest.raises(ValueError, match=rf"^Unknown data format 'visum'. Known formats: {known}.$"):
         get_reader("visum")
+
+
+def test_array_coordinates_come_from_the_table_even_when_it_holds_nothing_else():
+    obs = pd.DataFrame({"array_row": [5, 7], "array_col": [3, 9]}, index=["a", "b"])
+    np.testing.assert_array_equal(common.array_rowcol(obs, np.zeros((2, 2))), [[5, 3], [7, 9]])
+
+
+def test_array_coordinates_of_a_grid_of_centres_start_at_zero_in_each_axis():
+    # centres 100 px apart, x from 1,000 and y from 300: rows follow y, columns follow x
+    xy = np.array([[1000.0, 300.0], [1100.0, 300.0], [1000.0, 400.0], [1200.0, 500.0]])
+    obs = pd.DataFrame(index=["s1", "s2", "s3", "s4"])
+    np.testing.assert_array_equal(common.array_rowcol(obs, xy), [[0, 0], [0, 1], [1, 0], [2, 2]])
