@@ -110,17 +110,29 @@ def module_result(by_mutant: dict[str, str], sha256: str, commit: str) -> dict[s
 
 
 def merge(record: dict[str, dict[str, Any]], fresh: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The record with every module that this run checked at least once replaced by this run's result; a result
-    identical to the record's, on the same source (mutmut's files left from an earlier run), keeps its commit."""
+    """The record with every module that this run checked at least once replaced by this run's result, unless the
+    run stopped before checking as many mutants as the record holds for the same source; a result identical to
+    the record's, on the same source (mutmut's files left from an earlier run), keeps its commit."""
     merged = dict(record)
     for module, result in fresh.items():
-        if _same_check(record.get(module), result):
+        recorded = record.get(module)
+        if _same_check(recorded, result):
             continue
-        if sum(n for kind, n in result["counts"].items() if kind not in ("not checked", "skipped")):
+        fuller_record = (
+            recorded is not None
+            and recorded["source_sha256"] == result["source_sha256"]
+            and _checked(recorded) > _checked(result)
+        )
+        if _checked(result) and not fuller_record:
             merged[module] = result
         else:
             merged.setdefault(module, result)
     return dict(sorted(merged.items()))
+
+
+def _checked(result: dict[str, Any]) -> int:
+    """How many of a result's mutants were run against the tests."""
+    return sum(n for kind, n in result["counts"].items() if kind not in ("not checked", "skipped"))
 
 
 def _same_check(recorded: dict[str, Any] | None, result: dict[str, Any]) -> bool:

@@ -196,20 +196,28 @@ def test_mutation_record_keeps_modules_a_run_did_not_check_and_marks_stale_sourc
     }
     fresh = {
         "a.py": mutation.module_result({"a.x_f__mutmut_1": "not checked"}, "new", "c1"),
-        "b.py": mutation.module_result({"b.x_g__mutmut_1": "killed", "b.x_g__mutmut_2": "not checked"}, "b", "c1"),
+        "b.py": mutation.module_result(
+            {"b.x_g__mutmut_1": "killed", "b.x_g__mutmut_2": "killed", "b.x_g__mutmut_3": "not checked"}, "b", "c1"
+        ),
     }
     merged = mutation.merge(recorded, fresh)
     # a.py was not checked by this run: its record stays; b.py was: this run's result replaces it
     assert merged["a.py"] == recorded["a.py"] and merged["b.py"]["commit"] == "c1"
     table = mutation.report(merged, {"a.py": "new", "b.py": "b"})
     assert "| a.py | 10 | 9 | 1 | 0 | 0 | 0 | 0 | 90.0% | c0 (STALE: source changed since) |" in table
-    assert "| b.py | 2 | 1 | 0 | 0 | 0 | 0 | 1 | 100.0% | c1 |" in table
+    assert "| b.py | 3 | 2 | 0 | 0 | 0 | 0 | 1 | 100.0% | c1 |" in table
     assert "`a.f` 1" in table and "b.g" not in table
     # mutmut's files of an earlier run, read again unchanged: the result keeps the commit it was checked at
-    again = mutation.merge(merged, {"b.py": mutation.module_result({"b.x_g__mutmut_1": "killed"}, "b", "c2")})
+    rerun = {"b.x_g__mutmut_1": "killed", "b.x_g__mutmut_2": "killed"}
+    again = mutation.merge(merged, {"b.py": mutation.module_result(rerun, "b", "c2")})
     assert again["b.py"]["commit"] == "c2"
     same = {**merged["b.py"], "commit": "c3"}
     assert mutation.merge(merged, {"b.py": same})["b.py"]["commit"] == "c1"
+    # a run stopped part-way on the same source does not replace a fuller check; on a changed source it does
+    partial = mutation.module_result({"b.x_g__mutmut_1": "not checked", "b.x_g__mutmut_2": "survived"}, "b", "c4")
+    fuller = mutation.module_result({"b.x_g__mutmut_1": "killed", "b.x_g__mutmut_2": "killed"}, "b", "c3")
+    assert mutation.merge({"b.py": fuller}, {"b.py": partial})["b.py"] == fuller
+    assert mutation.merge({"b.py": {**fuller, "source_sha256": "old"}}, {"b.py": partial})["b.py"] == partial
 
 
 def test_a_score_is_keyed_on_what_it_depends_on_only():
