@@ -36,6 +36,8 @@ def test_teacher_settings_are_checked_with_their_allowed_range():
             Teacher(model, "ema", decay)
     for decay in (0.0, 0.5, 1.0):
         assert Teacher(model, "ema", decay).decay == decay
+    # the method's teacher by default: an exponential moving average of the online model, decay 0.99
+    assert (Teacher(model).mode, Teacher(model).decay) == ("ema", 0.99)
 
 
 @pytest.mark.parametrize("mode", ["ema", "frozen"])
