@@ -50,6 +50,8 @@ STATUS_BY_EXIT_CODE = {
 
 # functions whose every surviving mutant was read and found to compute the same result: why
 ACCEPTED: dict[str, str] = {
+    "spahgc_kedro.graph.nearest_neighbours_torch": "defaults (`metric`, `block_size`, `device`) that no caller uses: nearest_neighbours, its only caller, passes each; `device=None`, `.to(None)` or `arange` without a device: on a CPU-only machine every tensor is on the CPU already (the GPU path is benchmarks/device_gpu.sh's); float64 `np.empty` without its dtype (float64 is the default); a query step of 1 (`range` without `block_size`): the same rows, one at a time; `<=` in the block-overlap test: adjacent blocks give an empty `own` range; `torch.sort` without `dim=1`: dim -1 of a 2-D tensor.",
+    "spahgc_kedro.graph_store.StoredSectionGraph.feature_sources_digest": "the fold's scaling fingerprinted as float64 instead of float32 bytes: still a fixed function of the values, so the training key changes exactly when they do (tested).",
     "spahgc_kedro.metrics.MeasuredSection.gene_specific": "`<=` vs `<` and `spread > 0` vs `>= 0` differ only for a constant prediction, which the last line sets to NaN anyway; NaN written as None is NaN.",
     "spahgc_kedro.metrics.MeasuredSection.metrics": "float64 dropped from one operand of the difference: the other still makes the subtraction float64, exactly.",
     "spahgc_kedro.metrics.MeasuredSection.pooled": "drops `axis=0` from np.concatenate, its default.",
@@ -59,7 +61,12 @@ ACCEPTED: dict[str, str] = {
     "spahgc_kedro.metrics.finite_mean": "NaN spelled 'NAN'; the mean of no value is NaN either way, with a warning.",
     "spahgc_kedro.metrics.pooled_pcc": "drops `axis=0` from np.concatenate, its default.",
     "spahgc_kedro.metrics.top_genes": '`kind="STABLE"`: numpy reads the sort kind case-insensitively, the same stable sort.',
+    "spahgc_kedro.model.contrastive.complementary_masks": "`device=None` or dropped: the generator is on the CPU here (the GPU path is benchmarks/device_gpu.sh's); `>` for `>=`: differs only when a uniform draw equals p exactly.",
+    "spahgc_kedro.model.contrastive.contrastive_loss": "F.normalize without `dim=-1` or with `dim=+1`, and `sum(dim=+1)`: dimension 1 of the [nodes, width] projections is the last one.",
+    "spahgc_kedro.model.spahgc.edges": "the empty edge index's `device=None` or dropped: on a CPU-only machine it is the CPU either way.",
     "spahgc_kedro.readers.alex.read_section": 'NaN spelled float("NAN"): Python reads the name case-insensitively, so it is the same NaN.',
+    "spahgc_kedro.readers.common.intersect_spots": "`sort=False` dropped: it is Index.intersection's default.",
+    "spahgc_kedro.readers.common.numeric_counts": '`"XXiufXX"` holds the same dtype kinds; `"IUF"` sends numeric tables through pd.to_numeric, which returns the same numbers.',
     "spahgc_kedro.readers.image_spots._grid_coordinates": "`astype(None)`: float64 whole numbers (from np.rint) instead of int64, and the only consumer, build_section via read_section, casts array_row/array_col to int64 exactly.",
     "spahgc_kedro.readers.image_spots.read_section": "`dtype=None` on the empty [n, 0] X: build_section casts it to float32; NaN spelled 'NAN'.",
     "spahgc_kedro.readers.image_spots.tile_fraction": "`astype(None)`: the summed-area counts are whole numbers, exact in float64; an extra trailing zero row/column of padding is never indexed (stops are clipped to the mask's extent).",
@@ -70,6 +77,7 @@ ACCEPTED: dict[str, str] = {
     "spahgc_kedro.readers.xenium.pseudo_spot_grid": "candidate rows row0-2 / row0+3 for row0-1 / row0+2: a hex Voronoi cell reaches only s/sqrt(3) < s*sqrt(3)/2 vertically, so the nearest (or tied) centre is always in row0 or row0+1 and the outer candidate rows never win (checked on 1.4M random, lattice, edge and vertex points).",
     "spahgc_kedro.readers.xenium.read_cells": "`astype(None)`: pandas reads a None dtype as float64, the same cast.",
     "spahgc_kedro.readers.xenium.read_section": "`sort` of the cell-id intersection: the cell order only reaches the output through np.unique (which sorts the pseudo-spots), sums of whole-number counts and per-label identical centres; `shape` of the pooling matrix dropped: np.unique's inverse covers every pseudo-spot and arange every cell, so the inferred shape is the same.",
+    "spahgc_kedro.targets.load_gene_list": "`allow_pickle=None` or dropped: both refuse a pickled array like False (the refusal is tested).",
 }
 
 
