@@ -105,3 +105,18 @@ def test_tile_grid_keeps_a_tile_that_fits_exactly_at_a_fractional_spacing(tmp_pa
     ids, _, rowcol = image_spots.tile_grid(image, 100.2, tissue_only=False)
     assert ids == [f"r0_c{c}" for c in range(5)]
     assert rowcol[:, 1].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_visium_spot_table_takes_its_barcode_column_wherever_it_stands(tmp_path):
+    """Pixel columns first and the barcode last: the barcodes are the spot ids, not a layout error."""
+    path = tmp_path / "S_spots.csv"
+    pd.DataFrame(
+        {
+            "pxl_row_in_fullres": [10.0, 10.0, 30.0],
+            "pxl_col_in_fullres": [5.0, 25.0, 5.0],
+            "barcode": ["A-1", "B-1", "C-1"],
+        }
+    ).to_csv(path, index=False)
+    spot_ids, xy, _ = image_spots.read_spot_table(path)
+    assert spot_ids == ["A-1", "B-1", "C-1"]
+    np.testing.assert_array_equal(xy, [[5.0, 10.0], [25.0, 10.0], [5.0, 30.0]])

@@ -182,8 +182,11 @@ def test_alignment_file_with_a_header_names_the_file_and_the_expected_matrix(tmp
     folder = write_section(tmp_path / "X1")
     path = folder / "he_imagealignment.csv"
     path.write_text("a,b,c\n" + path.read_text())
-    with pytest.raises(InputDataError, match=rf"^The H&E alignment file '{re.escape(str(path))}' holds values that"):
+    with pytest.raises(
+        InputDataError, match=rf"^The H&E alignment file '{re.escape(str(path))}' holds values that"
+    ) as error:
         xenium.read_alignment(folder, None)
+    assert str(error.value).endswith("it must be the 3x3 matrix Xenium Explorer exports, without a header.")
 
 
 def test_alignment_option_with_a_blank_entry_is_not_a_matrix(tmp_path):
