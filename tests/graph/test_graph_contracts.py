@@ -184,22 +184,12 @@ def test_a_section_graph_runs_its_close_reference_search_where_asked():
 
 @no_gpu
 def test_the_retrieval_device_parameter_reaches_the_graph_of_each_section(tiny, graph_params):
-    from spahgc_kedro.graph import FoldReferences, aligned_embedding
-    from spahgc_kedro.targets import transformed_expression
-    from tests.helpers.tiny_sections import tiny_graphs
+    from tests.helpers.tiny_sections import tiny_fold_references, tiny_graphs
 
-    sections, embeddings, _ = tiny
+    sections = tiny[0]
     folds, scaling, _ = tiny_graphs(tiny, graph_params)
     name = sorted(folds["folds"])[0]
-    raw = {s: aligned_embedding(sections[s], embeddings[s], s) for s in sections}
-    references = FoldReferences.fit(
-        name,
-        folds["folds"][name],
-        scaling[name],
-        raw,
-        lambda s, genes, transform: transformed_expression(sections[s], genes, transform),
-        graph_params,
-    )
+    references, raw = tiny_fold_references(tiny, folds, scaling, graph_params, name)
     section_id = folds["folds"][name]["test"][0]
     section = sections[section_id]
 

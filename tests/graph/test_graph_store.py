@@ -8,9 +8,8 @@ import torch
 from kedro.io import DatasetError
 
 from spahgc_kedro.datasets import SectionGraphStore
-from spahgc_kedro.graph import FoldReferences, aligned_embedding, fold_plan_key
-from spahgc_kedro.targets import transformed_expression
-from tests.helpers.tiny_sections import tiny_graphs
+from spahgc_kedro.graph import fold_plan_key
+from tests.helpers.tiny_sections import tiny_fold_references, tiny_graphs
 
 ATTRIBUTES = ("section_id", "fold", "role", "genes", "spot_ids", "reference_sections", "embedding_dim", "fold_plan")
 
@@ -31,16 +30,8 @@ def assert_same_graph(actual, expected) -> None:
 
 def direct_graph(tiny, folds, scaling, params, name: str, section_id: str, role: str):
     """The graph built in one go by `FoldReferences.build` (the predict pipeline's path), without the store."""
-    sections, embeddings, _ = tiny
-    raw = {s: aligned_embedding(sections[s], embeddings[s], s) for s in sections}
-    references = FoldReferences.fit(
-        name,
-        folds["folds"][name],
-        scaling[name],
-        raw,
-        lambda s, genes, transform: transformed_expression(sections[s], genes, transform),
-        params,
-    )
+    sections = tiny[0]
+    references, raw = tiny_fold_references(tiny, folds, scaling, params, name)
     section = sections[section_id]
     radius = 1.5 * float(section.uns["spot_spacing_px"])
     graph = references.build(

@@ -106,3 +106,22 @@ def tiny_graphs(tiny: tuple[dict, dict, dict], params: dict[str, Any], gene_pane
         as_partitions(sections), as_partitions(embeddings), manifest, folds, scaling, preset, params
     )
     return folds, scaling, graphs
+
+
+def tiny_fold_references(tiny: tuple[dict, dict, dict], folds: dict, scaling: dict, params: dict[str, Any], name: str):
+    """Fold `name`'s references fitted in one go (`FoldReferences.fit`, the predict pipeline's path) and the raw
+    embeddings they were fitted on."""
+    from spahgc_kedro.graph import FoldReferences, aligned_embedding
+    from spahgc_kedro.targets import transformed_expression
+
+    sections, embeddings, _ = tiny
+    raw = {s: aligned_embedding(sections[s], embeddings[s], s) for s in sections}
+    references = FoldReferences.fit(
+        name,
+        folds["folds"][name],
+        scaling[name],
+        raw,
+        lambda s, genes, transform: transformed_expression(sections[s], genes, transform),
+        params,
+    )
+    return references, raw
