@@ -47,6 +47,11 @@ def test_a_bad_value_is_named_with_what_is_allowed(override, named):
     assert named in str(raised.value)
 
 
+def test_fold_and_section_names_may_be_numbers():
+    """A numeric patient or section name (as Kedro reads `--params graph.fold=1`) is a name, not a type error."""
+    validate_parameters(project_parameters(graph={"fold": 1, "validation": 2}, predict={"model_fold": 3}))
+
+
 def test_every_problem_is_listed_at_once():
     bad = project_parameters(train={"epochs": 0}, graph={"k_close": -1})
     with pytest.raises(ParameterError) as raised:

@@ -79,6 +79,9 @@ class TrainParams(_Strict):
 
 
 class GraphParams(_Strict):
+    # fold and section names may be numbers (patient 1); Kedro reads `--params graph.fold=1` as an int
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
     fold_scheme: Literal["leave_one_section_out", "leave_one_patient_out"]
     fold: str = Field(min_length=1)
     validation: str = Field(min_length=1)
@@ -141,6 +144,8 @@ class InterpretationParams(_Strict):
 
 
 class PredictParams(_Strict):
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
     device: str = Device
     chunk_spots: int = Field(ge=0)
     model_fold: str = Field(min_length=1)
