@@ -50,6 +50,7 @@ STATUS_BY_EXIT_CODE = {
 
 # functions whose every surviving mutant was read and found to compute the same result: why
 ACCEPTED: dict[str, str] = {
+    "spahgc_kedro.folds._test_groups": "the 'Unknown graph.fold_scheme' message reworded: params.py allows only leave_one_section_out and leave_one_patient_out, and the parameter hook refuses any other scheme before a run starts, so only a direct call can reach it.",
     "spahgc_kedro.graph.nearest_neighbours_torch": "defaults (`metric`, `block_size`, `device`) that no caller uses: nearest_neighbours, its only caller, passes each; `device=None`, `.to(None)` or `arange` without a device: on a CPU-only machine every tensor is on the CPU already (the GPU path is benchmarks/device_gpu.sh's); float64 `np.empty` without its dtype (float64 is the default); a query step of 1 (`range` without `block_size`): the same rows, one at a time; `<=` in the block-overlap test: adjacent blocks give an empty `own` range; `torch.sort` without `dim=1`: dim -1 of a 2-D tensor.",
     "spahgc_kedro.graph_store.StoredSectionGraph.feature_sources_digest": "the fold's scaling fingerprinted as float64 instead of float32 bytes: still a fixed function of the values, so the training key changes exactly when they do (tested).",
     "spahgc_kedro.metrics.MeasuredSection.gene_specific": "`<=` vs `<` and `spread > 0` vs `>= 0` differ only for a constant prediction, which the last line sets to NaN anyway; NaN written as None is NaN.",
@@ -94,6 +95,7 @@ ACCEPTED: dict[str, str] = {
     "spahgc_kedro.readers.xenium.read_cells": "`astype(None)`: pandas reads a None dtype as float64, the same cast.",
     "spahgc_kedro.readers.xenium.read_section": "`sort` of the cell-id intersection: the cell order only reaches the output through np.unique (which sorts the pseudo-spots), sums of whole-number counts and per-label identical centres; `shape` of the pooling matrix dropped: np.unique's inverse covers every pseudo-spot and arange every cell, so the inferred shape is the same.",
     "spahgc_kedro.targets.load_gene_list": "`allow_pickle=None` or dropped: both refuse a pickled array like False (the refusal is tested).",
+    "spahgc_kedro.targets.minmax_statistics": "drops `axis=0` from np.concatenate, its default.",
 }
 
 
