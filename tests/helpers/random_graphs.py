@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch_geometric.data import HeteroData
 
+from spahgc_kedro.model import ModelConfig, TrainConfig
+
 D, G, K, HIDDEN = 12, 6, 3, 16
 
 
@@ -33,3 +35,13 @@ def make_graph(n: int = 24, m: int = 30, seed: int = 0, spatial: bool = True) ->
     )
     data.section_id = f"s{seed}"
     return data
+
+
+def tiny_config(**settings) -> TrainConfig:
+    """A two-epoch training config with a one-layer, 16-wide model: fast enough for every fit in the model tests."""
+    return TrainConfig(**{"epochs": 2, "lr": 1e-2, "model": ModelConfig(hidden=16, n_layers=1, heads=2), **settings})
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    """Two state dicts hold the same tensors under the same names."""
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -10,7 +10,7 @@ from torch_geometric.data import HeteroData
 
 from spahgc_kedro.model import FitResult, ModelConfig, TrainConfig, fit
 from spahgc_kedro.model.training import training_key
-from tests.helpers.random_graphs import D, G, make_graph
+from tests.helpers.random_graphs import D, G, make_graph, same_weights, tiny_config
 
 
 @pytest.fixture
@@ -258,35 +258,29 @@ def test_chunk_masks_partition_the_nodes_into_contiguous_near_equal_runs():
     assert all(m.dtype == torch.bool for m in masks)
 
 
-def _tiny(**settings) -> TrainConfig:
-    return TrainConfig(**{"epochs": 2, "lr": 1e-2, "model": ModelConfig(hidden=16, n_layers=1, heads=2), **settings})
-
-
-def _same_weights(a: FitResult, b: FitResult) -> bool:
-    return all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
-
-
 def test_contrastive_settings_reach_the_optimisation():
     """The masked contrastive term, its predictor, the teacher's decay and the weight decay each change the fit."""
     train, validation = [make_graph(seed=1)], [make_graph(seed=3)]
-    reference = fit(train, validation, _tiny(), progress=False)
-    assert _same_weights(reference, fit(train, validation, _tiny(), progress=False))
+    reference = fit(train, validation, tiny_config(), progress=False)
+    assert same_weights(reference.state_dict, fit(train, validation, tiny_config(), progress=False).state_dict)
     for changed in (
         {"use_contrastive": False},
         {"use_predictor": False},
         {"ema_decay": 0.5},
         {"weight_decay": 0.5},
     ):
-        assert not _same_weights(reference, fit(train, validation, _tiny(**changed), progress=False)), changed
+        assert not same_weights(
+            reference.state_dict, fit(train, validation, tiny_config(**changed), progress=False).state_dict
+        ), changed
 
 
 def test_step_order_comes_from_the_seed_not_torchs_global_generator():
     train, validation = [make_graph(seed=s) for s in (1, 2, 4, 6)], [make_graph(seed=3)]
     torch.manual_seed(1)
-    first = fit(train, validation, _tiny(use_contrastive=False), progress=False)
+    first = fit(train, validation, tiny_config(use_contrastive=False), progress=False)
     torch.manual_seed(2)
-    again = fit(train, validation, _tiny(use_contrastive=False), progress=False)
-    assert _same_weights(first, again)
+    again = fit(train, validation, tiny_config(use_contrastive=False), progress=False)
+    assert same_weights(first.state_dict, again.state_dict)
 
 
 def test_epoch_losses_are_the_mean_over_the_steps():
@@ -294,7 +288,9 @@ def test_epoch_losses_are_the_mean_over_the_steps():
     is that loss."""
     graph, validation = make_graph(seed=1), [make_graph(seed=3)]
     model = ModelConfig(hidden=16, n_layers=1, heads=2, dropout=0.0, attention_dropout=0.0)
-    config = _tiny(lr=0.0, weight_decay=0.0, use_contrastive=False, mask_target=0.0, mask_reference=0.0, model=model)
+    config = tiny_config(
+        lr=0.0, weight_decay=0.0, use_contrastive=False, mask_target=0.0, mask_reference=0.0, model=model
+    )
     once = fit([graph], validation, config, progress=False).history[0]
     thrice = fit([graph, graph, graph], validation, config, progress=False).history[0]
     assert thrice["train_loss"] == pytest.approx(once["train_loss"], rel=1e-6)

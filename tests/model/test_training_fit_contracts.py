@@ -11,18 +11,10 @@ import sys
 import pytest
 import torch
 
-from spahgc_kedro.model import ModelConfig, TrainConfig, fit, load_model, pcc_per_gene, predict, training
+from spahgc_kedro.model import fit, load_model, pcc_per_gene, predict, training
 from spahgc_kedro.model.contrastive import Predictor, complementary_masks
 from spahgc_kedro.model.spahgc import SpaHGC
-from tests.helpers.random_graphs import make_graph
-
-
-def _tiny(**settings) -> TrainConfig:
-    return TrainConfig(**{"epochs": 2, "lr": 1e-2, "model": ModelConfig(hidden=16, n_layers=1, heads=2), **settings})
-
-
-def _same_weights(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+from tests.helpers.random_graphs import make_graph, same_weights, tiny_config
 
 
 def _anti_validation(seed: int = 2):
@@ -35,13 +27,13 @@ def _anti_validation(seed: int = 2):
 def test_fit_without_training_graphs_says_what_it_needs():
     """No training graph: a ValueError that says fit needs one."""
     with pytest.raises(ValueError, match=r"^fit needs at least one training section graph$"):
-        fit([], [make_graph(seed=2)], _tiny(), progress=False)
+        fit([], [make_graph(seed=2)], tiny_config(), progress=False)
 
 
 def test_kept_weights_are_the_best_epochs_not_the_last():
     """The returned weights are a snapshot of the best epoch: they reproduce its validation PCC, not the last one's."""
     validation = _anti_validation()
-    result = fit([make_graph(seed=1)], [validation], _tiny(epochs=4), progress=False)
+    result = fit([make_graph(seed=1)], [validation], tiny_config(epochs=4), progress=False)
     pccs = [row["val_pcc"] for row in result.history]
     assert result.best_epoch == 1 and pccs[0] == max(pccs) and pccs[-1] < pccs[0] - 0.05
     pred = torch.from_numpy(predict(load_model(result.to_checkpoint()), validation))
@@ -51,16 +43,18 @@ def test_kept_weights_are_the_best_epochs_not_the_last():
 def test_refit_runs_for_the_best_epoch_count_not_the_configured_one():
     """With refit_on_validation the weights are a fresh run on training + validation for best_epoch epochs."""
     train, validation = [make_graph(seed=1)], [_anti_validation()]
-    refit = fit(train, validation, _tiny(epochs=4, refit_on_validation=True), progress=False)
+    refit = fit(train, validation, tiny_config(epochs=4, refit_on_validation=True), progress=False)
     assert refit.best_epoch == 1 and len(refit.history) == 4
-    both = fit(train + validation, [], _tiny(epochs=1), progress=False)
-    assert _same_weights(refit.state_dict, both.state_dict)
-    assert not _same_weights(refit.state_dict, fit(train + validation, [], _tiny(epochs=4), progress=False).state_dict)
+    both = fit(train + validation, [], tiny_config(epochs=1), progress=False)
+    assert same_weights(refit.state_dict, both.state_dict)
+    assert not same_weights(
+        refit.state_dict, fit(train + validation, [], tiny_config(epochs=4), progress=False).state_dict
+    )
 
 
 def test_a_validation_pcc_tie_keeps_the_earlier_epoch():
     """With lr 0 every epoch validates the same: the first epoch stays the best."""
-    config = _tiny(epochs=3, lr=0.0, weight_decay=0.0, use_contrastive=False)
+    config = tiny_config(epochs=3, lr=0.0, weight_decay=0.0, use_contrastive=False)
     result = fit([make_graph(seed=1)], [make_graph(seed=2)], config, progress=False)
     assert len({row["val_pcc"] for row in result.history}) == 1
     assert result.best_epoch == 1
@@ -76,7 +70,7 @@ def test_the_predictor_is_optimised_with_the_model(monkeypatch):
             made.append((self, {k: v.clone() for k, v in self.state_dict().items()}))
 
     monkeypatch.setattr(training, "Predictor", Recorded)
-    fit([make_graph(seed=1)], [make_graph(seed=2)], _tiny(), progress=False)
+    fit([make_graph(seed=1)], [make_graph(seed=2)], tiny_config(), progress=False)
     [(predictor, initial)] = made
     assert all(not torch.equal(value, initial[key]) for key, value in predictor.state_dict().items())
 
@@ -91,7 +85,7 @@ def test_step_order_is_drawn_from_a_stream_seeded_by_the_seed_alone(monkeypatch)
         "_step_graph",
         lambda graph, tile, device: visited.append(graph.section_id) or step_graph(graph, tile, device),
     )
-    fit(graphs, [make_graph(seed=2)], _tiny(seed=3, use_contrastive=False), progress=False)
+    fit(graphs, [make_graph(seed=2)], tiny_config(seed=3, use_contrastive=False), progress=False)
     order = torch.Generator().manual_seed(3)
     expected = [graphs[i].section_id for _ in range(2) for i in torch.randperm(len(graphs), generator=order).tolist()]
     assert visited == expected
@@ -108,7 +102,7 @@ def test_feature_masks_come_from_their_own_stream_seeded_seed_plus_one(monkeypat
 
     monkeypatch.setattr(training, "complementary_masks", recorded)
     graph = make_graph(seed=1)
-    config = _tiny(epochs=1, seed=5, mask_target=0.3, mask_reference=0.6)
+    config = tiny_config(epochs=1, seed=5, mask_target=0.3, mask_reference=0.6)
     fit([graph], [make_graph(seed=2)], config, progress=False)
     stream = torch.Generator().manual_seed(6)
     expected_target = torch.rand(tuple(graph["target"].x.shape), generator=stream) >= 0.3
@@ -126,7 +120,7 @@ def test_a_validation_section_above_the_spot_limit_never_passes_whole_through_th
         return forward(self, x_dict, edge_index_dict)
 
     monkeypatch.setattr(SpaHGC, "forward", recorded)
-    config = _tiny(epochs=1, max_full_graph_spots=12)
+    config = tiny_config(epochs=1, max_full_graph_spots=12)
     result = fit([make_graph(n=12, seed=1)], [make_graph(n=24, seed=2)], config, progress=False)
     assert whole_passes == [] and math.isfinite(result.history[0]["val_pcc"])
     # a section within the limit is one ordinary pass
@@ -137,18 +131,22 @@ def test_a_validation_section_above_the_spot_limit_never_passes_whole_through_th
 def test_tiled_training_is_logged_and_whole_section_training_is_not(caplog):
     """Tiling is announced with the tile count and the limit; a run without tiles says nothing about tiles."""
     caplog.set_level(logging.INFO, logger=training.__name__)
-    fit([make_graph(n=24, seed=1)], [make_graph(seed=2)], _tiny(epochs=1, max_full_graph_spots=12), progress=False)
+    fit(
+        [make_graph(n=24, seed=1)], [make_graph(seed=2)], tiny_config(epochs=1, max_full_graph_spots=12), progress=False
+    )
     assert "Training on 2 spatial tiles of at most 12 spots." in caplog.messages
     caplog.clear()
-    fit([make_graph(n=24, seed=1)], [make_graph(seed=2)], _tiny(epochs=1), progress=False)
-    fit([make_graph(n=24, seed=1)], [make_graph(seed=2)], _tiny(epochs=1, max_full_graph_spots=24), progress=False)
+    fit([make_graph(n=24, seed=1)], [make_graph(seed=2)], tiny_config(epochs=1), progress=False)
+    fit(
+        [make_graph(n=24, seed=1)], [make_graph(seed=2)], tiny_config(epochs=1, max_full_graph_spots=24), progress=False
+    )
     assert not [message for message in caplog.messages if "tiles" in message]
 
 
 def test_an_early_stop_is_logged_with_its_epoch_and_the_best_epoch(caplog):
     """Patience stops best_epoch + patience epochs in, and the log says when and since which epoch."""
     caplog.set_level(logging.INFO, logger=training.__name__)
-    result = fit([make_graph(seed=1)], [_anti_validation()], _tiny(epochs=10, patience=2), progress=False)
+    result = fit([make_graph(seed=1)], [_anti_validation()], tiny_config(epochs=10, patience=2), progress=False)
     assert result.best_epoch == 1 and len(result.history) == 3
     assert "Early stop at epoch 3: no better validation PCC since epoch 1." in caplog.messages
 
@@ -157,7 +155,7 @@ def test_an_early_stop_is_logged_with_its_epoch_and_the_best_epoch(caplog):
 def test_a_device_that_is_not_there_fails_instead_of_training_on_the_cpu():
     """config.device is honoured: asking for CUDA without it raises rather than silently training on the CPU."""
     with pytest.raises((RuntimeError, AssertionError)):
-        fit([make_graph(seed=1)], [make_graph(seed=2)], _tiny(epochs=1, device="cuda"), progress=False)
+        fit([make_graph(seed=1)], [make_graph(seed=2)], tiny_config(epochs=1, device="cuda"), progress=False)
 
 
 class _Terminal(io.StringIO):
@@ -178,7 +176,7 @@ def _drawn(monkeypatch, *args, **kwargs) -> tuple[str, training.FitResult]:
 
 def test_progress_is_drawn_by_default_with_the_epochs_loss_pcc_and_best_epoch(monkeypatch):
     """On a terminal fit draws an 'epochs' bar by default whose postfix shows the last epoch's numbers."""
-    text, result = _drawn(monkeypatch, [make_graph(seed=1)], [make_graph(seed=2)], _tiny())
+    text, result = _drawn(monkeypatch, [make_graph(seed=1)], [make_graph(seed=2)], tiny_config())
     last = result.history[-1]
     assert "\repochs: 100%" in text
     final = text.split("\r")[-1] if text.split("\r")[-1].strip() else text.split("\r")[-2]
@@ -188,13 +186,13 @@ def test_progress_is_drawn_by_default_with_the_epochs_loss_pcc_and_best_epoch(mo
 
 def test_no_progress_is_drawn_when_asked_for_none(monkeypatch):
     """progress=False draws nothing, even on a terminal."""
-    text, _ = _drawn(monkeypatch, [make_graph(seed=1)], [make_graph(seed=2)], _tiny(), progress=False)
+    text, _ = _drawn(monkeypatch, [make_graph(seed=1)], [make_graph(seed=2)], tiny_config(), progress=False)
     assert text == ""
 
 
 def test_the_refit_run_draws_its_progress_too(monkeypatch):
     """With refit_on_validation the second run (no validation: val_pcc nan) also shows its epochs."""
-    config = _tiny(epochs=3, refit_on_validation=True)
+    config = tiny_config(epochs=3, refit_on_validation=True)
     text, result = _drawn(monkeypatch, [make_graph(seed=1)], [_anti_validation()], config, progress=True)
     assert result.best_epoch == 1
     assert "\repochs: 100%" in text and "val_pcc=nan" in text and "| 1/1 [" in text
