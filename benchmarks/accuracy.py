@@ -17,6 +17,7 @@ import argparse
 import fcntl
 import json
 import logging
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -153,10 +154,28 @@ def prepare(args: argparse.Namespace, params: dict[str, Any]) -> tuple[Path, dic
     # one process at a time writes a data root: benchmarks of disjoint variants may run in parallel
     with open(root / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        seed_embeddings(root, upstream)
         catalog = common.project_catalog(root, **upstream)
         common.run_pipelines(catalog, "ingestion", "embedding", "graph")
         written = {name: catalog.load(name) for name in ("section_manifest", "folds", "target_scaling")}
     return root, written
+
+
+EMBEDDING_KEY_FILE = ".embedding-key"
+
+
+def seed_embeddings(root: Path, upstream: dict[str, Any]) -> None:
+    """Copy into a new data root the embeddings of an earlier one that differs only in its graph parameters
+    (e.g. graph.validation: rotate), so that variant embeds nothing again. The embedding stage still checks each
+    file's content key and re-embeds a section whose key differs."""
+    key = common.digest({name: value for name, value in upstream.items() if name != "graph"})
+    features = root / "04_feature"
+    if not features.exists():
+        for earlier in sorted(root.parent.glob(f"upstream-*/{EMBEDDING_KEY_FILE}")):
+            if earlier.read_text() == key and (earlier.parent / "04_feature").is_dir():
+                shutil.copytree(earlier.parent / "04_feature", features)
+                break
+    (root / EMBEDDING_KEY_FILE).write_text(key)
 
 
 def code_version() -> str:

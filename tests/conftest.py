@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers.project import SHARED_DATA, copy_project
+from tests.helpers.project import SHARED_DATA, copy_project, run_kedro
 from tests.helpers.synthetic_folds import make_run
 from tests.helpers.tiny_sections import graph_params as tiny_graph_params
 from tests.helpers.tiny_sections import tiny_dataset
@@ -60,6 +61,21 @@ def demo_raw(tmp_path_factory) -> Path:
 def project_copy(tmp_path) -> Path:
     """A throwaway copy of the project, so CLI runs never touch the real data/ folder."""
     return copy_project(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def demo_through_graph(tmp_path_factory) -> Path:
+    """A project copy whose demo data went through ingestion, embedding and graph, once per test session."""
+    project = copy_project(tmp_path_factory.mktemp("demo_through_graph") / "project")
+    result = run_kedro(project, "run", "--pipeline=graph")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return project
+
+
+@pytest.fixture
+def graph_ready_project(tmp_path, demo_through_graph) -> Path:
+    """A throwaway copy of `demo_through_graph` (its data and MLflow store), where training can start at once."""
+    return Path(shutil.copytree(demo_through_graph, tmp_path / "project", symlinks=True))
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,17 +37,19 @@ def kill_once_written(project: Path, folder: Path, pattern: str, *args: str) -> 
 
 
 @pytest.mark.slow
-def test_embedding_killed_after_a_section_resumes_from_the_finished_sections(project_copy):
+def test_embedding_killed_after_a_section_resumes_from_the_finished_sections(graph_ready_project):
     """SIGKILL once a section's embeddings are written: the rerun reuses them and embeds only the others."""
-    assert run_kedro(project_copy, "run", "--pipeline=ingestion").returncode == 0
-    cache = project_copy / "data" / "04_feature" / "demo" / "efficientnet_lite0"
-    finished = kill_once_written(project_copy, cache, "*.h5ad", "--pipeline=embedding")
-    (manifest_path,) = (project_copy / "data" / "02_intermediate" / "demo").glob("section_manifest.json/*/*.json")
+    cache = graph_ready_project / "data" / "04_feature" / "demo" / "efficientnet_lite0"
+    shutil.rmtree(cache)  # the ingested sections stay: every section is to be embedded
+    finished = kill_once_written(graph_ready_project, cache, "*.h5ad", "--pipeline=embedding")
+    (manifest_path,) = (graph_ready_project / "data" / "02_intermediate" / "demo").glob(
+        "section_manifest.json/*/*.json"
+    )
     manifest = json.loads(manifest_path.read_text())
     sections = [s["section_id"] for s in manifest["sections"]]
     assert 0 < len(finished) < len(sections)
 
-    rerun = run_kedro(project_copy, "run", "--pipeline=embedding", COLUMNS="400")
+    rerun = run_kedro(graph_ready_project, "run", "--pipeline=embedding", COLUMNS="400")
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     log = rerun.stdout + rerun.stderr
     for section in sections:
@@ -55,23 +58,24 @@ def test_embedding_killed_after_a_section_resumes_from_the_finished_sections(pro
 
 
 @pytest.mark.slow
-def test_training_killed_after_a_fold_resumes_from_the_finished_folds(project_copy):
+def test_training_killed_after_a_fold_resumes_from_the_finished_folds(graph_ready_project):
     """SIGKILL once a fold's model is stored: the rerun reuses it (the same weights, a new fold run naming the
     killed one) and trains only the other folds."""
     import mlflow
     import torch
 
     tiny = "train.model.hidden:16,train.model.heads:2,train.model.n_layers:1,train.patience:0,train.epochs:60"
-    assert run_kedro(project_copy, "run", "--pipeline=graph").returncode == 0
-    models = project_copy / "data" / "06_models" / "demo" / "efficientnet_lite0"
-    finished = kill_once_written(project_copy, models / "fold_models", "*.pt", "--pipeline=train", "--params", tiny)
+    models = graph_ready_project / "data" / "06_models" / "demo" / "efficientnet_lite0"
+    finished = kill_once_written(
+        graph_ready_project, models / "fold_models", "*.pt", "--pipeline=train", "--params", tiny
+    )
     stored = {fold: torch.load(models / "fold_models" / f"{fold}.pt", weights_only=True) for fold in finished}
 
-    rerun = run_kedro(project_copy, "run", "--pipeline=train", "--params", tiny, COLUMNS="400")
+    rerun = run_kedro(graph_ready_project, "run", "--pipeline=train", "--params", tiny, COLUMNS="400")
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     log = rerun.stdout + rerun.stderr
     folds = json.loads(
-        (project_copy / "data" / "05_model_input" / "demo" / "efficientnet_lite0" / "folds.json").read_text()
+        (graph_ready_project / "data" / "05_model_input" / "demo" / "efficientnet_lite0" / "folds.json").read_text()
     )["folds"]
     assert 0 < len(finished) < len(folds)
     for fold in folds:
@@ -80,7 +84,7 @@ def test_training_killed_after_a_fold_resumes_from_the_finished_folds(project_co
     (trained_path,) = (models / "spahgc.pt").glob("*/spahgc.pt")
     trained = torch.load(trained_path, weights_only=True)
     assert set(trained) == set(folds)
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project_copy / 'mlflow.db'}")
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{graph_ready_project / 'mlflow.db'}")
     for fold in finished:
         assert all(torch.equal(trained[fold]["state_dict"][k], v) for k, v in stored[fold]["state_dict"].items())
         run = client.get_run(trained[fold]["mlflow_run_id"])

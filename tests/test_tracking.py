@@ -84,7 +84,7 @@ def test_runs_of_a_dead_process_are_marked_failed_others_are_left_alone():
 
 
 @pytest.mark.slow
-def test_killed_and_interrupted_runs_end_with_the_truth(project_copy):
+def test_killed_and_interrupted_runs_end_with_the_truth(graph_ready_project):
     """SIGKILL mid-training: the next start marks its runs FAILED; SIGTERM: the runs end KILLED (or FAILED),
     never FINISHED or RUNNING."""
     import signal
@@ -95,14 +95,13 @@ def test_killed_and_interrupted_runs_end_with_the_truth(project_copy):
 
     kedro = Path(sys.executable).with_name("kedro")
     env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true"}
-    store = project_copy / "mlflow.db"
+    store = graph_ready_project / "mlflow.db"
     tiny = "train.model.hidden:16,train.model.heads:2,train.model.n_layers:1,train.patience:0"
-    subprocess.run([str(kedro), "run", "--pipeline=graph"], cwd=project_copy, env=env, check=True, capture_output=True)
 
     def training(epochs):
         return subprocess.Popen(
             [str(kedro), "run", "--pipeline=train", "--params", f"{tiny},train.epochs:{epochs}"],
-            cwd=project_copy,
+            cwd=graph_ready_project,
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -65,6 +65,21 @@ def test_accuracy_quick_on_demo_runs_the_pipelines_and_prints_every_method(tmp_p
     assert again.split("| method |")[1] == table.split("| method |")[1]
 
 
+def test_a_graph_only_variant_starts_from_the_embeddings_of_an_earlier_data_root(tmp_path):
+    base = {"dataset": "demo", "encoder": "efficientnet_lite0"}
+    default, rotate, spot_patch = (tmp_path / f"upstream-{name}" for name in ("a", "b", "c"))
+    for root in (default, rotate, spot_patch):
+        root.mkdir()  # as prepare() makes it
+    (default / "04_feature" / "demo").mkdir(parents=True)
+    (default / "04_feature" / "demo" / "A1.h5ad").write_text("embedded once")
+    accuracy.seed_embeddings(default, base)
+    accuracy.seed_embeddings(rotate, {**base, "graph": {"validation": "rotate"}})
+    assert (rotate / "04_feature" / "demo" / "A1.h5ad").read_text() == "embedded once"
+    # other embedding parameters: nothing is copied, the embedding stage embeds every section
+    accuracy.seed_embeddings(spot_patch, {**base, "embedding": {"context_scale": 1}})
+    assert not (spot_patch / "04_feature").exists()
+
+
 def test_accuracy_skips_without_her2st(tmp_path, capsys):
     assert accuracy.main(["--raw-dir", str(tmp_path / "absent"), "--quick"]) == ""
     assert "SKIPPED" in capsys.readouterr().out
