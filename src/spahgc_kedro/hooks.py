@@ -31,7 +31,7 @@ class DemoDataHooks:
             return
         from spahgc_kedro.demo import generate_demo
 
-        logger.info("Demo data not found at %s: generating it (a few seconds).", raw_dir)
+        logger.info("Demo data not found at %s: generating its four sections.", raw_dir)
         generate_demo(raw_dir)
 
 
