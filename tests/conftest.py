@@ -64,9 +64,10 @@ def project_copy(tmp_path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def demo_through_graph(tmp_path_factory) -> Path:
+def demo_through_graph(tmp_path_factory, demo_raw) -> Path:
     """A project copy whose demo data went through ingestion, embedding and graph, once per test session."""
     project = copy_project(tmp_path_factory.mktemp("demo_through_graph") / "project")
+    shutil.copytree(demo_raw, project / "data" / "01_raw" / "demo")  # where `kedro run` would generate it
     result = run_kedro(project, "run", "--pipeline=graph")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return project
