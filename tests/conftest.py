@@ -76,7 +76,7 @@ def demo_through_graph(tmp_path_factory, demo_raw) -> Path:
 @pytest.fixture
 def graph_ready_project(tmp_path, demo_through_graph) -> Path:
     """A throwaway copy of `demo_through_graph` (its data and MLflow store), where training can start at once."""
-    return Path(shutil.copytree(demo_through_graph, tmp_path / "project", symlinks=True))
+    return Path(shutil.copytree(demo_through_graph, tmp_path / "project"))
 
 
 @pytest.fixture
