@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -45,6 +46,26 @@ def test_fold_run_nests_even_when_the_run_is_published(monkeypatch):
     assert child.data.params == {"device": "cpu", "model.hidden": "8"}
     assert child.data.metrics == {"train_loss": 0.5}  # NaN validation (no validation section) not logged
     assert client.get_run(parent.info.run_id).info.run_name == "pipeline"
+
+
+def test_a_fold_run_names_its_process_from_its_creation(monkeypatch):
+    """A process killed right after creating its fold run (before its params and tags are written) still
+    leaves a run that the next start can tell is orphaned."""
+    import mlflow
+
+    from spahgc_kedro.tracking import PROCESS_TAG
+
+    def killed(*args, **kwargs):
+        raise RuntimeError("the process died here")
+
+    monkeypatch.setattr(mlflow, "log_params", killed)
+    with mlflow.start_run(run_name="pipeline") as parent, pytest.raises(RuntimeError):
+        with fold_run("fold-A1", {"device": "cpu"}, {"fold": "A1"}):
+            pass
+    (child,) = mlflow.MlflowClient().search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    assert child.data.tags[PROCESS_TAG] == f"{socket.gethostname()}:{os.getpid()}"
 
 
 def test_without_an_active_run_nothing_is_logged():

@@ -93,7 +93,7 @@ def describe_pipeline_run(pipelines: list[str], dataset: str, encoder: str, runn
             "runner": runner_class.group(1) if runner_class else runner,
             "kedro_command": command,
             # who runs it, so a later start can tell a run whose process died from one still going
-            PROCESS_TAG: f"{socket.gethostname()}:{os.getpid()}",
+            PROCESS_TAG: _this_process(),
         }
     )
     mlflow.MlflowClient().set_experiment_tag(
@@ -102,6 +102,11 @@ def describe_pipeline_run(pipelines: list[str], dataset: str, encoder: str, runn
 
 
 PROCESS_TAG = "spahgc.process"
+
+
+def _this_process() -> str:
+    """`host:pid` of this process, as the process tag records it."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _process_alive(process: str) -> bool:
@@ -221,7 +226,9 @@ def fold_run(run_name: str, params: Mapping[str, Any], tags: dict[str, str]) -> 
     # with MLFLOW_RUN_ID set (WorkerTrackingHooks), MLflow would resume that run instead of nesting
     published = os.environ.pop("MLFLOW_RUN_ID", None)
     try:
-        started = mlflow.start_run(run_name=run_name, nested=True)
+        # the process tag goes in with the run: a process killed before its later writes still leaves a run
+        # that the next start can close
+        started = mlflow.start_run(run_name=run_name, nested=True, tags={PROCESS_TAG: _this_process()})
     finally:
         if published is not None:
             os.environ["MLFLOW_RUN_ID"] = published  # for worker processes started later
@@ -230,9 +237,7 @@ def fold_run(run_name: str, params: Mapping[str, Any], tags: dict[str, str]) -> 
             # unique across runs, and readable as the parent's in chart legends and the compare view
             mlflow.set_tag("mlflow.runName", f"{parent_name}/{tags.get('fold', run_name)}")
         mlflow.log_params({k: str(v)[:250] for k, v in flatten(params).items()})
-        mlflow.set_tags(
-            {**tags, "parent_run_name": parent_name or "", PROCESS_TAG: f"{socket.gethostname()}:{os.getpid()}"}
-        )
+        mlflow.set_tags({**tags, "parent_run_name": parent_name or ""})
         yield FoldRun(run.info.run_id)
 
 
