@@ -96,6 +96,9 @@ ACCEPTED: dict[str, str] = {
     "spahgc_kedro.readers.xenium.read_section": "`sort` of the cell-id intersection: the cell order only reaches the output through np.unique (which sorts the pseudo-spots), sums of whole-number counts and per-label identical centres; `shape` of the pooling matrix dropped: np.unique's inverse covers every pseudo-spot and arange every cell, so the inferred shape is the same.",
     "spahgc_kedro.targets.load_gene_list": "`allow_pickle=None` or dropped: both refuse a pickled array like False (the refusal is tested).",
     "spahgc_kedro.targets.minmax_statistics": "drops `axis=0` from np.concatenate, its default.",
+    "spahgc_kedro.targets.minmax_scale": "`astype(np.float32, copy=...)` with copy True, None or dropped: the result is float32 already, so the flag only decides whether it is copied once more; the values are the same.",
+    "spahgc_kedro.targets.seurat_v3_hvgs": "the spot table passed as None or left out: the HVG ranking reads only the counts and the gene names, so the same genes come back; `inplace=None`: falsy like False, so scanpy returns the table.",
+    "spahgc_kedro.targets.transformed_expression": "`astype(None)`: NumPy reads a None dtype as float64, the same cast.",
 }
 
 

@@ -89,11 +89,13 @@ def test_bad_fold_requests_fail_clearly():
         make_folds(MANIFEST_SECTIONS[:3], "leave_one_section_out")
 
 
-def test_hvg_panel_ignores_the_test_section(tiny):
+def test_hvg_panel_ignores_the_test_section(tiny, caplog):
     sections, _, _ = tiny
     rule = {"rule": "hvg_intersection", "n_top": 10}
-    panel = select_panel(rule, sections, ["S1", "S2", "S3", "S4"])
+    with caplog.at_level("INFO", logger="spahgc_kedro.targets"):
+        panel = select_panel(rule, sections, ["S1", "S2", "S3", "S4"])
     assert panel == [f"G{g}" for g in TRAIN_HVGS]
+    assert f"HVG panel: {len(panel)} genes in the top-10 HVGs of all 4 fitting sections." in caplog.text
     # S5's own HVGs (G10-G14) never enter while it is tested; they would if it were fitted.
     with_s5 = select_panel(rule, sections, ["S1", "S2", "S3", "S5"])
     assert with_s5 == [f"G{g}" for g in sorted(set(TRAIN_HVGS) & set(TEST_HVGS))]

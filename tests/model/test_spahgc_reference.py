@@ -8,7 +8,6 @@ scatter and softmax.
 
 from __future__ import annotations
 
-import inspect
 import math
 
 import numpy as np
@@ -212,30 +211,41 @@ def test_cnda_starts_from_truncated_normal_weights_and_zero_biases():
 
 
 def test_constructor_defaults_are_the_methods():
-    """Hidden 256, 4 layers of 4 heads, dropout 0.2, attention dropout 0.1, both edge kinds, linear read-out."""
-    defaults = {
-        name: parameter.default
-        for name, parameter in inspect.signature(SpaHGC).parameters.items()
-        if parameter.default is not inspect.Parameter.empty
+    """Hidden 256, 4 layers of 4 heads, dropout 0.2, attention dropout 0.1, both edge kinds, linear read-out: what
+    a model built without arguments has, and ModelConfig's defaults."""
+    model = SpaHGC(D, G)
+    built = {
+        "hidden": model.target_in.out_features,
+        "n_layers": len(model.layers),
+        "heads": model.pool.heads,
+        "dropout": model.shared_in[1].p,
+        "attention_dropout": model.layers[0].cross_attention.dropout,
+        "use_spatial_edges": model.layers[0].spatial is not None,
+        "use_reference_edges": model.layers[0].reference_neighbours is not None,
+        "decoder": model.decoder,
     }
-    assert defaults == {
-        "hidden": 256,
-        "n_layers": 4,
-        "heads": 4,
-        "dropout": 0.2,
-        "attention_dropout": 0.1,
-        "use_spatial_edges": True,
-        "use_reference_edges": True,
-        "decoder": "linear",
-    }
-    assert defaults == vars(ModelConfig())
-    for module, expected in (
-        (
-            HeterogeneousLayer,
-            {"heads": 4, "attention_dropout": 0.1, "use_spatial_edges": True, "use_reference_edges": True},
-        ),
-        (CrossNodeDualAttention, {"heads": 4, "dropout": 0.1}),
-        (CrossNodeAttentionPooling, {"heads": 4}),
-    ):
-        parameters = inspect.signature(module).parameters.items()
-        assert {n: p.default for n, p in parameters if p.default is not inspect.Parameter.empty} == expected
+    assert (
+        built
+        == vars(ModelConfig())
+        == {
+            "hidden": 256,
+            "n_layers": 4,
+            "heads": 4,
+            "dropout": 0.2,
+            "attention_dropout": 0.1,
+            "use_spatial_edges": True,
+            "use_reference_edges": True,
+            "decoder": "linear",
+        }
+    )
+    assert {layer.cross_attention.heads for layer in model.layers} == {4}
+    layer = HeterogeneousLayer(HIDDEN)
+    assert (layer.cross_attention.heads, layer.cross_attention.dropout) == (4, 0.1)
+    assert layer.spatial is not None and layer.reference_neighbours is not None
+    assert (CrossNodeDualAttention(HIDDEN).heads, CrossNodeDualAttention(HIDDEN).dropout) == (4, 0.1)
+    assert CrossNodeAttentionPooling(HIDDEN).heads == 4
+
+
+def test_an_unknown_decoder_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match=r"^Unknown train.model.decoder 'mlp'. Choose one of: linear, factorised.$"):
+        SpaHGC(D, G, decoder="mlp")

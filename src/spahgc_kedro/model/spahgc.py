@@ -202,7 +202,6 @@ class SpaHGC(nn.Module):
         if decoder not in DECODERS:
             raise ValueError(f"Unknown train.model.decoder '{decoder}'. Choose one of: {', '.join(DECODERS)}.")
         self.decoder = decoder
-        self.target_dim = target_dim
         self.n_genes = n_genes
         # bias-free input projections, as in the reference code
         self.target_in = nn.Linear(target_dim, hidden, bias=False)
