@@ -249,3 +249,8 @@ def test_constructor_defaults_are_the_methods():
 def test_an_unknown_decoder_is_refused_with_the_choices():
     with pytest.raises(ValueError, match=r"^Unknown train.model.decoder 'mlp'. Choose one of: linear, factorised.$"):
         SpaHGC(D, G, decoder="mlp")
+
+
+def test_a_width_the_heads_do_not_divide_is_refused_with_both_numbers():
+    with pytest.raises(ValueError, match=r"^hidden \(10\) must be divisible by heads \(4\)$"):
+        CrossNodeDualAttention(10, 4)
