@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from spahgc_kedro.graph import fold_plan_key, graph_from_parts, graph_preset, reference_links
+from spahgc_kedro.graph import fold_plan_key, graph_from_parts, graph_preset, reference_links, standardisation
 
 
 def test_fold_plan_key_is_the_sha256_of_the_sorted_plan_with_missing_roles_empty():
@@ -201,3 +201,90 @@ def test_the_retrieval_device_parameter_reaches_the_graph_of_each_section(tiny, 
     references.params = {**graph_params, "retrieval_device": "cuda"}
     with pytest.raises(ValueError, match="sees no CUDA GPU"):
         build()
+
+
+def test_standardisation_is_the_stacked_mean_and_std_with_constant_dimensions_left_unscaled():
+    first = np.array([[1.0, 5.0, 2.0], [3.0, 5.0, 2.0]], dtype=np.float32)
+    second = np.array([[8.0, 5.0, 2.0]], dtype=np.float32)
+    mean, std = standardisation([first, second])
+    assert mean.dtype == std.dtype == np.float32
+    np.testing.assert_allclose(mean, [4.0, 5.0, 2.0], rtol=1e-7)
+    np.testing.assert_allclose(std, [np.sqrt(((1 - 4) ** 2 + (3 - 4) ** 2 + (8 - 4) ** 2) / 3), 1.0, 1.0], rtol=1e-6)
+
+
+def test_fold_references_read_and_fill_the_callers_retrieval_cache(tiny, graph_params):
+    """The graph pipeline retrieves each section pair once for every fold: a pair in the cache is not retrieved
+    again, and a new pair's neighbours are left in it for the next fold."""
+    from spahgc_kedro.graph import FoldReferences, aligned_embedding
+    from spahgc_kedro.pipelines.graph.nodes import fit_target_scaling, make_fold_plan
+    from spahgc_kedro.targets import transformed_expression
+    from tests.helpers.tiny_sections import as_partitions
+
+    sections, embeddings, manifest = tiny
+    folds = make_fold_plan(manifest, graph_params)
+    scaling = fit_target_scaling(as_partitions(sections), manifest, folds, manifest["preset"], graph_params)
+    name, fold = next(iter(folds["folds"].items()))
+    raw = {s: aligned_embedding(sections[s], embeddings[s], s) for s in sections}
+    query, k = fold["test"][0], graph_params["k_refer"]
+    # every query spot's cached neighbours: spot 0 of each training section, at distance 0
+    cache = {
+        (query, c): (np.zeros((len(raw[query]), k)), np.zeros((len(raw[query]), k), dtype=np.int64))
+        for c in fold["train"]
+    }
+
+    def expression(s, genes, transform):
+        return transformed_expression(sections[s], genes, transform)
+
+    references = FoldReferences.fit(name, fold, scaling[name], raw, expression, graph_params, neighbours=cache)
+    _, _, spot = references.retrieve(query, raw[query])
+    assert (spot == 0).all()
+    other = fold["train"][0]
+    references.retrieve(other, raw[other])
+    assert {(other, c) for c in fold["train"] if c != other} <= set(cache)
+
+
+def test_aligned_embeddings_follow_the_spot_order_as_float32_and_stale_ones_are_counted():
+    import anndata as ad
+
+    from spahgc_kedro.graph import aligned_embedding
+
+    section = ad.AnnData(obs=dict(spot=["a", "b", "c"])).copy()
+    section.obs_names = ["a", "b", "c"]
+    embedding = ad.AnnData(X=np.array([[3.0], [1.0], [2.0]], dtype=np.float64))
+    embedding.obs_names = ["c", "a", "b"]
+    aligned = aligned_embedding(section, embedding, "S1")
+    assert aligned.dtype == np.float32
+    np.testing.assert_array_equal(aligned, [[1.0], [2.0], [3.0]])
+    stale = ad.AnnData(X=np.zeros((2, 1), dtype=np.float32))
+    stale.obs_names = ["a", "z"]
+    message = (
+        "Section S1: patch embeddings do not match its spots (2 spots without an embedding, 1 embeddings of "
+        "unknown spots). The embeddings are stale: re-run the embedding pipeline (kedro run --pipeline=embedding)."
+    )
+    with pytest.raises(ValueError) as error:
+        aligned_embedding(section, stale, "S1")
+    assert str(error.value) == message
+
+
+def test_retrieval_pairs_are_every_section_of_a_fold_against_each_other_training_section():
+    from spahgc_kedro.graph import retrieval_pairs
+
+    folds = {
+        "folds": {
+            "A": {"train": ["B", "C"], "validation": ["D"], "test": ["A"]},
+            "B": {"train": ["A", "C"], "validation": ["D"], "test": ["B"]},
+        }
+    }
+    expected = [
+        ("B", "C"),
+        ("C", "B"),
+        ("D", "B"),
+        ("D", "C"),
+        ("A", "B"),
+        ("A", "C"),
+        ("C", "A"),
+        ("A", "C"),
+        ("D", "A"),
+        ("B", "A"),
+    ]
+    assert retrieval_pairs(folds) == list(dict.fromkeys(expected))
