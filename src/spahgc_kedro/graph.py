@@ -66,7 +66,7 @@ def _smallest_k(values: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray
     return values[rows, order], ids[rows, order]
 
 
-def resolve_retrieval_device(device: str = "cpu") -> str:
+def resolve_retrieval_device(device: str | None) -> str:
     """`cpu`, `cuda` (or `cuda:N`) or `auto` (cuda when torch sees a GPU) -> the device retrieval runs on."""
     device = str(device or "cpu").lower()
     if device == "cpu":

@@ -47,16 +47,25 @@ def test_torch_path_checks_its_arguments():
         nearest_neighbours_torch(points, points, 2, "euclidean", device="cpu")
     with pytest.raises(ValueError, match="Cannot retrieve 5 neighbours among 4"):
         nearest_neighbours_torch(points, points, 5, "l1", exclude_self=True, device="cpu")
+    with pytest.raises(ValueError, match=r"^Cannot retrieve 0 neighbours among 5 candidates\.$"):
+        nearest_neighbours(points, points, 0, "l1")
+    with pytest.raises(ValueError, match=r"^Unknown graph.metric 'euclidean'. Choose one of: l1, cosine\.$"):
+        nearest_neighbours(points, points, 2, "euclidean")
 
 
 def test_retrieval_device_names(monkeypatch):
-    assert resolve_retrieval_device("cpu") == "cpu"
+    assert resolve_retrieval_device("cpu") == resolve_retrieval_device("CPU") == "cpu"
+    assert resolve_retrieval_device(None) == resolve_retrieval_device("") == "cpu"  # an empty YAML value
     with pytest.raises(ValueError, match="Choose one of: cpu, cuda, auto"):
         resolve_retrieval_device("gpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_retrieval_device("auto") == "cpu"
-    with pytest.raises(ValueError, match="sees no CUDA GPU"):
+    with pytest.raises(ValueError) as error:
         resolve_retrieval_device("cuda")
+    assert str(error.value) == (
+        f"graph.retrieval_device is 'cuda' but torch {torch.__version__} sees no CUDA GPU. "
+        "Use --params graph.retrieval_device=cpu (exact, float64) or auto."
+    )
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_retrieval_device("auto") == "cuda"
     assert resolve_retrieval_device("cuda:1") == "cuda:1"
