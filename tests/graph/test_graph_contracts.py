@@ -288,3 +288,24 @@ def test_retrieval_pairs_are_every_section_of_a_fold_against_each_other_training
         ("B", "A"),
     ]
     assert retrieval_pairs(folds) == list(dict.fromkeys(expected))
+
+
+def test_links_of_a_section_outside_the_cache_retrieve_from_its_own_embeddings(tiny, graph_params):
+    """The predict pipeline's path: a new section's links come from its own embeddings, not from a cache."""
+    from spahgc_kedro.graph import nearest_neighbours
+    from spahgc_kedro.pipelines.graph.nodes import fit_target_scaling, make_fold_plan
+    from tests.helpers.tiny_sections import as_partitions, tiny_fold_references
+
+    sections, _, manifest = tiny
+    folds = make_fold_plan(manifest, graph_params)
+    scaling = fit_target_scaling(as_partitions(sections), manifest, folds, manifest["preset"], graph_params)
+    name = next(iter(folds["folds"]))
+    references, raw = tiny_fold_references(tiny, folds, scaling, graph_params, name)
+    query = folds["folds"][name]["test"][0]
+    assert not any(pair[0] == query for pair in references.neighbours)
+    references.links(query, raw[query])
+    for candidate in references.sections:
+        distances, spots = references.neighbours[(query, candidate)]
+        k = min(graph_params["k_refer"], len(raw[candidate]))
+        expected = nearest_neighbours(raw[query], raw[candidate], k, graph_params["metric"])
+        np.testing.assert_array_equal(spots, expected[1])
