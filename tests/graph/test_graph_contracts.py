@@ -212,30 +212,30 @@ def test_standardisation_is_the_stacked_mean_and_std_with_constant_dimensions_le
     np.testing.assert_allclose(std, [np.sqrt(((1 - 4) ** 2 + (3 - 4) ** 2 + (8 - 4) ** 2) / 3), 1.0, 1.0], rtol=1e-6)
 
 
+def tiny_folds_and_scaling(tiny, params):
+    """The tiny sections' fold plan and each fold's target scaling, by the graph nodes."""
+    from spahgc_kedro.pipelines.graph.nodes import fit_target_scaling, make_fold_plan
+    from tests.helpers.tiny_sections import as_partitions
+
+    sections, _, manifest = tiny
+    folds = make_fold_plan(manifest, params)
+    return folds, fit_target_scaling(as_partitions(sections), manifest, folds, manifest["preset"], params)
+
+
 def test_fold_references_read_and_fill_the_callers_retrieval_cache(tiny, graph_params):
     """The graph pipeline retrieves each section pair once for every fold: a pair in the cache is not retrieved
     again, and a new pair's neighbours are left in it for the next fold."""
-    from spahgc_kedro.graph import FoldReferences, aligned_embedding
-    from spahgc_kedro.pipelines.graph.nodes import fit_target_scaling, make_fold_plan
-    from spahgc_kedro.targets import transformed_expression
-    from tests.helpers.tiny_sections import as_partitions
+    from spahgc_kedro.graph import aligned_embedding
+    from tests.helpers.tiny_sections import tiny_fold_references
 
-    sections, embeddings, manifest = tiny
-    folds = make_fold_plan(manifest, graph_params)
-    scaling = fit_target_scaling(as_partitions(sections), manifest, folds, manifest["preset"], graph_params)
+    sections, embeddings, _ = tiny
+    folds, scaling = tiny_folds_and_scaling(tiny, graph_params)
     name, fold = next(iter(folds["folds"].items()))
-    raw = {s: aligned_embedding(sections[s], embeddings[s], s) for s in sections}
     query, k = fold["test"][0], graph_params["k_refer"]
+    spots = len(aligned_embedding(sections[query], embeddings[query], query))
     # every query spot's cached neighbours: spot 0 of each training section, at distance 0
-    cache = {
-        (query, c): (np.zeros((len(raw[query]), k)), np.zeros((len(raw[query]), k), dtype=np.int64))
-        for c in fold["train"]
-    }
-
-    def expression(s, genes, transform):
-        return transformed_expression(sections[s], genes, transform)
-
-    references = FoldReferences.fit(name, fold, scaling[name], raw, expression, graph_params, neighbours=cache)
+    cache = {(query, c): (np.zeros((spots, k)), np.zeros((spots, k), dtype=np.int64)) for c in fold["train"]}
+    references, raw = tiny_fold_references(tiny, folds, scaling, graph_params, name, cache)
     _, _, spot = references.retrieve(query, raw[query])
     assert (spot == 0).all()
     other = fold["train"][0]
@@ -293,12 +293,9 @@ def test_retrieval_pairs_are_every_section_of_a_fold_against_each_other_training
 def test_links_of_a_section_outside_the_cache_retrieve_from_its_own_embeddings(tiny, graph_params):
     """The predict pipeline's path: a new section's links come from its own embeddings, not from a cache."""
     from spahgc_kedro.graph import nearest_neighbours
-    from spahgc_kedro.pipelines.graph.nodes import fit_target_scaling, make_fold_plan
-    from tests.helpers.tiny_sections import as_partitions, tiny_fold_references
+    from tests.helpers.tiny_sections import tiny_fold_references
 
-    sections, _, manifest = tiny
-    folds = make_fold_plan(manifest, graph_params)
-    scaling = fit_target_scaling(as_partitions(sections), manifest, folds, manifest["preset"], graph_params)
+    folds, scaling = tiny_folds_and_scaling(tiny, graph_params)
     name = next(iter(folds["folds"]))
     references, raw = tiny_fold_references(tiny, folds, scaling, graph_params, name)
     query = folds["folds"][name]["test"][0]

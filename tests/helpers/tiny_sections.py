@@ -108,9 +108,11 @@ def tiny_graphs(tiny: tuple[dict, dict, dict], params: dict[str, Any], gene_pane
     return folds, scaling, graphs
 
 
-def tiny_fold_references(tiny: tuple[dict, dict, dict], folds: dict, scaling: dict, params: dict[str, Any], name: str):
-    """Fold `name`'s references fitted in one go (`FoldReferences.fit`, the predict pipeline's path) and the raw
-    embeddings they were fitted on."""
+def tiny_fold_references(
+    tiny: tuple[dict, dict, dict], folds: dict, scaling: dict, params: dict[str, Any], name: str, neighbours=None
+):
+    """Fold `name`'s references fitted in one go (`FoldReferences.fit`, the predict pipeline's path, with an
+    optional retrieval cache) and the raw embeddings they were fitted on."""
     from spahgc_kedro.graph import FoldReferences, aligned_embedding
     from spahgc_kedro.targets import transformed_expression
 
@@ -123,5 +125,6 @@ def tiny_fold_references(tiny: tuple[dict, dict, dict], folds: dict, scaling: di
         raw,
         lambda s, genes, transform: transformed_expression(sections[s], genes, transform),
         params,
+        neighbours,
     )
     return references, raw
