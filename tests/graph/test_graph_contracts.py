@@ -245,11 +245,11 @@ def test_fold_references_read_and_fill_the_callers_retrieval_cache(tiny, graph_p
 
 def test_aligned_embeddings_follow_the_spot_order_as_float32_and_stale_ones_are_counted():
     import anndata as ad
+    import pandas as pd
 
     from spahgc_kedro.graph import aligned_embedding
 
-    section = ad.AnnData(obs=dict(spot=["a", "b", "c"])).copy()
-    section.obs_names = ["a", "b", "c"]
+    section = ad.AnnData(obs=pd.DataFrame(index=["a", "b", "c"]))
     embedding = ad.AnnData(X=np.array([[3.0], [1.0], [2.0]], dtype=np.float64))
     embedding.obs_names = ["c", "a", "b"]
     aligned = aligned_embedding(section, embedding, "S1")

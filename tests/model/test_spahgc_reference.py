@@ -49,10 +49,10 @@ def attention(query, key, value, query_index, key_index, heads):
     width = query.shape[1] // heads
     for node in range(len(query)):
         incoming = key_index[query_index == node]
+        if len(incoming) == 0:
+            continue
         for head in range(heads):
             part = slice(head * width, (head + 1) * width)
-            if len(incoming) == 0:
-                continue
             score = leaky(np.array([query[node, part] @ key[j, part] for j in incoming]) / math.sqrt(width))
             weight = np.exp(score - score.max())
             weight /= weight.sum()
@@ -171,7 +171,8 @@ def test_the_forward_pass_is_the_method_description(spatial, neighbours, decoder
 
 
 def test_dropout_rates_are_the_configured_ones_and_act_only_in_training():
-    """Dropout 0.2 before the shared projection, attention dropout on the CNDA edge weights only, in training."""
+    """The configured dropout before the shared projection and attention dropout on the CNDA edge weights, acting
+    only in training."""
     model = SpaHGC(D, G, hidden=HIDDEN, n_layers=2, heads=HEADS, dropout=0.3, attention_dropout=0.15)
     assert [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)] == [0.3]
     assert [layer.cross_attention.dropout for layer in model.layers] == [0.15, 0.15]
