@@ -3,11 +3,11 @@
 mutmut changes one thing at a time in `metrics`, `targets`, `folds`, `graph`, `model/` and the readers
 (an operator, a constant, a string, a call's argument...) and runs the tests that reach the changed
 function; a mutant is killed when a test fails. This script reads mutmut's results (`mutants/**.meta`),
-merges them into the record of earlier runs (`benchmarks/results/mutation.json`: per module, the counts,
-the survivors by function and the SHA-256 of the source they were checked on), and writes the score per
-module and every surviving mutant, grouped by function, with the reason it is accepted where one is
-recorded in `ACCEPTED`. A module keeps its recorded result until a run checks it again; a record whose
-source has changed since is marked stale.
+merges them into the record of earlier runs (`benchmarks/results/mutation.json`: per module, the SHA-256
+of the source checked and, per function, the counts and the commit they were checked at), and writes the
+score per module and every surviving mutant, grouped by function, with the reason it is accepted where
+one is recorded in `ACCEPTED`. A function keeps its recorded result until a run checks it again on the
+same source, so runs of a few functions add up; a record whose source has changed since is marked stale.
 
     python -m benchmarks.mutation --out benchmarks/results/mutation.md
 """
@@ -143,45 +143,70 @@ def function_of(mutant: str) -> str:
 
 
 def module_result(by_mutant: dict[str, str], sha256: str, commit: str) -> dict[str, Any]:
-    """One module's entry of the record: counts per status, survivors per function, the source checked."""
-    survivors = Counter(function_of(m) for m, status in by_mutant.items() if status in ("survived", "no tests"))
-    return {
-        "source_sha256": sha256,
-        "commit": commit,
-        "counts": dict(Counter(by_mutant.values())),
-        "survivors": dict(survivors),
+    """One module's entry of the record: per function, its mutants' statuses and the commit they were checked at
+    (none for a function this run did not reach), and the module's totals and survivors derived from them."""
+    by_function: dict[str, Counter] = {}
+    for mutant, status in by_mutant.items():
+        by_function.setdefault(function_of(mutant), Counter())[status] += 1
+    functions = {
+        name: {"counts": dict(counts), "commit": commit if _checked({"counts": counts}) else None}
+        for name, counts in sorted(by_function.items())
     }
+    return _totals({"source_sha256": sha256, "functions": functions})
+
+
+def _totals(result: dict[str, Any]) -> dict[str, Any]:
+    """`result` with its module counts, survivors by function and commits (most mutants first) summed from its
+    functions."""
+    functions = result["functions"]
+    counts: Counter = Counter()
+    commits: Counter = Counter()
+    for entry in functions.values():
+        counts.update(entry["counts"])
+        if entry["commit"]:
+            commits[entry["commit"]] += _checked(entry)
+    survivors = {
+        name: n
+        for name, entry in functions.items()
+        if (n := entry["counts"].get("survived", 0) + entry["counts"].get("no tests", 0))
+    }
+    commit = ", ".join(c for c, _ in sorted(commits.items(), key=lambda item: (-item[1], item[0])))
+    return {**result, "commit": commit, "counts": dict(counts), "survivors": survivors}
 
 
 def merge(record: dict[str, dict[str, Any]], fresh: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The record with every module that this run checked at least once replaced by this run's result, unless the
-    run stopped before checking as many mutants as the record holds for the same source; a result identical to
-    the record's, on the same source (mutmut's files left from an earlier run), keeps its commit."""
+    """The record with this run's results merged in, function by function on an unchanged source (a function this
+    run checked replaces its record unless the run stopped before checking as many of its mutants; one it did not
+    reach keeps its record), and module by module on a changed source or over a record kept before results were
+    recorded per function (replaced unless the run checked fewer mutants on the same source)."""
     merged = dict(record)
     for module, result in fresh.items():
         recorded = record.get(module)
-        if _same_check(recorded, result):
-            continue
-        fuller_record = (
-            recorded is not None
-            and recorded["source_sha256"] == result["source_sha256"]
-            and _checked(recorded) > _checked(result)
-        )
-        if _checked(result) and not fuller_record:
-            merged[module] = result
-        else:
+        if not _checked(result):
             merged.setdefault(module, result)
+        elif recorded is None or recorded["source_sha256"] != result["source_sha256"]:
+            merged[module] = result
+        elif "functions" in recorded:
+            merged[module] = _merge_functions(recorded, result)
+        elif _checked(result) >= _checked(recorded):
+            merged[module] = result
     return dict(sorted(merged.items()))
+
+
+def _merge_functions(recorded: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    """One module's record and a run on the same source, merged per function; a function re-checked with the same
+    counts keeps the commit it was first checked at."""
+    functions = dict(recorded["functions"])
+    for name, entry in result["functions"].items():
+        kept = functions.get(name)
+        if kept is None or (_checked(entry) >= _checked(kept) and entry["counts"] != kept["counts"]):
+            functions[name] = entry
+    return _totals({"source_sha256": recorded["source_sha256"], "functions": dict(sorted(functions.items()))})
 
 
 def _checked(result: dict[str, Any]) -> int:
     """How many of a result's mutants were run against the tests."""
     return sum(n for kind, n in result["counts"].items() if kind not in ("not checked", "skipped"))
-
-
-def _same_check(recorded: dict[str, Any] | None, result: dict[str, Any]) -> bool:
-    """Whether `result` is the recorded check itself: same source, same counts, same survivors."""
-    return recorded is not None and all(recorded.get(k) == result[k] for k in ("source_sha256", "counts", "survivors"))
 
 
 def score(counts: Counter) -> float:
@@ -257,8 +282,9 @@ def main() -> None:
         "- score = (killed + timeout) / mutants checked, the target is >= 80%; `no tests` (no selected test",
         "  reaches the function) counts as not killed; `not checked`: the run stopped before these mutants (it",
         "  resumes there), so a module with some unchecked has a partial score",
-        "- each module's row comes from the last run that checked it (`checked at` = the commit; the record,",
-        "  `mutation.json`, keeps the source's SHA-256: a row whose source changed since is marked STALE)",
+        "- each function's result comes from the last run that checked it on the module's current source, so a",
+        "  row can add up several runs (`checked at`: their commits, most mutants first); the record,",
+        "  `mutation.json`, keeps the source's SHA-256: a row whose source changed since is marked STALE",
         f"- machine of the last run: {common.cpu_model()}",
         "",
         "",

@@ -222,17 +222,39 @@ def test_mutation_record_keeps_modules_a_run_did_not_check_and_marks_stale_sourc
     assert "| a.py | 10 | 9 | 1 | 0 | 0 | 0 | 0 | 90.0% | c0 (STALE: source changed since) |" in table
     assert "| b.py | 3 | 2 | 0 | 0 | 0 | 0 | 1 | 100.0% | c1 |" in table
     assert "`a.f` 1" in table and "b.g" not in table
-    # mutmut's files of an earlier run, read again unchanged: the result keeps the commit it was checked at
-    rerun = {"b.x_g__mutmut_1": "killed", "b.x_g__mutmut_2": "killed"}
-    again = mutation.merge(merged, {"b.py": mutation.module_result(rerun, "b", "c2")})
-    assert again["b.py"]["commit"] == "c2"
-    same = {**merged["b.py"], "commit": "c3"}
-    assert mutation.merge(merged, {"b.py": same})["b.py"]["commit"] == "c1"
-    # a run stopped part-way on the same source does not replace a fuller check; on a changed source it does
+    # a run stopped part-way on the same source does not replace a fuller check of a record kept per module; on
+    # a changed source it does
     partial = mutation.module_result({"b.x_g__mutmut_1": "not checked", "b.x_g__mutmut_2": "survived"}, "b", "c4")
-    fuller = mutation.module_result({"b.x_g__mutmut_1": "killed", "b.x_g__mutmut_2": "killed"}, "b", "c3")
-    assert mutation.merge({"b.py": fuller}, {"b.py": partial})["b.py"] == fuller
-    assert mutation.merge({"b.py": {**fuller, "source_sha256": "old"}}, {"b.py": partial})["b.py"] == partial
+    legacy = {"source_sha256": "b", "commit": "c3", "counts": {"killed": 2}, "survivors": {}}
+    assert mutation.merge({"b.py": legacy}, {"b.py": partial})["b.py"] == legacy
+    assert mutation.merge({"b.py": {**legacy, "source_sha256": "old"}}, {"b.py": partial})["b.py"] == partial
+
+
+def test_mutation_runs_of_a_few_functions_add_up_on_the_same_source():
+    from benchmarks import mutation
+
+    def run(statuses: dict[str, str], commit: str, sha: str = "s") -> dict:
+        return {"m.py": mutation.module_result(statuses, sha, commit)}
+
+    first = run({"m.x_f__mutmut_1": "killed", "m.x_f__mutmut_2": "survived", "m.x_g__mutmut_1": "not checked"}, "c1")
+    second = run(
+        {"m.x_f__mutmut_1": "not checked", "m.x_f__mutmut_2": "not checked", "m.x_g__mutmut_1": "killed"}, "c2"
+    )
+    merged = mutation.merge(mutation.merge({}, first), second)["m.py"]
+    # f from the first run, g from the second: both count, and the row names both commits, most mutants first
+    assert merged["counts"] == {"killed": 2, "survived": 1} and merged["survivors"] == {"m.f": 1}
+    assert merged["commit"] == "c1, c2"
+    # f re-checked after a new test: its survivor goes; a run that stopped inside f keeps the fuller check
+    killed = run({"m.x_f__mutmut_1": "killed", "m.x_f__mutmut_2": "killed", "m.x_g__mutmut_1": "not checked"}, "c3")
+    again = mutation.merge({"m.py": merged}, killed)["m.py"]
+    assert again["counts"] == {"killed": 3} and again["survivors"] == {} and again["commit"] == "c3, c2"
+    stopped = run({"m.x_f__mutmut_1": "survived", "m.x_f__mutmut_2": "not checked", "m.x_g__mutmut_1": "killed"}, "c4")
+    assert mutation.merge({"m.py": again}, stopped)["m.py"]["functions"]["m.f"]["commit"] == "c3"
+    # the same counts again keep the commit they were first checked at
+    assert mutation.merge({"m.py": again}, killed)["m.py"] == again
+    # a changed source starts again from this run alone
+    changed = mutation.merge({"m.py": again}, run({"m.x_f__mutmut_1": "survived"}, "c5", sha="t"))["m.py"]
+    assert changed["counts"] == {"survived": 1} and changed["commit"] == "c5"
 
 
 def test_a_score_is_keyed_on_what_it_depends_on_only():
