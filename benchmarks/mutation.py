@@ -51,12 +51,18 @@ STATUS_BY_EXIT_CODE = {
 # functions whose every surviving mutant was read and found to compute the same result: why
 ACCEPTED: dict[str, str] = {
     "spahgc_kedro.folds._test_groups": "the 'Unknown graph.fold_scheme' message reworded: params.py allows only leave_one_section_out and leave_one_patient_out, and the parameter hook refuses any other scheme before a run starts, so only a direct call can reach it.",
+    "spahgc_kedro.graph.FoldReferences.build": "the device's default (None, dropped or 'CPU') for parameters without `retrieval_device`: resolve_retrieval_device reads None as cpu and lowercases 'CPU'.",
+    "spahgc_kedro.graph.FoldReferences.links": "the device's default (None, dropped or 'CPU') for parameters without `retrieval_device`: resolve_retrieval_device reads None as cpu and lowercases 'CPU'.",
+    "spahgc_kedro.graph.FoldReferences.retrieve": "`block_size` left out: nearest_neighbours's default block changes how many queries go at once, not their neighbours (exact float64 on the CPU); the device's default (None or dropped) for parameters without `retrieval_device`: resolve_retrieval_device reads None as cpu.",
     "spahgc_kedro.graph._smallest_k": "`>= k` for `> k` (in the partition test or the tie test), or a partition at k - 2: each only sends more rows, or every row, to the exact lexsort branch (a row whose chosen k are not the k smallest has more than k values at or below their maximum, so it is redone), giving the same neighbours more slowly; argpartition or lexsort without `axis`: their default -1 is axis 1 of these 2-D arrays.",
     "spahgc_kedro.graph.aligned_embedding": "`spots.equals(None)`, which is never true: every section then takes the realigning branch, which selects the same rows in the same order when the ids already match.",
     "spahgc_kedro.graph.assemble_section_graph": "the default `retrieval_device='CPU'`: resolve_retrieval_device lowercases it.",
+    "spahgc_kedro.graph.graph_from_parts": "the refer edges made with dtype None: they stack `refer_source` and `arange`, both int64 already; `reshape(-2)`: NumPy reads any negative size as the one to infer, like -1.",
     "spahgc_kedro.graph.merge_section_neighbours": "the section numbers made by `np.full` with `dtype=None` or without it: a Python int fills int64 either way; `lexsort` without `axis=1`: its default axis -1 is axis 1 of these 2-D arrays.",
+    "spahgc_kedro.graph.nearest_neighbours": "the default block 2049 for 2048, or a query step of 1 (`range` without `block_size`): which queries go at once, not their neighbours (ties go to the lower index in every block, tested); the default device 'CPU': resolve_retrieval_device lowercases it; float64 and int64 `np.empty`/`arange` without their dtype (NumPy's defaults on this platform), or the running best indices started as an empty float64 array: the first merge then holds the indices as float64 whole numbers, exact below 2**53, and the int64 output takes them back exactly; `metric='CITYBLOCK'`: scipy's cdist reads metric names case-insensitively; the own index masked with None (NaN) instead of inf: NumPy's partition and sort put NaN after every number, and k <= candidates - 1 is checked, so the own index is never among the k smallest of finite embeddings.",
     "spahgc_kedro.graph.nearest_neighbours_torch": "defaults (`metric`, `block_size`, `device`) that no caller uses: nearest_neighbours, its only caller, passes each; `device=None`, `.to(None)` or `arange` without a device: on a CPU-only machine every tensor is on the CPU already (the GPU path is benchmarks/device_gpu.sh's); float64 `np.empty` without its dtype (float64 is the default); a query step of 1 (`range` without `block_size`): the same rows, one at a time; `<=` in the block-overlap test: adjacent blocks give an empty `own` range; `torch.sort` without `dim=1`: dim -1 of a 2-D tensor.",
     "spahgc_kedro.graph.pair_neighbours": "the default `device='CPU'`: its only caller passes the device; `block_size` left out: nearest_neighbours then uses its default block, which changes how many queries go at once, not their neighbours (exact float64 on the CPU); the progress bar's `desc`/`unit` respelled, left out or set to None: only the bar's text.",
+    "spahgc_kedro.graph.reference_links": "the default `retrieval_device='CPU'`: resolve_retrieval_device lowercases it; offsets starting at 1 instead of 0: every key and every offset shift by the same 1, so searchsorted finds the same section and key - offset the same spot; `zip(strict=...)` None, False or dropped: both sides come from the same unique keys; `block_size` left out of the close-reference search: the default block changes how many queries go at once, not their neighbours (exact float64 on the CPU); the empty close edges made without int64: the links cast them to int64 (tested).",
     "spahgc_kedro.graph.resolve_retrieval_device": "an unset device read as 'CPU' instead of 'cpu': the next call lowercases it.",
     "spahgc_kedro.graph.retrieval_pairs": "the pairs dict's values set to '' instead of None: only its keys are read.",
     "spahgc_kedro.graph.spatial_edges": "positions passed to cKDTree without the float64 cast: cKDTree copies them to float64 itself; `searchsorted` without `side='left'`, its default; the edges cast with `astype(None)` (float64): graph_from_parts, their only consumer, casts edge indices to int64 (tested).",
@@ -188,9 +194,34 @@ def merge(record: dict[str, dict[str, Any]], fresh: dict[str, dict[str, Any]]) -
             merged[module] = result
         elif "functions" in recorded:
             merged[module] = _merge_functions(recorded, result)
+        elif (split := _split_per_function(recorded, result)) is not None:
+            merged[module] = _merge_functions(split, result)
         elif _checked(result) >= _checked(recorded):
             merged[module] = result
     return dict(sorted(merged.items()))
+
+
+def _split_per_function(recorded: dict[str, Any], result: dict[str, Any]) -> dict[str, Any] | None:
+    """A record kept per module, split per function when this run checked exactly the mutants it left unchecked,
+    whole functions without a recorded survivor: each other function then holds its recorded survivors and the
+    rest of its mutants killed, which must add up to the record's kills; None when the record cannot be split so."""
+    counts = recorded["counts"]
+    fresh = {name for name, entry in result["functions"].items() if _checked(entry)}
+    fully_checked = all(not result["functions"][name]["counts"].get("not checked") for name in fresh)
+    if set(counts) - {"killed", "survived", "not checked"} or not fully_checked or fresh & set(recorded["survivors"]):
+        return None
+    if counts.get("not checked", 0) != sum(sum(result["functions"][name]["counts"].values()) for name in fresh):
+        return None
+    functions = {}
+    for name, entry in result["functions"].items():
+        if name in fresh:
+            continue
+        survived = recorded["survivors"].get(name, 0)
+        split_counts = {"killed": sum(entry["counts"].values()) - survived, "survived": survived}
+        functions[name] = {"counts": {k: n for k, n in split_counts.items() if n}, "commit": recorded["commit"]}
+    split = _totals({"source_sha256": recorded["source_sha256"], "functions": functions})
+    kills_match = split["counts"].get("killed", 0) == counts.get("killed", 0)
+    return split if kills_match and split["survivors"] == recorded["survivors"] else None
 
 
 def _merge_functions(recorded: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:

@@ -257,6 +257,29 @@ def test_mutation_runs_of_a_few_functions_add_up_on_the_same_source():
     assert changed["counts"] == {"survived": 1} and changed["commit"] == "c5"
 
 
+def test_a_record_kept_per_module_is_split_per_function_when_a_run_checks_exactly_what_it_left():
+    from benchmarks import mutation
+
+    # the record checked f (1 survivor) and h, and left g's 2 mutants unchecked
+    legacy = {
+        "source_sha256": "s",
+        "commit": "c0",
+        "counts": {"killed": 3, "survived": 1, "not checked": 2},
+        "survivors": {"m.f": 1},
+    }
+    names = ["m.x_f__mutmut_1", "m.x_f__mutmut_2", "m.x_h__mutmut_1", "m.x_h__mutmut_2"]
+    g_run = {**dict.fromkeys(names, "not checked"), "m.x_g__mutmut_1": "killed", "m.x_g__mutmut_2": "survived"}
+    merged = mutation.merge({"m.py": legacy}, {"m.py": mutation.module_result(g_run, "s", "c1")})["m.py"]
+    assert merged["counts"] == {"killed": 4, "survived": 2} and merged["survivors"] == {"m.f": 1, "m.g": 1}
+    assert merged["functions"]["m.f"] == {"counts": {"killed": 1, "survived": 1}, "commit": "c0"}
+    assert merged["commit"] == "c0, c1"
+    # a run that checked part of g, or g and more, does not fit the record's gap: the fuller record stays
+    half = {**g_run, "m.x_g__mutmut_2": "not checked"}
+    assert mutation.merge({"m.py": legacy}, {"m.py": mutation.module_result(half, "s", "c1")})["m.py"] == legacy
+    more = {**g_run, "m.x_h__mutmut_1": "killed"}
+    assert mutation.merge({"m.py": legacy}, {"m.py": mutation.module_result(more, "s", "c1")})["m.py"] == legacy
+
+
 def test_a_score_is_keyed_on_what_it_depends_on_only():
     base = accuracy.score_key({"dataset": "her2st", "seed": 0})
     assert "xenium" not in str(base["params"]) and base["preset"]["format"] == "st_legacy"
