@@ -306,3 +306,34 @@ def test_links_of_a_section_outside_the_cache_retrieve_from_its_own_embeddings(t
         k = min(graph_params["k_refer"], len(raw[candidate]))
         expected = nearest_neighbours(raw[query], raw[candidate], k, graph_params["metric"])
         np.testing.assert_array_equal(spots, expected[1])
+
+
+@no_gpu
+def test_a_pair_outside_the_retrieval_cache_is_searched_on_the_retrieval_device(tiny, graph_params):
+    """`retrieve` itself honours `retrieval_device` (here refused: no GPU), not only the reference kNN after it."""
+    from tests.helpers.tiny_sections import tiny_fold_references
+
+    folds, scaling = tiny_folds_and_scaling(tiny, graph_params)
+    name = next(iter(folds["folds"]))
+    on_gpu = {**graph_params, "retrieval_device": "cuda"}
+    references, raw = tiny_fold_references(tiny, folds, scaling, on_gpu, name)
+    query = folds["folds"][name]["test"][0]
+    with pytest.raises(ValueError, match="sees no CUDA GPU"):
+        references.retrieve(query, raw[query])
+    assert not references.neighbours
+
+
+def test_a_reference_section_smaller_than_k_refer_gives_all_its_spots(tiny, graph_params):
+    """k_refer caps at a candidate section's spot count (not its embedding width), so a small section still counts."""
+    from spahgc_kedro.graph import nearest_neighbours
+    from tests.helpers.tiny_sections import tiny_fold_references
+
+    folds, scaling = tiny_folds_and_scaling(tiny, graph_params)
+    name = next(iter(folds["folds"]))
+    references, raw = tiny_fold_references(tiny, folds, scaling, graph_params, name)
+    query, small = folds["folds"][name]["test"][0], references.sections[0]
+    # 4 spots, fewer than k_refer (7) and than the embedding width (8)
+    references.raw[small] = raw[small][:4]
+    references.retrieve(query, raw[query])
+    _, spots = references.neighbours[(query, small)]
+    np.testing.assert_array_equal(spots, nearest_neighbours(raw[query], raw[small][:4], 4, graph_params["metric"])[1])
