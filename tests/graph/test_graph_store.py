@@ -284,3 +284,31 @@ def test_large_sections_stay_in_the_store_for_training_and_prediction(stored):
     assert not any(isinstance(g, StoredSectionGraph) for g in graphs_by_role(loaded, folds, fold, "train", 0))
     # graphs held in memory (not a store) are never left anywhere
     assert not any(isinstance(g, StoredSectionGraph) for g in graphs_by_role(dict(built), folds, fold, "train", 1))
+
+
+def test_links_of_a_pair_missing_from_the_retrieval_cache_come_from_the_sections_embeddings(tiny, graph_params):
+    """The store reads each section pair from the retrieval cache but does not depend on it: built without one,
+    every fold's links are the same."""
+    from spahgc_kedro.graph import aligned_embedding
+    from spahgc_kedro.graph_store import fold_section_graphs
+    from spahgc_kedro.targets import transformed_expression
+
+    sections, embeddings, _ = tiny
+    folds, scaling, cached = tiny_graphs(tiny, graph_params)
+    uncached = fold_section_graphs(
+        folds=folds,
+        target_scaling=scaling,
+        embeddings={s: aligned_embedding(sections[s], embeddings[s], s) for s in sections},
+        expression=lambda s, genes, transform: transformed_expression(sections[s], genes, transform),
+        spot_ids={s: list(a.obs_names) for s, a in sections.items()},
+        positions={s: np.asarray(a.obsm["spatial"], dtype=np.float64) for s, a in sections.items()},
+        spatial_radius=dict.fromkeys(sections, 1.0),
+        neighbours={},
+        params=graph_params,
+    )
+    for name, fold in folds["folds"].items():
+        for section_id in fold["test"] + fold["train"]:
+            expected, actual = cached.links(name, section_id), uncached.links(name, section_id)
+            assert actual.keys() == expected.keys()
+            for key, value in expected.items():
+                np.testing.assert_array_equal(actual[key], value, err_msg=f"{name}/{section_id}: {key}")
