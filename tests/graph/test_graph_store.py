@@ -312,3 +312,11 @@ def test_links_of_a_pair_missing_from_the_retrieval_cache_come_from_the_sections
             assert actual.keys() == expected.keys()
             for key, value in expected.items():
                 np.testing.assert_array_equal(actual[key], value, err_msg=f"{name}/{section_id}: {key}")
+
+
+def test_a_fold_plan_without_a_role_lists_no_graph_of_that_role():
+    """A role missing from a fold's plan reads as empty, as in fold_plan_key: no graph of it, and no error."""
+    from spahgc_kedro.graph_store import SectionGraphs
+
+    graphs = SectionGraphs({"F": {"test": ["C"], "train": ["A", "B"]}}, ["G"], None, None, None)
+    assert list(graphs) == ["F/A", "F/B", "F/C"] and graphs.sections() == ["A", "B", "C"]
