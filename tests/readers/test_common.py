@@ -30,7 +30,9 @@ def test_build_section_writes_the_standard_types_and_keeps_duplicated_genes_apar
     assert adata.X.format == "csr" and adata.X.dtype == np.float32
     np.testing.assert_array_equal(adata.X.toarray(), counts)
     assert list(adata.var_names) == ["ERBB2", "GRB7", "ERBB2-1"]
-    assert adata.obs["array_row"].dtype == np.int64 and adata.obs["array_col"].tolist() == [1, 3]
+    # whole-number float array coordinates (as from spot names or a grid) become int64 columns
+    assert adata.obs["array_row"].dtype == np.int64 and adata.obs["array_col"].dtype == np.int64
+    assert adata.obs["array_col"].tolist() == [1, 3]
     assert adata.obsm["spatial"].dtype == np.float64
     assert adata.uns["spot_spacing_px"] == 30.0 and adata.uns["spot_diameter_px"] == 12.0
     assert adata.uns["section_id"] == "S1" and adata.uns["image_size"] == [100, 80]
@@ -47,6 +49,16 @@ def test_a_spot_centre_that_is_not_a_number_is_named(tmp_path):
         "Section S1: 2 of 3 spot centres are not numbers (e.g. spot 'b'). Fix or remove those rows of the spot "
         "position table."
     )
+
+
+def test_a_spot_centre_outside_the_image_names_the_section_and_the_image(tmp_path):
+    image = write_image(tmp_path / "he.tif", size=(100, 80))
+    xy = np.array([[10.0, 20.0], [100.0, 20.0]])
+    with pytest.raises(InputDataError) as error:
+        common.build_section(
+            np.ones((2, 1)), ["G"], ["a", "b"], xy, np.zeros((2, 2)), section_id="S1", platform="v", image=image
+        )
+    assert str(error.value).startswith(f"Section S1: 1 of 2 spot centres lie outside the 100 x 80 px image '{image}'")
 
 
 def test_spot_spacing_is_the_median_nearest_neighbour_distance():
