@@ -89,6 +89,9 @@ def test_spot_id_checks_name_the_section_and_the_file(tmp_path, caplog):
         f"2 duplicated barcodes in '{tmp_path / 'p.csv'}' (e.g. a, c). Each spot must appear once: remove or rename "
         "the duplicates."
     )
+    # a long list is cut to three examples
+    with pytest.raises(InputDataError, match=r"^4 duplicated barcodes in '.*' \(e\.g\. a, b, c\)\. Each"):
+        common.check_unique(pd.Index(list("abcd") * 2), "barcodes", tmp_path / "p.csv")
     with caplog.at_level(logging.WARNING):
         kept = common.intersect_spots(pd.Index(["c", "a", "b"]), pd.Index(["b", "c", "d"]), "S1")
     assert list(kept) == ["c", "b"]  # in count-table order
