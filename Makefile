@@ -23,14 +23,15 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# Mutation testing of metrics, targets, folds, graph, model/ and the readers (about an hour on
-# 2 CPU cores; reruns only what changed), then the score table.
+# Mutation testing of metrics, targets, folds, graph, model/ and the readers (hours on 2 CPU cores;
+# reruns only what changed), then the score table. FUNCTIONS limits it to some mutants, by mutmut's
+# names with wildcards: make mutation FUNCTIONS='spahgc_kedro.graph.x_spatial_edges*'
 mutation: setup
 	$(BIN)/pip install -e ".[mutation]"
 	# mutmut keeps its map of which tests reach which function and does not redo it for changed sources: a
 	# function added since would count as reached by no test
 	rm -f mutants/mutmut-stats.json
-	SPAHGC_SHARED_DATA=$(CURDIR)/../shared/data $(BIN)/mutmut run --max-children 2
+	SPAHGC_SHARED_DATA=$(CURDIR)/../shared/data $(BIN)/mutmut run --max-children 2 $(FUNCTIONS)
 	$(BIN)/python -m benchmarks.mutation --out benchmarks/results/mutation.md
 
 viz: setup
