@@ -210,19 +210,27 @@ def merge(record: dict[str, dict[str, Any]], fresh: dict[str, dict[str, Any]]) -
 
 
 def _split_per_function(recorded: dict[str, Any], result: dict[str, Any]) -> dict[str, Any] | None:
-    """A record kept per module, split per function when this run checked exactly the mutants it left unchecked,
-    whole functions without a recorded survivor: each other function then holds its recorded survivors and the
-    rest of its mutants killed, which must add up to the record's kills; None when the record cannot be split so."""
+    """A record kept per module, split per function where that is exact: a record that checked every mutant, or
+    one whose unchecked mutants are exactly the whole functions this run checked (none with a recorded survivor).
+    Each function the record checked then holds its recorded survivors and the rest of its mutants killed, which
+    must add up to the record's kills; None when the record cannot be split so."""
     counts = recorded["counts"]
     fresh = {name for name, entry in result["functions"].items() if _checked(entry)}
     fully_checked = all(not result["functions"][name]["counts"].get("not checked") for name in fresh)
-    if set(counts) - {"killed", "survived", "not checked"} or not fully_checked or fresh & set(recorded["survivors"]):
+    if set(counts) - {"killed", "survived", "not checked"} or not fully_checked:
         return None
-    if counts.get("not checked", 0) != sum(sum(result["functions"][name]["counts"].values()) for name in fresh):
+    unchecked = counts.get("not checked", 0)
+    if not unchecked:
+        left = set()
+    elif unchecked == sum(sum(result["functions"][name]["counts"].values()) for name in fresh):
+        left = fresh
+    else:
+        return None
+    if left & set(recorded["survivors"]):
         return None
     functions = {}
     for name, entry in result["functions"].items():
-        if name in fresh:
+        if name in left:
             continue
         survived = recorded["survivors"].get(name, 0)
         split_counts = {"killed": sum(entry["counts"].values()) - survived, "survived": survived}

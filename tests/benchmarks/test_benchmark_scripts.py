@@ -278,6 +278,12 @@ def test_a_record_kept_per_module_is_split_per_function_when_a_run_checks_exactl
     assert mutation.merge({"m.py": legacy}, {"m.py": mutation.module_result(half, "s", "c1")})["m.py"] == legacy
     more = {**g_run, "m.x_h__mutmut_1": "killed"}
     assert mutation.merge({"m.py": legacy}, {"m.py": mutation.module_result(more, "s", "c1")})["m.py"] == legacy
+    # a record that checked everything splits too: a re-checked function replaces its share
+    complete = {**legacy, "counts": {"killed": 4, "survived": 2}, "survivors": {"m.f": 1, "m.g": 1}}
+    g_again = {**g_run, "m.x_g__mutmut_2": "killed"}
+    rechecked = mutation.merge({"m.py": complete}, {"m.py": mutation.module_result(g_again, "s", "c2")})["m.py"]
+    assert rechecked["counts"] == {"killed": 5, "survived": 1} and rechecked["survivors"] == {"m.f": 1}
+    assert rechecked["commit"] == "c0, c2"
 
 
 def test_a_score_is_keyed_on_what_it_depends_on_only():
