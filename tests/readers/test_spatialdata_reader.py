@@ -79,7 +79,7 @@ def test_hand_made_store_maps_spots_into_the_image_pixels(tmp_path):
     np.testing.assert_array_equal(section.X.toarray(), expected["counts"])
     assert section.uns["spot_diameter_px"] == pytest.approx(14.0)  # a 28-unit circle, halved into image pixels
     assert section.uns["microns_per_pixel"] == pytest.approx(55.0 / 14.0)
-    assert section.uns["image_size"] == [WIDTH, HEIGHT]
+    assert section.uns["image_size"] == [WIDTH, HEIGHT] and section.uns["platform"] == "visium"
     image = open_image(section.uns["image_path"])
     x, y = np.round(expected["xy"][2]).astype(int)
     np.testing.assert_array_equal(
@@ -213,6 +213,78 @@ def test_missing_store_and_missing_image_are_named(tmp_path):
     hand_made_store(tmp_path / "S1.zarr")
     with pytest.raises(InputDataError, match="has no image 'hires' .images: he."):
         spatialdata_store.read_section(tmp_path, "S1", image="hires")
+
+
+def edited_store(tmp_path: Path, monkeypatch, edit) -> Path:
+    """The hand-made store as spatialdata reads it, then `edit(sdata)` in memory (to make what TableModel refuses
+    to write): read_section of `S1` reads the edited store. Returns the store's path."""
+    import spatialdata as sd
+
+    path = tmp_path / "S1.zarr"
+    hand_made_store(path)
+    sdata = sd.read_zarr(path)
+    edit(sdata)
+    monkeypatch.setattr(spatialdata_store, "read_store", lambda _: sdata)
+    return path
+
+
+def read_error(tmp_path: Path, **options) -> str:
+    """The InputDataError read_section of the edited store `S1` raises."""
+    with pytest.raises(InputDataError) as error:
+        spatialdata_store.read_section(tmp_path, "S1", **options)
+    return str(error.value)
+
+
+FIX_REGION = "Parse it with spatialdata.models.TableModel.parse(table, region=<spots>, region_key=..., instance_key=...)."
+
+
+@pytest.mark.parametrize(
+    ("region", "annotated"),
+    [(None, "nothing"), (["spots", "cells"], "spots, cells"), ("cells", "cells")],
+    ids=["no-attributes", "two-regions", "unknown-region"],
+)
+def test_a_table_must_annotate_exactly_one_shapes_element(tmp_path, monkeypatch, region, annotated):
+    def annotate(sdata) -> None:
+        uns = sdata.tables["table"].uns
+        if region is None:
+            del uns["spatialdata_attrs"]
+        else:
+            uns["spatialdata_attrs"]["region"] = region
+
+    path = edited_store(tmp_path, monkeypatch, annotate)
+    assert read_error(tmp_path) == (
+        f"'{path}': table 'table' must annotate exactly one shapes element (the spots); it annotates {annotated}. "
+        + FIX_REGION
+    )
+
+
+def test_a_missing_image_lists_every_image_of_the_store(tmp_path, monkeypatch):
+    path = edited_store(tmp_path, monkeypatch, lambda sdata: sdata.images.__setitem__("dapi", sdata.images["he"]))
+    assert read_error(tmp_path, image="hires") == (
+        f"'{path}' has no image 'hires' (images: dapi, he). Add the H&E with spatialdata.models.Image2DModel."
+    )
+
+
+def test_duplicated_table_rows_name_the_table(tmp_path, monkeypatch):
+    def duplicate(sdata) -> None:
+        sdata.tables["table"].obs_names = ["s3", "s3", "s1", "s0"]
+
+    path = edited_store(tmp_path, monkeypatch, duplicate)
+    assert read_error(tmp_path) == (
+        f"1 duplicated table rows in '{path / 'tables' / 'table'}' (e.g. s3). Each spot must appear once: remove "
+        "or rename the duplicates."
+    )
+
+
+def test_table_rows_naming_spots_the_shapes_lack_are_counted_and_named(tmp_path, monkeypatch):
+    def rename(sdata) -> None:
+        sdata.tables["table"].obs["spot"] = ["s3", "s9", "s8", "s0"]
+
+    path = edited_store(tmp_path, monkeypatch, rename)
+    assert read_error(tmp_path) == (
+        f"'{path}': 2 rows of table 'table' name spots that shapes 'spots' lacks (e.g. 's9' in obs['spot']). The "
+        "table and shapes must be from the same section."
+    )
 
 
 def test_a_folder_that_is_not_a_store_is_named(tmp_path):
