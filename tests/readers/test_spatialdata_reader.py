@@ -235,7 +235,9 @@ def read_error(tmp_path: Path, **options) -> str:
     return str(error.value)
 
 
-FIX_REGION = "Parse it with spatialdata.models.TableModel.parse(table, region=<spots>, region_key=..., instance_key=...)."
+FIX_REGION = (
+    "Parse it with spatialdata.models.TableModel.parse(table, region=<spots>, region_key=..., instance_key=...)."
+)
 
 
 @pytest.mark.parametrize(
