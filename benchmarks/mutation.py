@@ -195,8 +195,9 @@ def _totals(result: dict[str, Any]) -> dict[str, Any]:
 def merge(record: dict[str, dict[str, Any]], fresh: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The record with this run's results merged in, function by function on an unchanged source (a function this
     run checked replaces its record unless the run stopped before checking as many of its mutants; one it did not
-    reach keeps its record), and module by module on a changed source or over a record kept before results were
-    recorded per function (replaced unless the run checked fewer mutants on the same source)."""
+    reach keeps its record); a record kept per module (before results were recorded per function) is first split
+    per function where that is exact, else replaced unless the run checked fewer mutants; on a changed source the
+    run's result replaces the record."""
     merged = dict(record)
     for module, result in fresh.items():
         recorded = record.get(module)
