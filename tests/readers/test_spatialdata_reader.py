@@ -261,7 +261,10 @@ def test_a_table_must_annotate_exactly_one_shapes_element(tmp_path, monkeypatch,
 
 
 def test_a_missing_image_lists_every_image_of_the_store(tmp_path, monkeypatch):
-    path = edited_store(tmp_path, monkeypatch, lambda sdata: sdata.images.__setitem__("dapi", sdata.images["he"]))
+    def add_image(sdata) -> None:
+        sdata.images["dapi"] = sdata.images["he"]
+
+    path = edited_store(tmp_path, monkeypatch, add_image)
     assert read_error(tmp_path, image="hires") == (
         f"'{path}' has no image 'hires' (images: dapi, he). Add the H&E with spatialdata.models.Image2DModel."
     )
