@@ -136,21 +136,49 @@ def random_neighbours(
     return np.sort(rng.random((n, k)), axis=1), indices
 
 
-def search_work(catalog: Any, dim: int) -> dict[str, float]:
-    """Distance terms (query x candidate x width) of the fold's two exact searches: the cross-section retrieval
-    (each section pair once) and each graph's reference-close-reference kNN over its reference spots."""
-    from spahgc_kedro.graph import retrieval_pairs
-
-    folds, graphs = catalog.load("folds"), catalog.load("section_graphs")
-    spots = {s: graphs.section(s)["embedding"].shape[0] for s in graphs.sections()}
-    pairs = retrieval_pairs(folds)
-    n_genes = len(catalog.load("target_scaling")[next(iter(folds["folds"]))]["genes"])
-    references = [graphs.links(*key.split("/"))["spot_index"].shape[0] for key in graphs]
+def search_terms(
+    pairs: list[tuple[str, str]], spots: dict[str, int], references: list[int], dim: int, n_genes: int
+) -> dict[str, float]:
+    """Distance terms (query x candidate x width) of a fold's two exact searches: the cross-section retrieval
+    over `pairs` of sections of `spots` spots, and each graph's reference-close-reference kNN over its
+    `references` reference spots (in embedding || expression space)."""
     return {
         "pairs": len(pairs),
         "graphs": len(references),
         "cross_section": float(sum(spots[q] * spots[c] for q, c in pairs)) * dim,
         "close": float(sum(m * m for m in references)) * (dim + n_genes),
+    }
+
+
+def search_work(catalog: Any, dim: int) -> dict[str, float]:
+    """`search_terms` of the fold the catalog's graph stage built."""
+    from spahgc_kedro.graph import retrieval_pairs
+
+    folds, graphs = catalog.load("folds"), catalog.load("section_graphs")
+    spots = {s: graphs.section(s)["embedding"].shape[0] for s in graphs.sections()}
+    n_genes = len(catalog.load("target_scaling")[next(iter(folds["folds"]))]["genes"])
+    references = [graphs.links(*key.split("/"))["spot_index"].shape[0] for key in graphs]
+    return search_terms(retrieval_pairs(folds), spots, references, dim, n_genes)
+
+
+def random_links(
+    candidates: list[str], sizes: np.ndarray, n_spots: int, k_refer: int, k_close: int, rng: np.random.Generator
+) -> dict[str, Any]:
+    """`FoldReferences.links`'s output with random choices: k_refer retrieved spots per target spot among the
+    `candidates` sections (of `sizes` spots) and k_close close references per retrieved reference spot."""
+    picked_section = rng.integers(0, len(candidates), (n_spots, k_refer))
+    picked_spot = (rng.random((n_spots, k_refer)) * sizes[picked_section]).astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    unique, refer_source = np.unique(offsets[picked_section] + picked_spot, return_inverse=True)
+    section_index = np.searchsorted(offsets, unique, side="right") - 1
+    n_references = unique.shape[0]
+    close = np.arange(n_references)[:, None] + 1 + rng.integers(0, n_references - 1, (n_references, k_close))
+    return {
+        "reference_sections": candidates,
+        "section_index": section_index,
+        "spot_index": unique - offsets[section_index],
+        "refer_source": refer_source.reshape(n_spots, k_refer),
+        "close_edges": np.vstack([close.ravel() % n_references, np.repeat(np.arange(n_references), k_close)]),
     }
 
 
@@ -201,22 +229,8 @@ def generated_store(catalog: Any, args: argparse.Namespace) -> Any:
     def links(name: str, section_id: str) -> dict[str, Any]:
         candidates = [c for c in folds["folds"][name]["train"] if c != section_id]
         sizes = np.array([n_obs[c] for c in candidates])
-        n_spots = n_obs[section_id]
         rng = np.random.default_rng([order.index(section_id), len(name)])
-        picked_section = rng.integers(0, len(candidates), (n_spots, graph["k_refer"]))
-        picked_spot = (rng.random((n_spots, graph["k_refer"])) * sizes[picked_section]).astype(np.int64)
-        offsets = np.concatenate([[0], np.cumsum(sizes)])
-        unique, refer_source = np.unique(offsets[picked_section] + picked_spot, return_inverse=True)
-        section_index = np.searchsorted(offsets, unique, side="right") - 1
-        n_references, k_close = unique.shape[0], graph["k_close"]
-        close = np.arange(n_references)[:, None] + 1 + rng.integers(0, n_references - 1, (n_references, k_close))
-        return {
-            "reference_sections": candidates,
-            "section_index": section_index,
-            "spot_index": unique - offsets[section_index],
-            "refer_source": refer_source.reshape(n_spots, graph["k_refer"]),
-            "close_edges": np.vstack([close.ravel() % n_references, np.repeat(np.arange(n_references), k_close)]),
-        }
+        return random_links(candidates, sizes, n_obs[section_id], graph["k_refer"], graph["k_close"], rng)
 
     return SectionGraphs(folds["folds"], genes, section, fold, links)
 

@@ -372,3 +372,40 @@ def test_visium_hd_table_runs_every_stage_on_both_bin_sizes_and_labels_the_estim
             "ingestion"
         ][:3]
     )
+
+
+def test_visium_hd_gpu_measures_an_epoch_and_a_prediction_and_scales_the_search_by_its_terms():
+    from benchmarks import visium_hd_gpu
+
+    args = visium_hd_gpu.parse_args(
+        ["--device", "cpu", "--sizes", "300", "--dim", "8", "--genes", "6", "--tile", "150", "--chunk", "100"]
+        + ["--retrieval-sample", "16", "--encoders", "efficientnet_lite0", "--image-bins", "100", "--patches", "8"]
+        + ["--batch-size", "4", "--raw-batches", "1", "--num-workers", "0"]
+    )
+    row = visium_hd_gpu.stage_rows(300, args)
+    side = 18  # demo_hd's even lattice side for about 300 bins
+    assert row["bins"] == side * side and row["predicted_shape"] == (side * side, 6)
+    # the fold's 6 cross-section pairs (HD1, HD2 -> HD3, HD4; HD3 <-> HD4) and each graph's reference kNN
+    assert row["pairs"] == 6 and row["graphs"] == 4
+    assert row["cross_section"] == 6 * side * side * side * side * 8
+    # 2 training sections, each halved until tiles hold at most 150 of its 324 bins: 4 tiles each
+    assert row["steps"] == 8
+    assert row["search_s"] == pytest.approx(
+        row["search"].seconds / (16 * side * side * 8) * (row["cross_section"] + row["close"])
+    )
+    embedding = visium_hd_gpu.embedding_rows(args)
+    assert [(r["encoder"], r["patches"]) for r in embedding] == [("efficientnet_lite0", 8)]
+    assert embedding[0]["raw"] > 0 and embedding[0]["e2e"] > 0
+    table = visium_hd_gpu.report(embedding, [(300, row), (400_000, "RuntimeError: out of memory")], args)
+    assert "| efficientnet_lite0 |" in table
+    assert f"| {side * side} | training epoch |" in table and "MEASURED: 8 tile steps + the validation pass" in table
+    assert "| 400,000 requested | all | | | | FAILED: RuntimeError: out of memory |" in table
+    assert "ESTIMATED from 16 queries x 324 candidates" in table
+
+
+def test_visium_hd_gpu_keeps_the_other_parts_when_one_fails(capsys):
+    from benchmarks import visium_hd_gpu
+
+    table = visium_hd_gpu.main(["--device", "cpu", "--sizes", "--encoders", "no_such_encoder"])
+    assert "Embedding: FAILED (" in table and "no_such_encoder" in table
+    assert "[embedding] FAILED:" in capsys.readouterr().out
