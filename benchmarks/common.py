@@ -102,25 +102,34 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def current_memory_mib() -> tuple[float, float]:
+    """This process's resident set size and its anonymous part (MiB, from /proc/self/statm): resident minus
+    shared pages, i.e. without mapped files (memory-mapped stores) that the kernel can drop and read again."""
+    try:
+        resident, shared = (int(field) for field in Path("/proc/self/statm").read_text().split()[1:3])
+        page = os.sysconf("SC_PAGE_SIZE") / 2**20
+        return resident * page, (resident - shared) * page
+    except (OSError, ValueError):
+        return float("nan"), float("nan")
+
+
 def current_rss_mib() -> float:
     """This process's current resident set size (MiB, from /proc/self/statm)."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError):
-        return float("nan")
+    return current_memory_mib()[0]
 
 
 @dataclass
 class StageMeasure:
     """Wall time and memory of one stage: peak RSS sampled during it, its growth over the
-    start, and (CUDA only) the peak of torch's allocated GPU memory during it."""
+    start, the peak of its anonymous part (RSS without mapped files), and (CUDA only) the
+    peak of torch's allocated GPU memory during it."""
 
     seconds: float = 0.0
     rss_before_mib: float = 0.0
     peak_rss_mib: float = 0.0
     notes: list[str] = field(default_factory=list)
     gpu_peak_mib: float = float("nan")
+    peak_anonymous_mib: float = float("nan")
 
     @property
     def peak_growth_mib(self) -> float:
@@ -141,13 +150,15 @@ def measure(interval: float = 0.02, cuda: bool = False) -> Iterator[StageMeasure
 
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    result = StageMeasure(rss_before_mib=current_rss_mib())
-    result.peak_rss_mib = result.rss_before_mib
+    rss, anonymous = current_memory_mib()
+    result = StageMeasure(rss_before_mib=rss, peak_rss_mib=rss, peak_anonymous_mib=anonymous)
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
-            result.peak_rss_mib = max(result.peak_rss_mib, current_rss_mib())
+            rss, anonymous = current_memory_mib()
+            result.peak_rss_mib = max(result.peak_rss_mib, rss)
+            result.peak_anonymous_mib = max(result.peak_anonymous_mib, anonymous)
             stop.wait(interval)
 
     thread = threading.Thread(target=sample, daemon=True)
@@ -162,7 +173,9 @@ def measure(interval: float = 0.02, cuda: bool = False) -> Iterator[StageMeasure
         result.seconds = time.perf_counter() - start
         stop.set()
         thread.join()
-        result.peak_rss_mib = max(result.peak_rss_mib, current_rss_mib())
+        rss, anonymous = current_memory_mib()
+        result.peak_rss_mib = max(result.peak_rss_mib, rss)
+        result.peak_anonymous_mib = max(result.peak_anonymous_mib, anonymous)
 
 
 def in_fresh_process(function: Any, *args: Any) -> Any:

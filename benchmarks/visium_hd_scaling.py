@@ -59,7 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--stages-8um", nargs="+", default=None, choices=STAGES, help="stages at 8 um (default: --stages)"
     )
-    parser.add_argument("--tile", type=int, default=5_000, help="train.max_full_graph_spots")
+    parser.add_argument("--tile", type=int, default=10_000, help="train.max_full_graph_spots (the project's default)")
     parser.add_argument("--chunk", type=int, default=10_000, help="prediction_chunk_spots")
     parser.add_argument("--sample", type=int, default=256, help="bins embedded to time the encoder")
     parser.add_argument("--retrieval-sample", type=int, default=256, help="query bins timed for retrieval")
@@ -352,36 +352,36 @@ def measure_size(raw: Path, bin_um: int, args: argparse.Namespace) -> dict[str, 
     return rows
 
 
-def stage_row(stage: str, row: dict[str, Any] | None) -> tuple[str, str, str]:
-    """(seconds, peak RSS MiB, how) of one stage's row."""
+def stage_row(stage: str, row: dict[str, Any] | None) -> tuple[str, str, str, str]:
+    """(seconds, peak RSS MiB, peak anonymous RSS MiB, how) of one stage's row."""
     if row is None:
-        return "not run", "", ""
+        return "not run", "", "", ""
     if "measure" in row:
         m = row["measure"]
-        return f"{m.seconds:,.1f}", f"{m.peak_rss_mib:,.0f}", "MEASURED"
+        return f"{m.seconds:,.1f}", f"{m.peak_rss_mib:,.0f}", f"{m.peak_anonymous_mib:,.0f}", "MEASURED"
     if "truncated" in row:
         m = row["truncated"]
         how = (
             f"peak RSS MEASURED over {row['run']} of {row['steps']} tile steps and the whole validation pass; time "
             f"ESTIMATED: that run ({m.seconds:,.0f} s) + the other steps at {row['step_s']:.1f} s each"
         )
-        return f"{row['seconds']:,.0f}", f"{m.peak_rss_mib:,.0f}", how
+        return f"{row['seconds']:,.0f}", f"{m.peak_rss_mib:,.0f}", f"{m.peak_anonymous_mib:,.0f}", how
     if "stand_in" in row:
         m = row["stand_in"]
         how = (
             f"NOT RUN (holds whole sections in memory); a store of generated parts stands in ({m.seconds:,.0f} s, "
             f"{m.peak_rss_mib:,.0f} MiB peak, {row['store_mib']:,.0f} MiB on disk)"
         )
-        return "not run", "", how
+        return "not run", "", "", how
     if stage == "embedding":
         how = f"ESTIMATED from {row['sampled']} bins at {row['rate']:.1f} patches/s"
-        return f"{row['seconds']:,.0f}", "", how
+        return f"{row['seconds']:,.0f}", "", "", how
     how = (
         f"ESTIMATED: L1 search timed on a sample, scaled to {row['pairs']} section pairs "
         f"({row['cross_section_s']:,.0f} s) and {row['graphs']} graphs' reference kNN (sample's peak RSS "
         f"{row['sample_rss']:,.0f} MiB)"
     )
-    return f"{row['seconds']:,.0f}", "", how
+    return f"{row['seconds']:,.0f}", "", "", how
 
 
 def report(results: dict[int, dict[str, Any]], args: argparse.Namespace) -> str:
@@ -402,15 +402,19 @@ def report(results: dict[int, dict[str, Any]], args: argparse.Namespace) -> str:
         f"- model: default architecture (hidden 256, 4 layers, 4 heads, contrastive branch); one epoch, "
         f"`train.max_full_graph_spots` {args.tile:,} (spatial tiles), `prediction_chunk_spots` {args.chunk:,}",
         "- each stage in a fresh process; peak RSS = the process's peak during the stage, sampled every 20 ms "
-        "(the model and graphs it loads included)",
+        "(the model and graphs it loads included); peak anonymous = its peak without mapped files (the graph store's "
+        "sections are memory-mapped: their pages count in RSS but are the kernel's file cache, dropped under memory "
+        "pressure and read again)",
         "- graph: MEASURED with random neighbours in place of its two L1 searches (cross-section retrieval, "
         "reference kNN); those searches, and the embedding, are ESTIMATED from timed samples (see the rows)",
         f"- machine: {common.cpu_model()}; torch {args.threads} threads in training",
         "",
         "| stage | "
-        + " | ".join(f"{b} um: {bins[b]:,} bins per section: s | peak RSS (MiB) | how" for b in sizes)
+        + " | ".join(
+            f"{b} um: {bins[b]:,} bins per section: s | peak RSS (MiB) | peak anonymous (MiB) | how" for b in sizes
+        )
         + " |",
-        "|---|" + "---|---|---|" * len(sizes),
+        "|---|" + "---|---|---|---|" * len(sizes),
     ]
     for stage in STAGES:
         if any(stage in results[b] for b in sizes):

@@ -355,14 +355,18 @@ def test_visium_hd_table_runs_every_stage_on_both_bin_sizes_and_labels_the_estim
     table = visium_hd_scaling.main([*argv, "--bin-um", "16", "8"])
     rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in table.splitlines() if line.startswith("| ")}
     assert "16 um: 100 bins per section" in table and "8 um: 400 bins per section" in table
-    assert [rows[stage][2].strip() for stage in ("ingestion", "graph", "train", "predict")] == ["MEASURED"] * 4
-    assert rows["embedding"][2].strip().startswith("ESTIMATED from 4 bins")
-    assert rows["retrieval"][2].strip().startswith("ESTIMATED: L1 search timed on a sample, scaled to 6 section pairs")
+    # per size: seconds, peak RSS, peak anonymous RSS, how
+    assert [rows[stage][3].strip() for stage in ("ingestion", "graph", "train", "predict")] == ["MEASURED"] * 4
+    for stage in ("ingestion", "graph", "train", "predict"):
+        rss, anonymous = (float(rows[stage][i].replace(",", "")) for i in (1, 2))
+        assert 0 < anonymous <= rss
+    assert rows["embedding"][3].strip().startswith("ESTIMATED from 4 bins")
+    assert rows["retrieval"][3].strip().startswith("ESTIMATED: L1 search timed on a sample, scaled to 6 section pairs")
     # above --graph-max-bins the graph stage is not run; a generated store lets training and prediction be measured
-    assert rows["graph"][3].strip() == "not run" and rows["graph"][5].strip().startswith("NOT RUN (holds whole")
-    assert [rows[stage][5].strip() for stage in ("ingestion", "predict")] == ["MEASURED"] * 2
+    assert rows["graph"][4].strip() == "not run" and rows["graph"][7].strip().startswith("NOT RUN (holds whole")
+    assert [rows[stage][7].strip() for stage in ("ingestion", "predict")] == ["MEASURED"] * 2
     # 8 um trained 2 of its 32 tiles (2 sections of 400 bins in tiles of at most 40): the epoch time is estimated
-    assert rows["train"][5].strip().startswith("peak RSS MEASURED over 2 of 32 tile steps")
+    assert rows["train"][7].strip().startswith("peak RSS MEASURED over 2 of 32 tile steps")
     assert "train" in table.split("Growth exponents")[1] and "graph" not in table.split("Growth exponents")[1]
     # rows are kept: a second run with --reuse measures nothing again
     again = visium_hd_scaling.main([*argv, "--bin-um", "16", "--stages", "ingestion", "--reuse"])
@@ -409,3 +413,22 @@ def test_visium_hd_gpu_keeps_the_other_parts_when_one_fails(capsys):
     table = visium_hd_gpu.main(["--device", "cpu", "--sizes", "--encoders", "no_such_encoder"])
     assert "Embedding: FAILED (" in table and "no_such_encoder" in table
     assert "[embedding] FAILED:" in capsys.readouterr().out
+
+
+def test_measure_counts_a_mapped_file_in_rss_but_not_in_its_anonymous_part(tmp_path):
+    from benchmarks import common
+
+    mib = 64
+    np.save(tmp_path / "store.npy", np.ones(mib * 2**20 // 8))
+    anonymous_before = common.current_memory_mib()[1]
+    with common.measure() as mapped:
+        store = np.load(tmp_path / "store.npy", mmap_mode="r")
+        assert store.sum() == mib * 2**20 // 8  # every page read
+    assert mapped.peak_rss_mib - mapped.rss_before_mib > 0.9 * mib
+    assert mapped.peak_anonymous_mib - anonymous_before < 0.25 * mib
+    anonymous_before = common.current_memory_mib()[1]
+    with common.measure() as allocated:
+        held = np.ones(mib * 2**20 // 8)
+    assert allocated.peak_anonymous_mib - anonymous_before > 0.9 * mib
+    assert allocated.peak_rss_mib - allocated.rss_before_mib > 0.9 * mib
+    del store, held
