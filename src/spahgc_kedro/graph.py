@@ -243,10 +243,16 @@ def spatial_edges(positions: np.ndarray, radius: float, max_neighbours: int) -> 
     return np.vstack([neighbour[keep], spot[keep]]).astype(np.int64)
 
 
-def standardisation(embeddings: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-dimension mean and std over stacked spots; constant dimensions get std 1."""
-    stacked = np.concatenate(embeddings, axis=0).astype(np.float64)
-    mean, std = stacked.mean(axis=0), stacked.std(axis=0)
+def standardisation(embeddings: list[np.ndarray], block: int = 65_536) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean and std over stacked spots; constant dimensions get std 1.
+
+    Two passes in float64 over `block` rows at a time, so memory follows the block, not the sections (a stacked
+    float64 copy of three 400,000-bin sections is 10 GB).
+    """
+    n_spots = sum(x.shape[0] for x in embeddings)
+    blocks = [x[start : start + block] for x in embeddings for start in range(0, x.shape[0], block)]
+    mean = sum(b.sum(axis=0, dtype=np.float64) for b in blocks) / n_spots
+    std = np.sqrt(sum(np.square(b - mean).sum(axis=0) for b in blocks) / n_spots)
     std[std == 0] = 1.0
     return mean.astype(np.float32), std.astype(np.float32)
 
@@ -254,7 +260,7 @@ def standardisation(embeddings: list[np.ndarray]) -> tuple[np.ndarray, np.ndarra
 def reference_links(
     neighbour_section: np.ndarray,
     neighbour_spot: np.ndarray,
-    reference_x: list[np.ndarray],
+    reference_x: list[np.ndarray | ReferenceRows],
     k_close: int,
     metric: str,
     block_size: int,
@@ -264,7 +270,8 @@ def reference_links(
 
     Returns `({section_index, spot_index, refer_source, close_edges}, features)`: `[M]` where each
     reference node comes from, `[N, k]` the reference node of each retrieved spot (nearest first),
-    `[2, E]` reference-close-reference kNN edges in feature space, and the `[M, D + G]` features.
+    `[2, E]` reference-close-reference kNN edges in feature space, and the `[M, D + G]` features, read row by
+    row from `reference_x` (each section's `[embedding || expression]`: an array or `ReferenceRows`).
     """
     n_spots, k_refer = neighbour_spot.shape
     offsets = np.cumsum([0] + [x.shape[0] for x in reference_x])
@@ -272,7 +279,10 @@ def reference_links(
     unique_keys, refer_source = np.unique(keys.ravel(), return_inverse=True)
     ref_section = np.searchsorted(offsets, unique_keys, side="right") - 1
     ref_spot = unique_keys - offsets[ref_section]
-    features = np.vstack([reference_x[s][i] for s, i in zip(ref_section, ref_spot, strict=True)]).astype(np.float32)
+    features = np.empty((unique_keys.shape[0], reference_x[0].shape[1]), dtype=np.float32)
+    for index, reference in enumerate(reference_x):
+        chosen = np.flatnonzero(ref_section == index)
+        features[chosen] = reference[ref_spot[chosen]]
 
     k = min(k_close, features.shape[0] - 1)
     if k > 0:
@@ -335,7 +345,7 @@ def assemble_section_graph(
     max_spatial_neighbours: int,
     neighbour_section: np.ndarray,
     neighbour_spot: np.ndarray,
-    reference_x: list[np.ndarray],
+    reference_x: list[np.ndarray | ReferenceRows],
     k_close: int,
     metric: str,
     block_size: int,
@@ -428,6 +438,19 @@ def pair_neighbours(
     }
 
 
+class ReferenceRows:
+    """A training section's reference features `[embedding || expression]` for a fold, made for the rows asked
+    for: the standardised `[N, D]` embeddings of a whole section are never held (3.3 GB per 400,000 bins)."""
+
+    def __init__(self, raw: np.ndarray, targets: np.ndarray, standardise: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.raw, self.targets, self.standardise = raw, targets, standardise
+        self.shape = (raw.shape[0], raw.shape[1] + targets.shape[1])
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        """The features `[len(rows), D + G]` of the section's spots `rows`."""
+        return np.hstack([self.standardise(self.raw[rows]), self.targets[rows]])
+
+
 class FoldReferences:
     """One fold's reference set and how a section's graph is built against it (design.md §3).
 
@@ -455,7 +478,7 @@ class FoldReferences:
         self.mean, self.std = standardised_mean, standardised_std
         self.scaling, self.expression, self.params = scaling, expression, params
         self.neighbours = {} if neighbours is None else neighbours
-        self.features = {s: np.hstack([self.standardise(raw[s]), self.targets(s)]) for s in self.sections}
+        self.features = {s: ReferenceRows(raw[s], self.targets(s), self.standardise) for s in self.sections}
 
     @classmethod
     def fit(

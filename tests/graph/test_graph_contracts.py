@@ -212,6 +212,37 @@ def test_standardisation_is_the_stacked_mean_and_std_with_constant_dimensions_le
     np.testing.assert_allclose(std, [np.sqrt(((1 - 4) ** 2 + (3 - 4) ** 2 + (8 - 4) ** 2) / 3), 1.0, 1.0], rtol=1e-6)
 
 
+def test_standardisation_in_blocks_matches_numpy_over_the_stacked_sections():
+    rng = np.random.default_rng(3)
+    sections = [rng.normal(2.0, 3.0, size=(n, 5)).astype(np.float32) for n in (7, 1, 12)]
+    sections[1][:, 4] = sections[0][:, 4] = sections[2][:, 4] = 1.5  # a constant dimension
+    stacked = np.concatenate(sections).astype(np.float64)
+    for block in (1, 3, 5, 100):
+        mean, std = standardisation(sections, block=block)
+        np.testing.assert_allclose(mean, stacked.mean(axis=0), rtol=1e-6)
+        np.testing.assert_allclose(std[:4], stacked.std(axis=0)[:4], rtol=1e-6)
+        assert std[4] == 1.0
+
+
+def test_reference_rows_give_the_rows_of_the_whole_sections_features():
+    from spahgc_kedro.graph import ReferenceRows, reference_links
+
+    rng = np.random.default_rng(4)
+    mean, std = np.float32([0.5, -1.0, 2.0]), np.float32([2.0, 0.5, 1.5])
+    raw = [rng.normal(size=(n, 3)).astype(np.float32) for n in (6, 4)]
+    targets = [rng.random((n, 2), dtype=np.float32) for n in (6, 4)]
+    whole = [np.hstack([(x - mean) / std, y]) for x, y in zip(raw, targets, strict=True)]
+    lazy = [ReferenceRows(x, y, lambda values: (values - mean) / std) for x, y in zip(raw, targets, strict=True)]
+    assert [r.shape for r in lazy] == [(6, 5), (4, 5)]
+    assert np.array_equal(lazy[0][np.array([5, 0, 2])], whole[0][[5, 0, 2]])
+    section = np.array([[1, 0], [0, 0], [1, 1]])
+    spot = np.array([[3, 5], [5, 1], [0, 3]])
+    expected_links, expected = reference_links(section, spot, whole, 2, "l1", 2)
+    links, features = reference_links(section, spot, lazy, 2, "l1", 2)
+    assert features.dtype == np.float32 and np.array_equal(features, expected)
+    assert all(np.array_equal(links[key], expected_links[key]) for key in expected_links)
+
+
 def tiny_folds_and_scaling(tiny, params):
     """The tiny sections' fold plan and each fold's target scaling, by the graph nodes."""
     from spahgc_kedro.pipelines.graph.nodes import fit_target_scaling, make_fold_plan
