@@ -257,6 +257,9 @@ def standardisation(embeddings: list[np.ndarray], block: int = 65_536) -> tuple[
     return mean.astype(np.float32), std.astype(np.float32)
 
 
+FEATURE_BLOCK_ROWS = 65_536
+
+
 def reference_links(
     neighbour_section: np.ndarray,
     neighbour_spot: np.ndarray,
@@ -282,7 +285,10 @@ def reference_links(
     features = np.empty((unique_keys.shape[0], reference_x[0].shape[1]), dtype=np.float32)
     for index, reference in enumerate(reference_x):
         chosen = np.flatnonzero(ref_section == index)
-        features[chosen] = reference[ref_spot[chosen]]
+        # in blocks of rows: a section's rows at once make several [M, D + G] temporaries (GBs at 400,000 bins)
+        for start in range(0, chosen.size, FEATURE_BLOCK_ROWS):
+            rows = chosen[start : start + FEATURE_BLOCK_ROWS]
+            features[rows] = reference[ref_spot[rows]]
 
     k = min(k_close, features.shape[0] - 1)
     if k > 0:

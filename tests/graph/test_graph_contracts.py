@@ -224,7 +224,8 @@ def test_standardisation_in_blocks_matches_numpy_over_the_stacked_sections():
         assert std[4] == 1.0
 
 
-def test_reference_rows_give_the_rows_of_the_whole_sections_features():
+def test_reference_rows_give_the_rows_of_the_whole_sections_features(monkeypatch):
+    from spahgc_kedro import graph
     from spahgc_kedro.graph import ReferenceRows, reference_links
 
     rng = np.random.default_rng(4)
@@ -238,9 +239,11 @@ def test_reference_rows_give_the_rows_of_the_whole_sections_features():
     section = np.array([[1, 0], [0, 0], [1, 1]])
     spot = np.array([[3, 5], [5, 1], [0, 3]])
     expected_links, expected = reference_links(section, spot, whole, 2, "l1", 2)
-    links, features = reference_links(section, spot, lazy, 2, "l1", 2)
-    assert features.dtype == np.float32 and np.array_equal(features, expected)
-    assert all(np.array_equal(links[key], expected_links[key]) for key in expected_links)
+    for block_rows in (graph.FEATURE_BLOCK_ROWS, 1):  # rows filled in blocks, blocks ending mid-section
+        monkeypatch.setattr(graph, "FEATURE_BLOCK_ROWS", block_rows)
+        links, features = reference_links(section, spot, lazy, 2, "l1", 2)
+        assert features.dtype == np.float32 and np.array_equal(features, expected)
+        assert all(np.array_equal(links[key], expected_links[key]) for key in expected_links)
 
 
 def tiny_folds_and_scaling(tiny, params):
