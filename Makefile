@@ -53,7 +53,7 @@ benchmarks: setup
 	$(BIN)/python -m benchmarks.tiled_training --out benchmarks/results/tiled_training.md
 	$(BIN)/python -m benchmarks.evaluation_scaling --spots 10000 50000 --out benchmarks/results/evaluation_scaling.md
 	$(BIN)/python -m benchmarks.graph_protocol --out benchmarks/results/graph_protocol.md
-	$(BIN)/python -m benchmarks.visium_hd_scaling --out benchmarks/results/visium_hd_scaling.md
+	$(BIN)/python -m benchmarks.visium_hd_scaling --tiles-8um 16 --out benchmarks/results/visium_hd_scaling.md
 	$(BIN)/python -m benchmarks.scaling --tables stages reference-count --out benchmarks/results/scaling.md
 	$(BIN)/python -m benchmarks.scaling --tables fixed-reference --out benchmarks/results/scaling_fixed_reference_cpu.md
 	$(BIN)/python -m benchmarks.runners --out benchmarks/results/runners.md

@@ -27,7 +27,7 @@ for its output so the training epoch and the prediction are still measured (`--t
 the epoch's time estimated from the mean step). Each stage's row is
 kept in `--work-dir`; `--reuse` takes the rows (and outputs) a previous run left there.
 
-    python -m benchmarks.visium_hd_scaling --out benchmarks/results/visium_hd_scaling.md
+    python -m benchmarks.visium_hd_scaling --tiles-8um 16 --out benchmarks/results/visium_hd_scaling.md
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--graph-max-bins",
         type=int,
-        default=150_000,
+        default=500_000,
         help="bins per section above which the graph stage is not run (it holds whole sections) and a store "
         "written from generated parts stands in for its output",
     )
