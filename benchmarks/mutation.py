@@ -152,6 +152,13 @@ def source_sha256(module: str, root: Path = common.REPO / "src") -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else ""
 
 
+def made_before_source(module: str, meta_root: Path = MUTANTS, root: Path = common.REPO / "src") -> bool:
+    """Whether mutmut's mutated copy of `module` is older than its source: its results then describe an earlier
+    source (mutmut makes the copy again on its next run), not the one the record would file them under."""
+    mutated, source = meta_root / module, root / module
+    return mutated.exists() and source.exists() and mutated.stat().st_mtime < source.stat().st_mtime
+
+
 def function_of(mutant: str) -> str:
     """`spahgc_kedro.graph.x_build__mutmut_3` -> `spahgc_kedro.graph.build` (classes: `Class.method`)."""
     head, _, _ = mutant.rpartition("__mutmut_")
@@ -320,7 +327,14 @@ def main() -> None:
     parser.add_argument("--record", type=Path, default=RECORD)
     args = parser.parse_args()
     record = json.loads(args.record.read_text()) if args.record.exists() else {}
-    fresh = {m: module_result(s, source_sha256(m), checked_commit(m)) for m, s in mutant_status().items()}
+    statuses = mutant_status()
+    older = sorted(m for m in statuses if made_before_source(m))
+    if older:
+        print(
+            f"Not read: mutants/ holds results for an older source of {', '.join(older)} (their rows keep their "
+            "record, marked STALE); `make mutation` checks the current source."
+        )
+    fresh = {m: module_result(s, source_sha256(m), checked_commit(m)) for m, s in statuses.items() if m not in older}
     results = merge(record, fresh)
     if not results:
         raise SystemExit("No mutmut results under mutants/ and no record: run `make mutation` first.")

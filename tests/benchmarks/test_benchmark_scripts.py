@@ -432,3 +432,21 @@ def test_measure_counts_a_mapped_file_in_rss_but_not_in_its_anonymous_part(tmp_p
     assert allocated.peak_anonymous_mib - anonymous_before > 0.9 * mib
     assert allocated.peak_rss_mib - allocated.rss_before_mib > 0.9 * mib
     del store, held
+
+
+def test_mutation_results_made_from_an_older_source_are_not_read_as_the_current_ones(tmp_path):
+    import os
+
+    from benchmarks import mutation
+
+    mutated, source = tmp_path / "mutants" / "pkg" / "mod.py", tmp_path / "src" / "pkg" / "mod.py"
+    for path in (mutated, source):
+        path.parent.mkdir(parents=True)
+        path.write_text("x = 1\n")
+    os.utime(mutated, (1_000, 1_000))
+    os.utime(source, (2_000, 2_000))
+    assert mutation.made_before_source("pkg/mod.py", tmp_path / "mutants", tmp_path / "src")
+    os.utime(mutated, (3_000, 3_000))
+    assert not mutation.made_before_source("pkg/mod.py", tmp_path / "mutants", tmp_path / "src")
+    # no mutated copy (mutmut never ran on it) or no source: nothing to hold back
+    assert not mutation.made_before_source("pkg/other.py", tmp_path / "mutants", tmp_path / "src")
