@@ -273,8 +273,8 @@ def reference_links(
 
     Returns `({section_index, spot_index, refer_source, close_edges}, features)`: `[M]` where each
     reference node comes from, `[N, k]` the reference node of each retrieved spot (nearest first),
-    `[2, E]` reference-close-reference kNN edges in feature space, and the `[M, D + G]` features, read row by
-    row from `reference_x` (each section's `[embedding || expression]`: an array or `ReferenceRows`).
+    `[2, E]` reference-close-reference kNN edges in feature space, and the `[M, D + G]` features, read in blocks
+    of rows from `reference_x` (each section's `[embedding || expression]`: an array or `ReferenceRows`).
     """
     n_spots, k_refer = neighbour_spot.shape
     offsets = np.cumsum([0] + [x.shape[0] for x in reference_x])
@@ -446,7 +446,7 @@ def pair_neighbours(
 
 class ReferenceRows:
     """A training section's reference features `[embedding || expression]` for a fold, made for the rows asked
-    for: the standardised `[N, D]` embeddings of a whole section are never held (3.3 GB per 400,000 bins)."""
+    for: the standardised `[N, D]` embeddings of a whole section are never held (1.6 GB per 400,000 bins)."""
 
     def __init__(self, raw: np.ndarray, targets: np.ndarray, standardise: Callable[[np.ndarray], np.ndarray]) -> None:
         self.raw, self.targets, self.standardise = raw, targets, standardise
