@@ -23,7 +23,8 @@ def assert_same_graph(actual, expected) -> None:
             assert actual[store][key].dtype == value.dtype, (store, key)
             assert torch.equal(actual[store][key], value), (store, key)
     for name in ATTRIBUTES:
-        assert getattr(actual, name) == getattr(expected, name), name
+        assert (name in actual) == (name in expected), name
+        assert getattr(actual, name, None) == getattr(expected, name, None), name
     assert torch.equal(actual.embedding_mean, expected.embedding_mean)
     assert torch.equal(actual.embedding_std, expected.embedding_std)
 

@@ -191,6 +191,7 @@ def test_a_tile_holding_a_whole_island_predicts_what_the_full_graph_predicts():
     from spahgc_kedro.model.training import spatial_tiles, tile_subgraph
 
     graph = _two_islands()
+    graph.spot_ids = [f"spot{i}" for i in range(graph["target"].num_nodes)]
     model = SpaHGC(D, G, hidden=16, n_layers=2, heads=2).eval()
     with torch.no_grad():
         full = model(graph.x_dict, graph.edge_index_dict)
@@ -199,6 +200,7 @@ def test_a_tile_holding_a_whole_island_predicts_what_the_full_graph_predicts():
         for tile in tiles:
             sub = tile_subgraph(graph, tile)
             torch.testing.assert_close(model(sub.x_dict, sub.edge_index_dict), full[tile])
+            assert "spot_ids" not in sub and len(graph.spot_ids) == 48
         # each island's references go with its spots, none with the other island's
         subgraphs = [tile_subgraph(graph, tile) for tile in tiles]
         assert sum(sub["reference"].num_nodes for sub in subgraphs) == graph["reference"].num_nodes

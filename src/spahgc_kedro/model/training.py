@@ -359,12 +359,18 @@ def spatial_tiles(pos: Tensor, max_spots: int) -> list[Tensor]:
 
 
 def tile_subgraph(graph: HeteroData, spots: Tensor) -> HeteroData:
-    """The graph induced by target `spots` and the references they retrieved: every edge among them is kept."""
+    """The graph induced by target `spots` and the references they retrieved: every edge among them is kept
+    (without the section's spot ids)."""
     refer = graph[REFERENCE_EDGES].edge_index
     in_tile = torch.zeros(graph["target"].num_nodes, dtype=torch.bool, device=refer.device)
     in_tile[spots] = True
     references = refer[0, in_tile[refer[1]]].unique()
-    return graph.subgraph({"target": spots, "reference": references})
+    tile = graph.subgraph({"target": spots, "reference": references})
+    if "spot_ids" in tile:
+        # callers index a tile's spots by `spots`; the section's list of N ids made every tile's .to(device) walk
+        # N strings in Python (an epoch quadratic in N)
+        del tile.spot_ids
+    return tile
 
 
 def training_steps(graphs: list[Graph], max_spots: int) -> list[tuple[int, Tensor | None]]:
