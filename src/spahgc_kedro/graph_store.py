@@ -257,7 +257,7 @@ class StoredSectionGraph:
 
     def feature_sources_digest(self, digest: Any) -> None:
         """Feed `digest` what the features are made of: the fold's scaling and the embeddings and expression of
-        the section and of its reference sections (files read in blocks, never mapped whole)."""
+        the section and of its reference sections (read in blocks, never copied whole)."""
         fold = self.graphs.fold(self.fold)
         digest.update(repr({key: fold[key] for key in ("genes", "transform")}).encode())
         for key in ("mean", "std", "min", "max"):
@@ -290,7 +290,36 @@ def _digest_array(digest: Any, values: np.ndarray, block_bytes: int = 64 * 2**20
                 digest.update(block)
                 remaining -= len(block)
     else:
-        digest.update(np.ascontiguousarray(values).tobytes())
+        # in blocks of the array's own bytes: a spilled or large array is never copied whole
+        flat = np.ascontiguousarray(values).reshape(-1).view(np.uint8)
+        for start in range(0, flat.size, block_bytes):
+            digest.update(flat[start : start + block_bytes])
+
+
+def spilled(values: np.ndarray) -> np.ndarray:
+    """`values` copied to an unlinked temporary file (under TMPDIR) and mapped back copy-on-write.
+
+    The graph stage holds every section's embeddings at once; mapped, they are file cache the kernel pages
+    in and drops as memory requires instead of the process's own memory (4 x 400,000 8 um bins x 1024
+    float32 is 6.5 GB). The file goes when the array does. A write changes this copy only.
+    """
+    import mmap
+    import tempfile
+
+    values = np.ascontiguousarray(values)
+    if values.nbytes == 0:
+        return values.copy()
+    try:
+        with tempfile.TemporaryFile(prefix="spahgc-spill-") as file:
+            file.write(values.reshape(-1).view(np.uint8).data)
+            file.flush()
+            mapped = mmap.mmap(file.fileno(), values.nbytes, access=mmap.ACCESS_COPY)
+    except OSError as error:
+        raise OSError(
+            f"Could not hold {values.nbytes / 2**20:,.0f} MiB of embeddings in a temporary file under "
+            f"'{tempfile.gettempdir()}' ({error}): free space there or point TMPDIR at a disk with room."
+        ) from error
+    return np.frombuffer(mapped, dtype=values.dtype).reshape(values.shape)
 
 
 def section_targets(section_graphs: Mapping[str, Callable[[], HeteroData]], key: str) -> tuple[np.ndarray, np.ndarray]:

@@ -191,3 +191,19 @@ def test_misaligned_embeddings_fail_clearly(tiny, graph_params):
             preset,
             graph_params,
         )
+
+
+def test_the_graph_stage_holds_each_sections_embeddings_as_a_mapped_file(tiny, graph_params):
+    import mmap
+
+    from spahgc_kedro.graph import aligned_embedding
+    from tests.helpers.tiny_sections import tiny_graphs
+
+    sections, embeddings, _ = tiny
+    _, _, graphs = tiny_graphs(tiny, graph_params)
+    for section_id in sections:
+        held = owner = graphs.section(section_id)["embedding"]
+        while isinstance(owner, np.ndarray | memoryview):
+            owner = owner.obj if isinstance(owner, memoryview) else owner.base
+        assert isinstance(owner, mmap.mmap), section_id
+        np.testing.assert_array_equal(held, aligned_embedding(sections[section_id], embeddings[section_id], section_id))

@@ -10,7 +10,7 @@ import numpy as np
 
 from spahgc_kedro.folds import make_folds
 from spahgc_kedro.graph import aligned_embedding, graph_preset, pair_neighbours, retrieval_pairs
-from spahgc_kedro.graph_store import SectionGraphs, fold_section_graphs
+from spahgc_kedro.graph_store import SectionGraphs, fold_section_graphs, spilled
 from spahgc_kedro.hints import AnnData
 from spahgc_kedro.partitions import load_partition
 from spahgc_kedro.progress import progress
@@ -81,7 +81,8 @@ def build_section_graphs(
             f"No patch embeddings for sections {missing}: re-run the embedding pipeline "
             "(kedro run --pipeline=embedding)."
         )
-    embeddings = {s: aligned_embedding(loaded[s], load_partition(patch_embeddings[s]), s) for s in section_ids}
+    # one section's AnnData in memory at a time; the embeddings themselves are held as mapped files
+    embeddings = {s: spilled(aligned_embedding(loaded[s], load_partition(patch_embeddings[s]), s)) for s in section_ids}
     neighbours = pair_neighbours(
         embeddings,
         retrieval_pairs(folds),
