@@ -12,6 +12,8 @@ records, and the 32-section leave-one-section-out protocol is not 1,024 full gra
 from __future__ import annotations
 
 import copy
+import mmap
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from functools import lru_cache, partial
 from typing import Any
@@ -303,9 +305,6 @@ def spilled(values: np.ndarray) -> np.ndarray:
     in and drops as memory requires instead of the process's own memory (4 x 400,000 8 um bins x 1024
     float32 is 6.5 GB). The file goes when the array does. A write changes this copy only.
     """
-    import mmap
-    import tempfile
-
     values = np.ascontiguousarray(values)
     if values.nbytes == 0:
         return values.copy()
