@@ -217,13 +217,16 @@ class StoredSectionGraph:
         """Width of the target features."""
         return int(self.skeleton().embedding_dim)
 
-    def target_arrays(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Standardised embeddings and min-max targets of the section's spots `rows`."""
-        standardise, targets = self.graphs._scalers(self.fold)
-        section = self.graphs.section(self.section_id)
+    def target_features(self, rows: np.ndarray) -> np.ndarray:
+        """Standardised embeddings of the section's spots `rows`."""
+        standardise, _ = self.graphs._scalers(self.fold)
         # row-major, as the assembled graph holds them: reductions over a column-major copy round differently
-        x, y = standardise(section["embedding"][rows]), targets(section["expression"][rows])
-        return np.ascontiguousarray(x), np.ascontiguousarray(y)
+        return np.ascontiguousarray(standardise(self.graphs.section(self.section_id)["embedding"][rows]))
+
+    def targets(self, rows: np.ndarray) -> np.ndarray:
+        """Min-max scaled targets of the section's spots `rows` (their embeddings are not read)."""
+        _, targets = self.graphs._scalers(self.fold)
+        return np.ascontiguousarray(targets(self.graphs.section(self.section_id)["expression"][rows]))
 
     def reference_rows(self, references: Any, rows: np.ndarray | None = None) -> np.ndarray:
         """Features of the reference nodes of `references` (the skeleton's reference store or a tile's; `rows` of
@@ -239,8 +242,9 @@ class StoredSectionGraph:
         from spahgc_kedro.model.training import tile_subgraph
 
         tile = tile_subgraph(self.skeleton(), spots)
-        x, y = self.target_arrays(spots.numpy())
-        tile["target"].x, tile["target"].y = torch.from_numpy(x), torch.from_numpy(y)
+        rows = spots.numpy()
+        tile["target"].x = torch.from_numpy(self.target_features(rows))
+        tile["target"].y = torch.from_numpy(self.targets(rows))
         tile["reference"].x = torch.from_numpy(self.reference_rows(tile["reference"]))
         return tile
 
@@ -253,7 +257,7 @@ class StoredSectionGraph:
             spots = np.arange(start, min(start + block, self.num_spots))
             references = np.arange(start, min(start + block, n_references))
             yield {
-                "target": torch.from_numpy(self.target_arrays(spots)[0]),
+                "target": torch.from_numpy(self.target_features(spots)),
                 "reference": torch.from_numpy(self.reference_rows(self.skeleton()["reference"], references)),
             }
 
@@ -274,7 +278,7 @@ class StoredSectionGraph:
         import torch
 
         labelled = copy.copy(self.skeleton())
-        labelled["target"].y = torch.from_numpy(self.target_arrays(np.arange(self.num_spots))[1])
+        labelled["target"].y = torch.from_numpy(self.targets(np.arange(self.num_spots)))
         return labelled
 
 

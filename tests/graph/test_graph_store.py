@@ -222,6 +222,22 @@ def test_a_stored_section_gives_the_tiles_of_the_assembled_graph(stored):
         assert torch.equal(torch.cat([b["reference"] for b in blocks]), graph["reference"].x)
 
 
+def test_labelling_a_stored_section_reads_its_expression_but_never_its_embeddings(stored, monkeypatch):
+    _, _, _, store = stored
+    loaded = store.load()
+    key = sorted(loaded)[0]
+    kept, expected = loaded.stored(key), loaded[key]()["target"].y
+    kept.skeleton()
+    section = loaded.section
+
+    def without_embeddings(section_id: str) -> dict:
+        # a section of 400,000 bins has 1.6 GB of embeddings: labels must not standardise them all
+        return {name: values for name, values in section(section_id).items() if name != "embedding"}
+
+    monkeypatch.setattr(loaded, "section", without_embeddings)
+    assert torch.equal(kept.labelled()["target"].y, expected)
+
+
 def test_a_stored_section_predicts_and_trains_as_the_assembled_graph(stored):
     from spahgc_kedro.model import SpaHGC
     from spahgc_kedro.model.training import fit, predict

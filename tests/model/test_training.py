@@ -234,6 +234,51 @@ def test_validation_in_chunks_gives_the_whole_graph_numbers():
         assert _validate(model, graphs, chunk) == pytest.approx(whole, rel=1e-5)
 
 
+def test_section_scores_in_gene_blocks_equal_scipy_per_gene_pearson_and_numpy_mse():
+    import numpy as np
+    from scipy.stats import pearsonr
+
+    from spahgc_kedro.model.training import _section_scores
+
+    rng = np.random.default_rng(0)
+    pred, y = rng.normal(size=(50, 7)).astype(np.float32), rng.normal(size=(50, 7)).astype(np.float32)
+    y[:, 4] = 0.5  # a constant gene has no PCC and is left out of the mean
+    expected_pcc = np.mean([pearsonr(pred[:, g], y[:, g])[0] for g in range(7) if g != 4])
+    expected_mse = np.mean((pred.astype(np.float64) - y) ** 2)
+    for genes_per_block in (1, 3, 7, 100):
+        mse, pcc = _section_scores(torch.from_numpy(pred), torch.from_numpy(y), genes_per_block)
+        assert mse == pytest.approx(expected_mse, rel=1e-5) and pcc == pytest.approx(expected_pcc, rel=1e-5)
+    y[:] = 1.0
+    assert np.isnan(_section_scores(torch.from_numpy(pred), torch.from_numpy(y), 3)[1])
+
+
+def test_released_memory_returns_the_allocators_freed_blocks_to_the_system():
+    import ctypes
+
+    from benchmarks.common import current_memory_mib
+    from spahgc_kedro.model.training import release_freed_memory
+
+    libc = ctypes.CDLL(None)
+    if not hasattr(libc, "malloc_trim"):
+        pytest.skip("no glibc malloc_trim here: release_freed_memory has nothing to call")
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    # blocks below glibc's mmap threshold come from the heap; freeing every other one leaves holes that
+    # free() keeps for reuse, as a training step's tensors do
+    size, count = 64 * 2**10, 2000
+    blocks = [libc.malloc(size) for _ in range(count)]
+    for block in blocks:
+        ctypes.memset(block, 1, size)
+    for block in blocks[::2]:
+        libc.free(block)
+    held = current_memory_mib()[1]
+    release_freed_memory()
+    returned = held - current_memory_mib()[1]
+    for block in blocks[1::2]:
+        libc.free(block)
+    assert returned > 0.5 * size * count / 2 / 2**20
+
+
 def test_training_steps_tile_every_large_graph_and_order_spots_without_positions():
     from spahgc_kedro.model.training import training_steps
 
