@@ -14,7 +14,9 @@ from torch_geometric.data import HeteroData
 from spahgc_kedro.graph_store import SectionGraphs
 from spahgc_kedro.model import FitResult, ModelConfig, SpaHGC, TrainConfig, pcc_per_gene, predict, set_seed
 from spahgc_kedro.model.contrastive import Predictor, Teacher, complementary_masks, contrastive_loss
+from spahgc_kedro.model.spahgc import REFERENCE_EDGES, SPATIAL_EDGES
 from spahgc_kedro.model.training import (
+    _Chunk,
     _train_step,
     predict_in_chunks,
     spatial_tiles,
@@ -230,28 +232,56 @@ def test_a_section_left_in_the_store_is_one_tile_of_every_spot_when_it_is_not_sp
 
 
 def test_prediction_in_chunks_runs_each_layer_once_per_chunk_with_the_whole_graph_numbers():
-    """chunk_spots c < N runs each layer on ceil(N / c) chunks (c = 1 included); c >= N or 0 is one whole pass."""
+    """chunk_spots c < N runs each layer on ceil(N / c) chunks of targets, then on as many chunks of references
+    (c = 1 included; fewer when there are fewer references than chunks); c >= N or 0 is one whole pass."""
     graph = make_graph(n=24, seed=1)
+    n_references = graph["reference"].num_nodes
     model = _seeded_model()
     calls = _layer_calls(model)
     whole = predict(model, graph)
     assert len(calls) == 1
-    for chunk, expected_calls in ((1, 24), (4, 6), (5, 5), (24, 1), (0, 1)):
+    for chunk, n_chunks in ((1, 24), (4, 6), (5, 5)):
         calls.clear()
         np.testing.assert_allclose(predict(model, graph, chunk_spots=chunk), whole, rtol=1e-5, atol=1e-6)
-        assert len(calls) == expected_calls, chunk
+        assert len(calls) == n_chunks + min(n_chunks, n_references), chunk
+    for chunk in (24, 0):
+        calls.clear()
+        np.testing.assert_allclose(predict(model, graph, chunk_spots=chunk), whole, rtol=1e-5, atol=1e-6)
+        assert len(calls) == 1, chunk
+
+
+def test_a_chunk_of_references_brings_in_only_the_targets_sending_to_them():
+    """A chunk of targets holds no reference's receivers, a chunk of references no target's: the halo is senders."""
+    graph = make_graph(n=24, seed=1)
+    edges = graph.edge_index_dict
+    n_targets, n_references = graph["target"].num_nodes, graph["reference"].num_nodes
+    targets = torch.zeros(n_targets, dtype=torch.bool)
+    targets[:6] = True
+    chunk = _Chunk.of(edges, targets, torch.zeros(n_references, dtype=torch.bool))
+    spatial, refer = edges[SPATIAL_EDGES], edges[REFERENCE_EDGES]
+    into = refer[1] < 6
+    expected_targets = torch.cat([torch.arange(6), spatial[0][spatial[1] < 6]]).unique()
+    assert torch.equal(chunk.targets, expected_targets)
+    assert torch.equal(chunk.references, refer[0][into].unique())
+    references = torch.zeros(n_references, dtype=torch.bool)
+    references[:6] = True
+    chunk = _Chunk.of(edges, torch.zeros(n_targets, dtype=torch.bool), references)
+    assert torch.equal(chunk.targets, refer[1][refer[0] < 6].unique())
+    assert chunk.own_targets.numel() == 0 and chunk.own_references.tolist() == list(range(6))
 
 
 def test_a_stored_section_is_predicted_in_chunks_of_the_asked_size():
-    """A stored section runs each layer on ceil(N / chunk_spots) chunks (one without a chunk size): the same numbers."""
+    """A stored section runs each layer on ceil(N / chunk_spots) chunks of targets and as many of references (one
+    chunk of each without a chunk size): the same numbers."""
     kept, assembled = _kept_section(n=30)
+    n_references = assembled["reference"].num_nodes
     model = _seeded_model()
     whole = predict(model, assembled)
     calls = _layer_calls(model)
-    for chunk, expected_calls in ((1, 30), (7, 5), (0, 1)):
+    for chunk, n_chunks in ((1, 30), (7, 5), (0, 1)):
         calls.clear()
         np.testing.assert_allclose(predict(model, kept, chunk_spots=chunk), whole, rtol=1e-5, atol=1e-6)
-        assert len(calls) == expected_calls, chunk
+        assert len(calls) == n_chunks + min(n_chunks, n_references), chunk
 
 
 def test_chunked_prediction_keeps_the_models_precision():

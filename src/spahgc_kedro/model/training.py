@@ -546,7 +546,7 @@ def _edges_into(edge_index_dict: dict[EdgeType, Tensor], target: Tensor, referen
 def predict_in_chunks(
     model: SpaHGC, x_dict: dict[str, Tensor], edge_index_dict: dict[EdgeType, Tensor], chunk_spots: int
 ) -> Tensor:
-    """The model's forward pass, one layer at a time over chunks of target (and reference) spots.
+    """The model's forward pass, one layer at a time over chunks of target spots, then of reference spots.
 
     A node's next state depends only on the current states and its incoming edges, so each chunk
     runs the layer on its own nodes and the nodes sending into them: the per-edge attention and
@@ -580,15 +580,20 @@ def _layers_in_chunks(
     chunk_spots: int,
 ) -> Tensor:
     """The encoder layers and the decoder over chunks of nodes, from the projected inputs."""
-    n_chunks = -(-target.shape[0] // chunk_spots)
-    chunks = [
-        _Chunk.of(
-            edge_index_dict,
-            _chunk_mask(target.shape[0], n_chunks, chunk, target.device),
-            _chunk_mask(reference.shape[0], n_chunks, chunk, target.device),
-        )
+    n_chunks, device = -(-target.shape[0] // chunk_spots), target.device
+    no_targets = torch.zeros(target.shape[0], dtype=torch.bool, device=device)
+    no_references = torch.zeros(reference.shape[0], dtype=torch.bool, device=device)
+    # a chunk's targets and its references are separate calls: in one, the chunk would also take in every
+    # target that retrieved one of its references (at 8 um seven times its own targets) and run the layer on them
+    target_chunks = [
+        _Chunk.of(edge_index_dict, _chunk_mask(target.shape[0], n_chunks, chunk, device), no_references)
         for chunk in range(n_chunks)
     ]
+    reference_chunks = [
+        _Chunk.of(edge_index_dict, no_targets, _chunk_mask(reference.shape[0], n_chunks, chunk, device))
+        for chunk in range(n_chunks)
+    ]
+    chunks = target_chunks + [chunk for chunk in reference_chunks if chunk.own_references.numel()]
     for layer in model.layers:
         next_target, next_reference = torch.empty_like(target), torch.empty_like(reference)
         for chunk in chunks:
@@ -600,7 +605,7 @@ def _layers_in_chunks(
         # in place: the layer's input states are freed here, so a section's states are held twice, not three times
         target, reference = F.leaky_relu_(next_target, 0.2), F.leaky_relu_(next_reference, 0.2)
     out = torch.empty(target.shape[0], model.n_genes, dtype=target.dtype, device=target.device)
-    for chunk in chunks:
+    for chunk in target_chunks:
         states = {"target": target[chunk.targets], "reference": reference[chunk.references]}
         out[chunk.own_targets] = model.decode(states, chunk.edges)[chunk.own_target_rows]
     return out
