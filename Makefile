@@ -57,6 +57,7 @@ benchmarks: setup
 	$(BIN)/python -m benchmarks.scaling --tables stages reference-count --out benchmarks/results/scaling.md
 	$(BIN)/python -m benchmarks.scaling --tables fixed-reference --out benchmarks/results/scaling_fixed_reference_cpu.md
 	$(BIN)/python -m benchmarks.runners --out benchmarks/results/runners.md
+	$(BIN)/python -m benchmarks.runners --dataset her2st --evaluate --cases sequential-all-threads parallel-2 --out benchmarks/results/runners_her2st.md
 	$(BIN)/python -m benchmarks.embedding_throughput
 	$(BIN)/python -m benchmarks.retrieval_memory
 	$(BIN)/python -m benchmarks.update_readme

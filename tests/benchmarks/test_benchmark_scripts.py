@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks import accuracy, common, predict_whole_slide, scaling, uncertainty
+from benchmarks import accuracy, common, predict_whole_slide, runners, scaling, uncertainty
 
 
 def test_log_log_slope_recovers_power_law():
@@ -83,6 +83,16 @@ def test_a_graph_only_variant_starts_from_the_embeddings_of_an_earlier_data_root
 def test_accuracy_skips_without_her2st(tmp_path, capsys):
     assert accuracy.main(["--raw-dir", str(tmp_path / "absent"), "--quick"]) == ""
     assert "SKIPPED" in capsys.readouterr().out
+
+
+def test_runners_names_the_shared_her2st_data_or_says_why_it_skips(tmp_path, monkeypatch):
+    params = runners.dataset_params(runners.parse_args(["--dataset", "her2st"])) if common.HER2ST_RAW.exists() else []
+    if params:
+        assert params[0] == "dataset:her2st" and f"raw_dir:{common.HER2ST_RAW.resolve()}" in params
+    monkeypatch.setattr(common, "HER2ST_RAW", tmp_path / "absent")
+    with pytest.raises(SystemExit, match="skipped: the shared HER2\\+ data is not here .*absent"):
+        runners.dataset_params(runners.parse_args(["--dataset", "her2st"]))
+    assert runners.dataset_params(runners.parse_args([])) == ["dataset:demo"]
 
 
 def test_scaling_quick_prints_stages_and_exponents(tmp_path):
