@@ -103,7 +103,8 @@ def stage_params(raw: Path, bin_um: int, args: argparse.Namespace) -> dict[str, 
             }
         },
         "graph": {"fold": "HD1"},
-        "train": {"epochs": 1, "threads": args.threads, "max_full_graph_spots": args.tile},
+        # resume false: a stored model from an earlier run of unchanged code would be reused, not timed
+        "train": {"epochs": 1, "threads": args.threads, "max_full_graph_spots": args.tile, "resume": False},
         "prediction_chunk_spots": args.chunk,
     }
 

@@ -223,6 +223,34 @@ def test_tiled_training_steps_once_per_tile_and_is_reproducible():
     assert all(torch.equal(whole.state_dict[k], above.state_dict[k]) for k in whole.state_dict)
 
 
+def test_no_training_tile_is_held_while_validating(monkeypatch):
+    """The validation pass of a large section comes after the epoch's last tile: that tile (its features are hundreds
+    of MB at 8 um) must be freed by then, not kept alive by the training loop."""
+    import gc
+    import weakref
+
+    from spahgc_kedro.model import training
+
+    tiles, alive = [], []
+    step_graph, validate = training._step_graph, training._validate
+
+    def kept_step_graph(*args):
+        tile = step_graph(*args)
+        tiles.append(weakref.ref(tile))
+        return tile
+
+    def checked_validate(*args):
+        gc.collect()
+        alive.append(sum(ref() is not None for ref in tiles))
+        return validate(*args)
+
+    monkeypatch.setattr(training, "_step_graph", kept_step_graph)
+    monkeypatch.setattr(training, "_validate", checked_validate)
+    config = TrainConfig(epochs=2, max_full_graph_spots=24, model=ModelConfig(hidden=16, n_layers=1, heads=2))
+    fit([_two_islands()], [make_graph(seed=5)], config, progress=False)
+    assert len(tiles) == 4 and alive == [0, 0]
+
+
 def test_validation_in_chunks_gives_the_whole_graph_numbers():
     from spahgc_kedro.model import SpaHGC
     from spahgc_kedro.model.training import _validate

@@ -67,10 +67,19 @@ def _seeded_model(seed: int = 0, **settings) -> SpaHGC:
         return SpaHGC(D, G, **{"hidden": 16, "n_layers": 1, "heads": 2, **settings})
 
 
-def _layer_calls(model: SpaHGC) -> list[int]:
-    """A list that grows by one each time the model's first layer runs (a whole pass or one chunk)."""
-    calls: list[int] = []
-    model.layers[0].register_forward_hook(lambda module, args, output: calls.append(1))
+def _layer_calls(model: SpaHGC) -> list[str]:
+    """A list that grows by 'target' / 'reference' each time the model's first layer computes new target / reference
+    states (both in a whole pass, one of them per chunk)."""
+    calls: list[str] = []
+    layer = model.layers[0]
+    for kind in ("target", "reference"):
+        computed = getattr(layer, f"to_{kind}")
+
+        def counted(*args, kind=kind, computed=computed):
+            calls.append(kind)
+            return computed(*args)
+
+        setattr(layer, f"to_{kind}", counted)
     return calls
 
 
@@ -239,15 +248,15 @@ def test_prediction_in_chunks_runs_each_layer_once_per_chunk_with_the_whole_grap
     model = _seeded_model()
     calls = _layer_calls(model)
     whole = predict(model, graph)
-    assert len(calls) == 1
+    assert calls == ["target", "reference"]
     for chunk, n_chunks in ((1, 24), (4, 6), (5, 5)):
         calls.clear()
         np.testing.assert_allclose(predict(model, graph, chunk_spots=chunk), whole, rtol=1e-5, atol=1e-6)
-        assert len(calls) == n_chunks + min(n_chunks, n_references), chunk
+        assert calls == ["target"] * n_chunks + ["reference"] * min(n_chunks, n_references), chunk
     for chunk in (24, 0):
         calls.clear()
         np.testing.assert_allclose(predict(model, graph, chunk_spots=chunk), whole, rtol=1e-5, atol=1e-6)
-        assert len(calls) == 1, chunk
+        assert calls == ["target", "reference"], chunk
 
 
 def test_a_chunk_of_references_brings_in_only_the_targets_sending_to_them():
@@ -281,7 +290,7 @@ def test_a_stored_section_is_predicted_in_chunks_of_the_asked_size():
     for chunk, n_chunks in ((1, 30), (7, 5), (0, 1)):
         calls.clear()
         np.testing.assert_allclose(predict(model, kept, chunk_spots=chunk), whole, rtol=1e-5, atol=1e-6)
-        assert len(calls) == n_chunks + min(n_chunks, n_references), chunk
+        assert calls == ["target"] * n_chunks + ["reference"] * min(n_chunks, n_references), chunk
 
 
 def test_chunked_prediction_keeps_the_models_precision():

@@ -108,12 +108,28 @@ class CrossNodeDualAttention(nn.Module):
         self, target: Tensor, reference: Tensor, reference_y: Tensor, refer_edges: Tensor
     ) -> tuple[Tensor, Tensor]:
         """Messages for (target, reference) nodes from the other node type."""
-        reference_with_expression = torch.cat([reference, self.expression_norm(reference_y)], dim=-1)
+        reference_with_expression = self.with_expression(reference, reference_y)
+        return (
+            self.to_target(target, reference_with_expression, refer_edges),
+            self.to_reference(target, reference_with_expression, refer_edges),
+        )
+
+    def with_expression(self, reference: Tensor, reference_y: Tensor) -> Tensor:
+        """Reference states followed by their normalised expression projection ([M, 2 hidden])."""
+        return torch.cat([reference, self.expression_norm(reference_y)], dim=-1)
+
+    def to_target(self, target: Tensor, reference_with_expression: Tensor, refer_edges: Tensor) -> Tensor:
+        """Reference -> target messages: each target attends over the references it retrieved."""
         source, destination = refer_edges
         key, value = self.reference_key_value(reference_with_expression).chunk(2, dim=-1)
         to_target = edge_attention(
             self.target_query(target), key, value, destination, source, self.heads, self.dropout, self.training
         )
+        return self.target_out(to_target)
+
+    def to_reference(self, target: Tensor, reference_with_expression: Tensor, refer_edges: Tensor) -> Tensor:
+        """Target -> reference messages: each reference attends over the targets that retrieved it."""
+        source, destination = refer_edges
         key, value = self.target_key_value(target).chunk(2, dim=-1)
         to_reference = edge_attention(
             self.reference_query(reference_with_expression),
@@ -125,7 +141,7 @@ class CrossNodeDualAttention(nn.Module):
             self.dropout,
             self.training,
         )
-        return self.target_out(to_target), self.reference_out(to_reference)
+        return self.reference_out(to_reference)
 
 
 class HeterogeneousLayer(nn.Module):
@@ -148,19 +164,46 @@ class HeterogeneousLayer(nn.Module):
         self, target: Tensor, reference: Tensor, reference_y: Tensor, edge_index_dict: dict[EdgeType, Tensor]
     ) -> tuple[Tensor, Tensor]:
         """New (target, reference) states: mean over the relations arriving at each node type."""
-        device = target.device
-        target_from_reference, reference_from_target = self.cross_attention(
-            target, reference, reference_y, edges(edge_index_dict, REFERENCE_EDGES, device)
+        reference_with_expression = self.cross_attention.with_expression(reference, reference_y)
+        return (
+            self.to_target(target, reference_with_expression, edge_index_dict),
+            self.to_reference(target, reference, reference_with_expression, edge_index_dict),
         )
-        target_messages = [target_from_reference]
-        reference_messages = [reference_from_target]
-        if self.spatial is not None:
-            target_messages.append(self.spatial(target, edges(edge_index_dict, SPATIAL_EDGES, device)))
-        if self.reference_neighbours is not None:
-            reference_messages.append(
-                self.reference_neighbours(reference, edges(edge_index_dict, REFERENCE_NEIGHBOUR_EDGES, device))
+
+    def to_target(
+        self, target: Tensor, reference_with_expression: Tensor, edge_index_dict: dict[EdgeType, Tensor]
+    ) -> Tensor:
+        """New target states: the mean of the messages from their references and from their spatial neighbours."""
+        messages = [
+            self.cross_attention.to_target(
+                target, reference_with_expression, edges(edge_index_dict, REFERENCE_EDGES, target.device)
             )
-        return torch.stack(target_messages).mean(dim=0), torch.stack(reference_messages).mean(dim=0)
+        ]
+        if self.spatial is not None:
+            messages.append(self.spatial(target, edges(edge_index_dict, SPATIAL_EDGES, target.device)))
+        return torch.stack(messages).mean(dim=0)
+
+    def to_reference(
+        self,
+        target: Tensor,
+        reference: Tensor,
+        reference_with_expression: Tensor,
+        edge_index_dict: dict[EdgeType, Tensor],
+    ) -> Tensor:
+        """New reference states: the mean of the messages from the targets that retrieved them and from their close
+        references."""
+        messages = [
+            self.cross_attention.to_reference(
+                target, reference_with_expression, edges(edge_index_dict, REFERENCE_EDGES, target.device)
+            )
+        ]
+        if self.reference_neighbours is not None:
+            messages.append(
+                self.reference_neighbours(
+                    reference, edges(edge_index_dict, REFERENCE_NEIGHBOUR_EDGES, reference.device)
+                )
+            )
+        return torch.stack(messages).mean(dim=0)
 
 
 class CrossNodeAttentionPooling(nn.Module):

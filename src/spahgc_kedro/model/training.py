@@ -432,6 +432,25 @@ def _step_graph(graph: Graph, tile: Tensor | None, device: torch.device) -> Hete
     return graph if tile is None else tile_subgraph(graph, tile)
 
 
+def _optimiser_step(
+    model: SpaHGC,
+    graph: HeteroData,
+    config: TrainConfig,
+    teacher: Teacher | None,
+    predictor: Predictor | None,
+    mask_generator: torch.Generator,
+    optimizer: torch.optim.Optimizer,
+) -> list[tuple[str, float]]:
+    """One optimiser step on `graph`; its loss terms as numbers, so none of the step's tensors outlives it."""
+    terms = _train_step(model, graph, config, teacher, predictor, mask_generator)
+    optimizer.zero_grad(set_to_none=True)
+    terms["loss"].backward()
+    optimizer.step()
+    if teacher is not None:
+        teacher.update()
+    return [(key, value.item()) for key, value in terms.items()]
+
+
 def _fit(
     train_graphs: list[Graph],
     validation_graphs: list[Graph],
@@ -470,15 +489,18 @@ def _fit(
         )
         for index in torch.randperm(len(steps), generator=order_generator).tolist():
             graph_index, tile = steps[index]
-            graph = _step_graph(train_graphs[graph_index], tile, device)
-            terms = _train_step(model, graph, config, teacher, predictor, mask_generator)
-            optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            optimizer.step()
-            if teacher is not None:
-                teacher.update()
-            for key, value in terms.items():
-                sums[key] += value.item()
+            # the tile is not bound here: a local would hold the last one (240 MB at 8 um) through validation
+            terms = _optimiser_step(
+                model,
+                _step_graph(train_graphs[graph_index], tile, device),
+                config,
+                teacher,
+                predictor,
+                mask_generator,
+                optimizer,
+            )
+            for key, value in terms:
+                sums[key] += value
         val_loss, val_pcc = _validate(model, validation_graphs, config.max_full_graph_spots)
         row = {"epoch": epoch, **{f"train_{key}": value / len(steps) for key, value in sums.items()}}
         row.update(val_loss=val_loss, val_pcc=val_pcc)
@@ -590,17 +612,26 @@ def _layers_in_chunks(
         for chunk in range(n_chunks)
     ]
     reference_chunks = [
-        _Chunk.of(edge_index_dict, no_targets, _chunk_mask(reference.shape[0], n_chunks, chunk, device))
-        for chunk in range(n_chunks)
+        chunk
+        for chunk in (
+            _Chunk.of(edge_index_dict, no_targets, _chunk_mask(reference.shape[0], n_chunks, index, device))
+            for index in range(n_chunks)
+        )
+        if chunk.own_references.numel()
     ]
-    chunks = target_chunks + [chunk for chunk in reference_chunks if chunk.own_references.numel()]
     for layer in model.layers:
         next_target, next_reference = torch.empty_like(target), torch.empty_like(reference)
-        for chunk in chunks:
-            out_target, out_reference = layer(
-                target[chunk.targets], reference[chunk.references], reference_y[chunk.references], chunk.edges
+        # each chunk computes only its receivers' states: the other type's nodes are senders here
+        for chunk in target_chunks:
+            with_expression = layer.cross_attention.with_expression(
+                reference[chunk.references], reference_y[chunk.references]
             )
+            out_target = layer.to_target(target[chunk.targets], with_expression, chunk.edges)
             next_target[chunk.own_targets] = out_target[chunk.own_target_rows]
+        for chunk in reference_chunks:
+            references = reference[chunk.references]
+            with_expression = layer.cross_attention.with_expression(references, reference_y[chunk.references])
+            out_reference = layer.to_reference(target[chunk.targets], references, with_expression, chunk.edges)
             next_reference[chunk.own_references] = out_reference[chunk.own_reference_rows]
         # in place: the layer's input states are freed here, so a section's states are held twice, not three times
         target, reference = F.leaky_relu_(next_target, 0.2), F.leaky_relu_(next_reference, 0.2)
