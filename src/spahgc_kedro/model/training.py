@@ -571,7 +571,7 @@ def predict_in_chunks(
     """The model's forward pass, one layer at a time over chunks of target spots, then of reference spots.
 
     A node's next state depends only on the current states and its incoming edges, so each chunk
-    runs the layer on its own nodes and the nodes sending into them: the per-edge attention and
+    computes its own nodes' next states from them and the nodes sending into them: the per-edge attention and
     message tensors (the memory of a full-graph pass) and the work hold one chunk at a time, and
     a section's chunks together cost about one full pass, not one per chunk.
     """
