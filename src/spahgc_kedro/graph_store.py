@@ -12,8 +12,6 @@ records, and the 32-section leave-one-section-out protocol is not 1,024 full gra
 from __future__ import annotations
 
 import copy
-import mmap
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from functools import lru_cache, partial
 from typing import Any
@@ -300,29 +298,6 @@ def _digest_array(digest: Any, values: np.ndarray, block_bytes: int = 64 * 2**20
         flat = np.ascontiguousarray(values).reshape(-1).view(np.uint8)
         for start in range(0, flat.size, block_bytes):
             digest.update(flat[start : start + block_bytes])
-
-
-def spilled(values: np.ndarray) -> np.ndarray:
-    """`values` copied to an unlinked temporary file (under TMPDIR) and mapped back copy-on-write.
-
-    The graph stage holds every section's embeddings at once; mapped, they are file cache the kernel pages
-    in and drops as memory requires instead of the process's own memory (4 x 400,000 8 um bins x 1024
-    float32 is 6.5 GB). The file goes when the array does. A write changes this copy only.
-    """
-    values = np.ascontiguousarray(values)
-    if values.nbytes == 0:
-        return values.copy()
-    try:
-        with tempfile.TemporaryFile(prefix="spahgc-spill-") as file:
-            file.write(values.reshape(-1).view(np.uint8).data)
-            file.flush()
-            mapped = mmap.mmap(file.fileno(), values.nbytes, access=mmap.ACCESS_COPY)
-    except OSError as error:
-        raise OSError(
-            f"Could not hold {values.nbytes / 2**20:,.0f} MiB of embeddings in a temporary file under "
-            f"'{tempfile.gettempdir()}' ({error}): free space there or point TMPDIR at a disk with room."
-        ) from error
-    return np.frombuffer(mapped, dtype=values.dtype).reshape(values.shape)
 
 
 def section_targets(section_graphs: Mapping[str, Callable[[], HeteroData]], key: str) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from spahgc_kedro.datasets import SectionGraphStore
-from spahgc_kedro.graph_store import _digest_array, spilled
+from spahgc_kedro.graph_store import _digest_array
+from spahgc_kedro.spill import spilled
 from tests.helpers.tiny_sections import tiny_graphs
 
 
@@ -86,46 +87,3 @@ def test_a_truncated_array_file_names_itself_and_the_fix(tmp_path):
         file.truncate(path.stat().st_size - 40)
     with pytest.raises(OSError, match=r"embedding\.npy' is shorter than its header says: re-run the graph pipeline"):
         _digest_array(hashlib.sha256(), mapped)
-
-
-def test_spilled_values_are_equal_and_held_as_file_pages_not_as_anonymous_memory(tmp_path, monkeypatch):
-    import tempfile
-
-    from benchmarks.common import current_memory_mib
-
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    mib = 64
-    values = np.random.default_rng(0).standard_normal((mib * 2**20 // 4 // 256, 256), dtype=np.float32)
-    anonymous_before = current_memory_mib()[1]
-    held = spilled(values)
-    assert float(held.sum(dtype=np.float64)) == pytest.approx(float(values.sum(dtype=np.float64)))  # every page read
-    # before the equality check: its [N, 256] boolean temporary can stay in the allocator's heap
-    assert current_memory_mib()[1] - anonymous_before < 0.25 * mib
-    assert held.dtype == values.dtype and held.shape == values.shape and np.array_equal(held, values)
-    assert list(tmp_path.iterdir()) == []  # unlinked: nothing is left behind
-    held[0, 0] = 1e6  # a write changes the spilled copy only
-    assert held[0, 0] == 1e6 != values[0, 0]
-    assert spilled(values[:0]).shape == (0, 256)
-
-
-def test_spilling_to_a_full_disk_names_the_folder_and_the_fix(tmp_path, monkeypatch):
-    import errno
-    import tempfile
-
-    class FullDisk:
-        def __init__(self, *args, **kwargs):
-            pass
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-        def write(self, data):
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    monkeypatch.setattr(tempfile, "TemporaryFile", FullDisk)
-    with pytest.raises(OSError, match=rf"under '{tmp_path}' .*No space left.*point TMPDIR at a disk with room"):
-        spilled(np.ones((4, 3), dtype=np.float32))

@@ -23,6 +23,7 @@ import numpy as np
 from kedro.io import AbstractDataset
 
 from spahgc_kedro.errors import InputDataError
+from spahgc_kedro.spill import drop_resident_pages
 
 FORMAT = "spahgc-section-graphs/1"
 SECTION_ARRAYS = ("embedding", "expression", "positions", "near_edges")
@@ -101,6 +102,8 @@ def _write_section(folder: Path, parts: dict[str, Any]) -> None:
     for name in SECTION_ARRAYS:
         values = np.asarray(parts[name])
         np.save(folder / f"{name}.npy", values.astype(np.int32) if name == "near_edges" else values)
+        # a spilled embedding is read whole to be written: let its pages go, or every section stays resident
+        drop_resident_pages(values)
     (folder / "spot_ids.json").write_text(json.dumps(list(parts["spot_ids"])))
 
 

@@ -10,11 +10,12 @@ import numpy as np
 
 from spahgc_kedro.folds import make_folds
 from spahgc_kedro.graph import aligned_embedding, graph_preset, pair_neighbours, retrieval_pairs
-from spahgc_kedro.graph_store import SectionGraphs, fold_section_graphs, spilled
+from spahgc_kedro.graph_store import SectionGraphs, fold_section_graphs
 from spahgc_kedro.hints import AnnData
 from spahgc_kedro.partitions import load_partition
 from spahgc_kedro.progress import progress
 from spahgc_kedro.schema import Obsm, Uns
+from spahgc_kedro.spill import spilled
 from spahgc_kedro.targets import fold_target_scaling, transformed_expression
 
 logger = logging.getLogger(__name__)
