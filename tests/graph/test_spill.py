@@ -3,22 +3,13 @@ the pages they read, so a 400,000-bin section's 1.6 GB is not left in the proces
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from benchmarks.common import current_memory_mib
 from spahgc_kedro.spill import drop_resident_pages, spilled
-
-on_linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads RSS from /proc/self/statm")
-
-
-def resident_file_mib() -> float:
-    """This process's resident pages of mapped files (MiB): RSS less its anonymous part."""
-    rss, anonymous = current_memory_mib()
-    return rss - anonymous
+from tests.helpers.memory import anonymous_mib, on_linux, resident_file_mib
 
 
 def spilled_rows(mib: int, width: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -27,17 +18,18 @@ def spilled_rows(mib: int, width: int, seed: int = 0) -> tuple[np.ndarray, np.nd
     return values, spilled(values)
 
 
+@on_linux
 def test_spilled_values_are_equal_and_held_as_file_pages_not_as_anonymous_memory(tmp_path, monkeypatch):
     import tempfile
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     mib = 64
     values = np.random.default_rng(0).standard_normal((mib * 2**20 // 4 // 256, 256), dtype=np.float32)
-    anonymous_before = current_memory_mib()[1]
+    anonymous_before = anonymous_mib()
     held = spilled(values)
     assert float(held.sum(dtype=np.float64)) == pytest.approx(float(values.sum(dtype=np.float64)))  # every page read
     # before the equality check: its [N, 256] boolean temporary can stay in the allocator's heap
-    assert current_memory_mib()[1] - anonymous_before < 0.25 * mib
+    assert anonymous_mib() - anonymous_before < 0.25 * mib
     assert held.dtype == values.dtype and held.shape == values.shape and np.array_equal(held, values)
     assert list(tmp_path.iterdir()) == []  # unlinked: nothing is left behind
     with pytest.raises(ValueError, match="read-only"):  # so letting its pages go can never lose a write

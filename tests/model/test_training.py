@@ -283,8 +283,8 @@ def test_section_scores_in_gene_blocks_equal_scipy_per_gene_pearson_and_numpy_ms
 def test_released_memory_returns_the_allocators_freed_blocks_to_the_system():
     import ctypes
 
-    from benchmarks.common import current_memory_mib
     from spahgc_kedro.model.training import release_freed_memory
+    from tests.helpers.memory import anonymous_mib
 
     libc = ctypes.CDLL(None)
     if not hasattr(libc, "malloc_trim"):
@@ -299,9 +299,9 @@ def test_released_memory_returns_the_allocators_freed_blocks_to_the_system():
         ctypes.memset(block, 1, size)
     for block in blocks[::2]:
         libc.free(block)
-    held = current_memory_mib()[1]
+    held = anonymous_mib()
     release_freed_memory()
-    returned = held - current_memory_mib()[1]
+    returned = held - anonymous_mib()
     for block in blocks[1::2]:
         libc.free(block)
     assert returned > 0.5 * size * count / 2 / 2**20
