@@ -56,8 +56,11 @@ def test_spilling_to_a_full_disk_names_the_folder_and_the_fix(tmp_path, monkeypa
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.setattr(tempfile, "TemporaryFile", FullDisk)
-    with pytest.raises(OSError, match=rf"under '{tmp_path}' .*No space left.*point TMPDIR at a disk with room"):
-        spilled(np.ones((4, 3), dtype=np.float32))
+    with pytest.raises(
+        OSError,
+        match=rf"hold 3 MiB of embeddings .* under '{tmp_path}' .*No space left.*point TMPDIR at a disk with room",
+    ):
+        spilled(np.ones((3 * 2**18, 1), dtype=np.float32))
 
 
 @on_linux
@@ -77,6 +80,9 @@ def test_arrays_that_are_writeable_or_not_mapped_are_left_alone(tmp_path):
     in_memory = values.copy()
     drop_resident_pages(in_memory)
     assert np.array_equal(in_memory, values)
+    in_memory.flags.writeable = False
+    drop_resident_pages(in_memory)  # read-only but held in memory: nothing to let go
+    drop_resident_pages(np.frombuffer(values.tobytes(), dtype=np.float32))
     np.save(tmp_path / "values.npy", values)
     copy_on_write = np.load(tmp_path / "values.npy", mmap_mode="c")
     copy_on_write[0, 0] = 1e6
