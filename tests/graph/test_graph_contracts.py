@@ -212,6 +212,13 @@ def test_standardisation_is_the_stacked_mean_and_std_with_constant_dimensions_le
     np.testing.assert_allclose(std, [np.sqrt(((1 - 4) ** 2 + (3 - 4) ** 2 + (8 - 4) ** 2) / 3), 1.0, 1.0], rtol=1e-6)
 
 
+def test_standardisation_sums_in_float64_so_a_large_offset_does_not_swamp_the_spread():
+    # float32 running sums of 4,096 values near 1e4 miss the mean by ~2e-4, which inflates a 0.01 spread by ~2e-4
+    values = np.random.default_rng(5).normal(1e4, 0.01, size=(4096, 3)).astype(np.float32)
+    _, std = standardisation([values])
+    np.testing.assert_allclose(std, values.astype(np.float64).std(axis=0), rtol=1e-5)
+
+
 def test_standardisation_in_blocks_matches_numpy_over_the_stacked_sections():
     rng = np.random.default_rng(3)
     sections = [rng.normal(2.0, 3.0, size=(n, 5)).astype(np.float32) for n in (7, 1, 12)]

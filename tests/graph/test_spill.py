@@ -113,6 +113,25 @@ def search_between_sections(held: np.ndarray, _: Path) -> None:
     pair_neighbours({"A": held[:half], "B": held[half:]}, [("A", "B")], 3, "l1", 64)
 
 
+def retrieve_for_a_fold(held: np.ndarray, _: Path) -> None:
+    from spahgc_kedro.graph import FoldReferences
+
+    half = held.shape[0] // 2
+    raw = {"A": held[:half], "B": held[half:]}
+    scaling = {"genes": ["g"], "transform": "log10", "min": [0.0], "max": [1.0]}
+    references = FoldReferences(
+        "fold",
+        ["A", "B"],
+        raw,
+        np.zeros(held.shape[1], dtype=np.float32),
+        np.ones(held.shape[1], dtype=np.float32),
+        scaling,
+        lambda section, genes, transform: np.zeros((raw[section].shape[0], 1), dtype=np.float32),
+        {"k_refer": 3, "metric": "l1", "block_size": 64},
+    )
+    references.retrieve("A", raw["A"])
+
+
 def write_to_the_store(held: np.ndarray, folder: Path) -> None:
     from spahgc_kedro.datasets.graph_store import _write_section
 
@@ -135,9 +154,10 @@ def write_to_the_store(held: np.ndarray, folder: Path) -> None:
         (read_reference_rows, 256),
         # wide rows: the L1 search costs rows^2 x width, so few rows cover the pages quickly
         (search_between_sections, 32_768),
+        (retrieve_for_a_fold, 32_768),
         (write_to_the_store, 256),
     ],
-    ids=["standardisation", "reference rows", "cross-section search", "store write"],
+    ids=["standardisation", "reference rows", "cross-section search", "a fold's retrieval", "store write"],
 )
 def test_the_graph_stages_scans_leave_no_spilled_section_resident(scan, width, tmp_path):
     mib = 32
